@@ -1,0 +1,111 @@
+"""Decoding with capstone (the only place it is driven) into a prepared Instruction.
+
+Per-site work happens here, once: capstone decodes with detail on, the semantics table picks
+the family handler, and the handler compiles a plan, a closure that runs the instruction
+against a State. Executing a prepared instruction is one call of its plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping
+
+import capstone
+from capstone import x86_const as X
+
+from .errors import DecodeError, Unsupported
+from .semantics import TABLE, Context, refusal_reason
+from .state import REGISTER_NAMES
+
+Plan = Callable[[object], None]
+DEFAULT_KEYS: Mapping[str, str] = {name: name for name in REGISTER_NAMES}
+
+_md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
+_md.detail = True
+
+MAX_LENGTH = 15
+
+
+@dataclass(frozen=True, eq=False)
+class Instruction:
+    """One decoded instruction at a fixed address, with its plan prepared.
+
+    `emulatable` says whether `execute` runs it; `reason` says why not. `atomic` marks a locked
+    read-modify-write (a `lock` prefix, or `xchg` with memory): the emulator's read and write
+    are two separate accesses, so a caller whose other threads may run must not emulate it.
+    `capstone` is the decoded capstone instruction, for callers that rewrite it (XOL).
+    """
+
+    address: int
+    length: int
+    bytes: bytes
+    mnemonic: str
+    text: str
+    emulatable: bool
+    reason: str | None
+    atomic: bool
+    rip_relative: bool
+    capstone: capstone.CsInsn = field(repr=False)
+    plan: Plan | None = field(repr=False)
+
+    @property
+    def next_address(self) -> int:
+        return self.address + self.length
+
+    def __repr__(self) -> str:
+        return f"<Instruction {self.address:#x}: {self.text} ({self.bytes.hex()})>"
+
+
+def decode(code: bytes, address: int) -> Instruction:
+    """Decode the instruction at the start of `code`, located at `address`.
+
+    Raises DecodeError for invalid or truncated bytes. Extra bytes after the instruction are
+    ignored, so a caller may pass a 15-byte window read from memory.
+    """
+    code = bytes(code[:MAX_LENGTH])
+    insn = next(_md.disasm(code, address, 1), None)
+    if insn is None:
+        raise DecodeError(f"no valid instruction at {address:#x}: {code.hex() or 'no bytes'}")
+    text = f"{insn.mnemonic} {insn.op_str}".strip()
+    atomic = X.X86_PREFIX_LOCK in insn.prefix or (
+        insn.id == X.X86_INS_XCHG and any(op.type == X.X86_OP_MEM for op in insn.operands))
+    rip_relative = any(op.type == X.X86_OP_MEM and op.mem.base == X.X86_REG_RIP
+                       for op in insn.operands)
+    try:
+        plan = compile(insn)
+        reason = None
+    except Unsupported as e:
+        plan, reason = None, e.reason
+    return Instruction(address=address, length=insn.size, bytes=bytes(insn.bytes),
+                       mnemonic=insn.mnemonic, text=text, emulatable=plan is not None,
+                       reason=reason, atomic=atomic, rip_relative=rip_relative,
+                       capstone=insn, plan=plan)
+
+
+def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
+    """Compile a plan for `insn` (an Instruction or a capstone instruction).
+
+    `keys` maps each register name of `emu.REGISTER_NAMES` to the key the target state's
+    `regs` uses; the default is the names themselves (FlatState). A live thread can pass
+    indices into its ptrace register buffer instead. Raises Unsupported.
+    """
+    cs_insn = insn.capstone if isinstance(insn, Instruction) else insn
+    reason = refusal_reason(cs_insn)
+    if reason:
+        raise Unsupported(reason)
+    spec = TABLE.get(cs_insn.id)
+    if spec is None:
+        raise Unsupported("not among the emulated instructions")
+    return spec.build(Context(cs_insn, keys or DEFAULT_KEYS))
+
+
+def execute(instruction: Instruction, state) -> None:
+    """Run one prepared instruction on `state`, leaving rip at the next instruction or target.
+
+    Raises Unsupported for what is not emulated, MemoryFault (state unchanged) for an access
+    the CPU would fault on.
+    """
+    plan = instruction.plan
+    if plan is None:
+        raise Unsupported(instruction.reason or instruction.text)
+    plan(state)
