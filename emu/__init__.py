@@ -15,10 +15,10 @@ in-memory `FlatState` used by the tests.
 from .decode import Instruction, compile, decode, execute
 from .errors import DecodeError, EmuError, MemoryFault, Unsupported
 from .semantics import undefined_flags
-from .state import GENERAL_REGISTERS, REGISTER_NAMES, FlatState, State
+from .state import GENERAL_REGISTERS, REGISTER_NAMES, VECTOR_REGISTERS, FlatState, State
 
 __all__ = [
     "Instruction", "decode", "compile", "execute", "undefined_flags",
     "DecodeError", "EmuError", "MemoryFault", "Unsupported",
-    "FlatState", "State", "REGISTER_NAMES", "GENERAL_REGISTERS",
+    "FlatState", "State", "REGISTER_NAMES", "GENERAL_REGISTERS", "VECTOR_REGISTERS",
 ]

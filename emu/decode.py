@@ -15,10 +15,10 @@ from capstone import x86_const as X
 
 from .errors import DecodeError, Unsupported
 from .semantics import TABLE, Context, refusal_reason
-from .state import REGISTER_NAMES
+from .state import REGISTER_NAMES, VECTOR_REGISTERS
 
 Plan = Callable[[object], None]
-DEFAULT_KEYS: Mapping[str, str] = {name: name for name in REGISTER_NAMES}
+DEFAULT_KEYS: Mapping[str, str] = {name: name for name in REGISTER_NAMES + VECTOR_REGISTERS}
 
 _md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 _md.detail = True
@@ -69,7 +69,7 @@ def decode(code: bytes, address: int) -> Instruction:
     text = f"{insn.mnemonic} {insn.op_str}".strip()
     atomic = X.X86_PREFIX_LOCK in insn.prefix or (
         insn.id == X.X86_INS_XCHG and any(op.type == X.X86_OP_MEM for op in insn.operands))
-    rip_relative = any(op.type == X.X86_OP_MEM and op.mem.base == X.X86_REG_RIP
+    rip_relative = any(op.type == X.X86_OP_MEM and op.mem.base in (X.X86_REG_RIP, X.X86_REG_EIP)
                        for op in insn.operands)
     try:
         plan = compile(insn)
@@ -85,9 +85,11 @@ def decode(code: bytes, address: int) -> Instruction:
 def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
     """Compile a plan for `insn` (an Instruction or a capstone instruction).
 
-    `keys` maps each register name of `emu.REGISTER_NAMES` to the key the target state's
-    `regs` uses; the default is the names themselves (FlatState). A live thread can pass
-    indices into its ptrace register buffer instead. Raises Unsupported.
+    `keys` maps each register name of `emu.REGISTER_NAMES` (and, optionally, of
+    `emu.VECTOR_REGISTERS`) to the key the target state's `regs` uses; the default is the names
+    themselves (FlatState). A live thread can pass indices into its ptrace register buffer
+    instead. Raises Unsupported, also for an instruction that needs a register the mapping
+    lacks.
     """
     cs_insn = insn.capstone if isinstance(insn, Instruction) else insn
     reason = refusal_reason(cs_insn)

@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 from capstone import x86_const as X
 
 from .errors import Unsupported
-from .registers import FLAT_SEGMENTS, GPR, M64, SEGMENT_BASES
+from .registers import FLAT_SEGMENTS, GPR, M64, SEGMENT_BASES, XMM
 
 M32 = 0xFFFFFFFF
 Getter = Callable[[object, object], int]
@@ -46,10 +46,30 @@ def register(capstone_reg: int, keys: Mapping[str, object]) -> tuple[object, int
         name, size, shift = GPR[capstone_reg]
     except KeyError:
         raise Unsupported("operand is not a general-purpose register") from None
-    return keys[name], size, shift
+    return _key(keys, name), size, shift
+
+
+def _key(keys: Mapping[str, object], name: str) -> object:
+    try:
+        return keys[name]
+    except KeyError:
+        raise Unsupported(f"register {name} is not available in this state") from None
+
+
+def _xmm_operand(capstone_reg: int, keys: Mapping[str, object]) -> Operand:
+    op = Operand("xmm", 16)
+    key = op.key = _key(keys, XMM[capstone_reg])
+    op.get = lambda r, s: r[key]
+
+    def put(r, s, v):
+        r[key] = v
+    op.put = put
+    return op
 
 
 def _reg_operand(capstone_reg: int, keys: Mapping[str, object]) -> Operand:
+    if capstone_reg in XMM:
+        return _xmm_operand(capstone_reg, keys)
     key, size, shift = register(capstone_reg, keys)
     op = Operand("reg", size)
     op.key = key
@@ -82,7 +102,7 @@ def effective_address(mem, next_ip: int, keys: Mapping[str, object], addr32: boo
     disp = mem.disp
     seg_key = None
     if mem.segment in SEGMENT_BASES:
-        seg_key = keys[SEGMENT_BASES[mem.segment]]
+        seg_key = _key(keys, SEGMENT_BASES[mem.segment])
     elif mem.segment not in FLAT_SEGMENTS:
         raise Unsupported("unknown segment override")
     wrap = M32 if addr32 else M64

@@ -34,6 +34,9 @@ def _build() -> dict[int, tuple[str, int, int]]:
 #: capstone register id -> (64-bit register name, size in bytes, bit shift)
 GPR = _build()
 
+#: capstone register id -> name of the 128-bit SSE register (held as an unsigned int)
+XMM = {getattr(X, f"X86_REG_XMM{n}"): f"xmm{n}" for n in range(16)}
+
 SEGMENT_BASES = {X.X86_REG_FS: "fs_base", X.X86_REG_GS: "gs_base"}
 #: Segments whose base is zero in 64-bit mode; an override naming them changes nothing.
 FLAT_SEGMENTS = {X.X86_REG_INVALID, X.X86_REG_CS, X.X86_REG_DS, X.X86_REG_ES, X.X86_REG_SS}

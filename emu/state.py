@@ -24,6 +24,9 @@ GENERAL_REGISTERS = (
     "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15",
 )
 REGISTER_NAMES = GENERAL_REGISTERS + ("rip", "rflags", "fs_base", "gs_base")
+#: The SSE registers, as unsigned 128-bit ints. Optional in the protocol: a state without
+#: them (a compile with keys lacking them) simply does not emulate SSE instructions.
+VECTOR_REGISTERS = tuple(f"xmm{n}" for n in range(16))
 
 
 class State(Protocol):
@@ -45,17 +48,17 @@ class _Region:
 
 
 class FlatState:
-    """A reference State: registers in a dict, memory as a few mapped regions.
+    """A reference State: registers (general and SSE) in a dict, memory as a few mapped regions.
 
     Any access that is not wholly inside one region faults, as does a write to a read-only
     region; adjacent regions are not merged, so a test can place a page boundary exactly.
     """
 
     def __init__(self, regs: dict[str, int] | None = None) -> None:
-        self.regs: dict[str, int] = {name: 0 for name in REGISTER_NAMES}
+        self.regs: dict[str, int] = {name: 0 for name in REGISTER_NAMES + VECTOR_REGISTERS}
         self.regs["rflags"] = 0x202
         if regs:
-            unknown = set(regs) - set(REGISTER_NAMES)
+            unknown = set(regs) - set(self.regs)
             if unknown:
                 raise KeyError(f"unknown register(s): {', '.join(sorted(unknown))}")
             self.regs.update(regs)

@@ -12,12 +12,12 @@ from typing import Mapping
 
 from capstone import x86_const as X
 
-from ..registers import GPR
-from . import alu, data, flagops, flow, muldiv, shift
+from ..registers import GPR, XMM
+from . import alu, data, flagops, flow, muldiv, shift, vector
 from .context import Context, Spec
 
 TABLE: dict[int, Spec] = {}
-for _family in (data, alu, shift, muldiv, flow, flagops):
+for _family in (data, alu, shift, muldiv, flow, flagops, vector):
     TABLE.update(_family.SPECS)
 
 # Instructions a LOCK prefix is legal on (SDM Vol. 2A, LOCK); on anything else, or on a
@@ -61,19 +61,26 @@ def refusal_reason(insn) -> str | None:
         return reason
     if insn.id == X.X86_INS_PAUSE:  # a spin-wait hint, architecturally a nop (capstone files it under SSE2)
         return None
+    xmm_operands = any(op.type == X.X86_OP_REG and op.reg in XMM for op in insn.operands)
+    sse_form = insn.id in vector.EMULATED_SSE and xmm_operands and not _is_vex(insn)
     groups = set(insn.groups)
     for group_set, why in _REFUSED_GROUPS:
-        if groups & group_set:
+        if groups & group_set and not sse_form:
             return why
-    if insn.id in _STRING:
+    if insn.id in _STRING and not sse_form:  # capstone's MOVSD is also the string movsd
         return "string instruction: not emulated"
     if X.X86_PREFIX_LOCK in insn.prefix:
         if insn.id not in _LOCKABLE or not any(op.type == X.X86_OP_MEM for op in insn.operands):
             return "lock prefix on an instruction that does not take it: the CPU raises #UD"
     for op in insn.operands:
-        if op.type == X.X86_OP_REG and op.reg not in GPR:
+        if op.type == X.X86_OP_REG and op.reg not in GPR and not (sse_form and op.reg in XMM):
             return f"operand register {insn.reg_name(op.reg)} is not emulated"
     return None
+
+
+def _is_vex(insn) -> bool:
+    """VEX/EVEX encodings (C4/C5/62 opcode escape) also write the upper YMM/ZMM bits."""
+    return insn.opcode[0] in (0xC4, 0xC5, 0x62) or insn.mnemonic.startswith("v")
 
 
 def undefined_flags(instruction, regs_before: Mapping[str, int]) -> int:

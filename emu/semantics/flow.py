@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from capstone import x86_const as X
 
-from ..errors import Unsupported
+from ..errors import MemoryFault, Unsupported
 from ..flags import CONDITION_MASK, CONDITION_TABLE, ZF
 from ..operands import M32
 from ..registers import M64
@@ -27,6 +27,14 @@ def _target(ctx: Context):
     return None, op.get
 
 
+def _check_canonical(dest: int) -> int:
+    """A branch to a non-canonical address raises #GP at the branch itself (SDM Vol. 2A, JMP,
+    CALL, RET: 64-bit mode exceptions), before anything is pushed or popped."""
+    if ((dest + (1 << 47)) & M64) >> 48:
+        raise MemoryFault(dest, 1, "fetch")
+    return dest
+
+
 def jmp(ctx: Context):
     ctx.no_opsize16()
     target, get = _target(ctx)
@@ -37,7 +45,7 @@ def jmp(ctx: Context):
     else:
         def run(s):
             r = s.regs
-            r[RIP] = get(r, s)
+            r[RIP] = _check_canonical(get(r, s))
     return run
 
 
@@ -91,7 +99,7 @@ def call(ctx: Context):
 
     def run(s):
         r = s.regs
-        dest = target if get is None else get(r, s)
+        dest = _check_canonical(target if get is None else get(r, s))
         sp = (r[RSP] - 8) & M64
         s.write(sp, ret_bytes)
         r[RSP] = sp
@@ -108,7 +116,7 @@ def ret(ctx: Context):
     def run(s):
         r = s.regs
         sp = r[RSP]
-        dest = from_bytes(s.read(sp, 8), "little")
+        dest = _check_canonical(from_bytes(s.read(sp, 8), "little"))
         r[RSP] = (sp + release) & M64
         r[RIP] = dest
     return run
