@@ -29,7 +29,9 @@ class Context:
         self.keys = keys
         self.next_ip = insn.address + insn.size
         self.addr32 = X.X86_PREFIX_ADDRSIZE in insn.prefix
-        self.opsize16 = X.X86_PREFIX_OPSIZE in insn.prefix
+        # 0x66 selects 16 bits unless REX.W asks for 64 (the padded `data16 data16 rex.W call
+        # __tls_get_addr` of TLS code is an ordinary 64-bit call on Intel and AMD alike).
+        self.opsize16 = X.X86_PREFIX_OPSIZE in insn.prefix and not insn.rex & 0x8
         self.ops: list[Operand] = [
             compile_operand(op, self.next_ip, keys, self.addr32) for op in insn.operands]
         self.RIP, self.RSP, self.FLAGS = keys["rip"], keys["rsp"], keys["rflags"]
