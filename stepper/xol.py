@@ -293,7 +293,7 @@ def refusal_reason(insn: "emu.Instruction") -> str | None:
     if insn.length > _MAX_INSN:  # pragma: no cover - capstone never decodes such bytes
         return f"{insn.length} bytes: longer than an x86 instruction can be"
     if _is_relative_branch(cs):
-        if cs.prefix[2] == 0x66:
+        if cs.prefix[2] == 0x66 and not cs.rex & 0x8:  # REX.W makes it a 64-bit branch anyway
             return ("operand-size prefix on a relative branch: Intel ignores it, AMD truncates "
                     "RIP to 16 bits, so its target is not knowable")
         if cs.imm_size not in (1, 4) or not cs.imm_offset:
