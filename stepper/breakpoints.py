@@ -1,0 +1,150 @@
+"""Breakpoints: validated, decoded and given their step ops once, at insertion.
+
+Insertion refuses, with a one-line StepperError and nothing written, an address that is not
+in an executable mapping, one that is not an instruction boundary where that can be known (the
+containing function symbol is decoded forward from its start), and an instruction no strategy
+can step (see strategies.choose). INT3 bytes go through /proc/PID/mem, which writes read-only
+text without changing its protection.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import emu
+
+from . import maps, strategies
+from .errors import StepperError
+from .ptrace_lean import ProcMem
+
+INT3 = b"\xcc"
+
+
+@dataclass(eq=False)
+class Stats:
+    """What happened at one breakpoint: hits, steps by strategy, fall-backs by reason."""
+
+    hits: int = 0
+    emulate: int = 0
+    xol: int = 0
+    reinsert: int = 0
+    fallbacks: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def steps(self) -> dict[str, int]:
+        return {"emulate": self.emulate, "xol": self.xol, "reinsert": self.reinsert}
+
+    def as_dict(self) -> dict:
+        return {"hits": self.hits, "steps": self.steps, "fallbacks": dict(self.fallbacks)}
+
+
+@dataclass(eq=False)
+class Breakpoint:
+    """One INT3 at `address`, with its instruction decoded and its ops chosen."""
+
+    address: int
+    insn: emu.Instruction
+    mode: str
+    ops: strategies.Ops
+    callback: Callable | None = None
+    symbol: maps.Symbol | None = None
+    stats: Stats = field(default_factory=Stats)
+    inserted: bool = False
+
+    @property
+    def original(self) -> bytes:
+        return self.insn.bytes[:1]
+
+    @property
+    def strategy(self) -> str:
+        return self.ops.name
+
+    def describe(self) -> str:
+        where = ""
+        if self.symbol is not None:
+            where = f" <{self.symbol.name}+{self.address - self.symbol.address:#x}>"
+        return f"{self.address:#x}{where}: {self.insn.text}"
+
+
+class Breakpoints:
+    """The breakpoints of one process, keyed by address."""
+
+    def __init__(self, pid: int, mem: ProcMem) -> None:
+        self.pid = pid
+        self.mem = mem
+        self.by_address: dict[int, Breakpoint] = {}
+
+    def __iter__(self):
+        return iter(self.by_address.values())
+
+    def __len__(self) -> int:
+        return len(self.by_address)
+
+    def read_original(self, address: int, size: int) -> bytes:
+        """Memory as the program wrote it: our INT3 bytes replaced by what they cover."""
+        data = bytearray(self.mem.read(address, size))
+        for bp in self.by_address.values():
+            if bp.inserted and address <= bp.address < address + len(data):
+                data[bp.address - address] = bp.original[0]
+        return bytes(data)
+
+    def prepare(self, address: int, mode: str, callback: Callable | None = None) -> Breakpoint:
+        """Validate `address`, decode its instruction and choose its ops; writes nothing."""
+        if address in self.by_address:
+            raise StepperError(f"a breakpoint is already set at {address:#x}")
+        mappings = maps.read(self.pid)
+        mapping = maps.find(mappings, address)
+        if mapping is None or not mapping.executable:
+            where = f"in {mapping.path or 'an anonymous mapping'} ({mapping.perms})" \
+                if mapping else "in no mapping"
+            raise StepperError(f"{address:#x} is not in an executable mapping of process "
+                               f"{self.pid}: it is {where}")
+        code = self.read_original(address, min(15, mapping.end - address))
+        try:
+            insn = emu.decode(code, address)
+        except emu.DecodeError as e:
+            raise StepperError(f"{address:#x}: {e}") from None
+        symbol = maps.containing_symbol(mappings, address)
+        if symbol is not None:
+            self._check_boundary(symbol, address, mapping.end)
+        ops = strategies.choose(mode, insn)
+        return Breakpoint(address, insn, mode, ops, callback, symbol)
+
+    def _check_boundary(self, symbol: maps.Symbol, address: int, limit: int) -> None:
+        """Decode `symbol` from its start; `address` must be where an instruction starts."""
+        size = min(address - symbol.address + 15, limit - symbol.address)
+        code = self.read_original(symbol.address, size)
+        pc, insn = symbol.address, None
+        while pc < address:
+            try:
+                insn = emu.decode(code[pc - symbol.address:], pc)
+            except emu.DecodeError:
+                return  # data inside the function: the boundary cannot be known
+            pc = insn.next_address
+        if pc != address and insn is not None:
+            raise StepperError(
+                f"{address:#x} is not an instruction boundary: it is inside `{insn.text}` at "
+                f"{insn.address:#x} ({symbol.name}+{insn.address - symbol.address:#x})")
+
+    def insert(self, bp: Breakpoint) -> None:
+        self.mem.write(bp.address, INT3)
+        bp.inserted = True
+        self.by_address[bp.address] = bp
+
+    def remove(self, bp: Breakpoint) -> None:
+        if bp.inserted:
+            bp.inserted = False
+            self.mem.write(bp.address, bp.original)
+        self.by_address.pop(bp.address, None)
+
+    def restore_all(self) -> None:
+        """Put every original byte back (errors ignored: the process may be gone)."""
+        for bp in list(self.by_address.values()):
+            if bp.inserted:
+                bp.inserted = False
+                try:
+                    self.mem.write(bp.address, bp.original)
+                except OSError:
+                    pass
+

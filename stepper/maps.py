@@ -1,0 +1,118 @@
+"""/proc/PID/maps parsed into Mapping records, and the questions stepper asks of them.
+
+Why a module: breakpoint validation (is the address executable?), the PIE load bias, symbol
+lookup (which file, at what bias) and XOL area placement all read the same table.
+"""
+
+from __future__ import annotations
+
+import bisect
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Mapping:
+    start: int
+    end: int
+    perms: str
+    offset: int
+    path: str
+
+    @property
+    def executable(self) -> bool:
+        return "x" in self.perms
+
+    @property
+    def readable(self) -> bool:
+        return "r" in self.perms
+
+    @property
+    def is_file(self) -> bool:
+        return self.path.startswith("/")
+
+    def __contains__(self, address: int) -> bool:
+        return self.start <= address < self.end
+
+
+def parse(text: str) -> list[Mapping]:
+    """Parse the text of a maps file (one mapping per line, sorted by address)."""
+    result = []
+    for line in text.splitlines():
+        parts = line.split(None, 5)
+        if len(parts) < 5:
+            continue
+        lo, hi = parts[0].split("-")
+        path = parts[5].strip() if len(parts) > 5 else ""
+        result.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), path))
+    return result
+
+
+def read(pid: int) -> list[Mapping]:
+    """The current mappings of process `pid`."""
+    with open(f"/proc/{pid}/maps") as f:
+        return parse(f.read())
+
+
+def find(mappings: list[Mapping], address: int) -> Mapping | None:
+    """The mapping containing `address`, or None."""
+    starts = [m.start for m in mappings]
+    i = bisect.bisect_right(starts, address) - 1
+    if i >= 0 and address in mappings[i]:
+        return mappings[i]
+    return None
+
+
+def of_file(mappings: list[Mapping], path: str) -> list[Mapping]:
+    """Every mapping of the file `path` (compared as given by the kernel: absolute, resolved)."""
+    return [m for m in mappings if m.path == path]
+
+
+# --- What object and symbol an address belongs to (stepper.symbols reads the ELF files) ----
+
+@dataclass(frozen=True)
+class Symbol:
+    """A function symbol (or assembly label) located at its run-time address."""
+
+    name: str
+    address: int
+    size: int
+    object: str  # path of the mapped file
+
+
+def _elf(path: str):
+    from .symbols import ElfFileError, ElfSymbols
+
+    try:
+        return ElfSymbols.load(path)
+    except ElfFileError:
+        return None
+
+
+def load_bias(mapping: Mapping) -> int | None:
+    """Run-time address minus link-time address for the file mapped by `mapping`."""
+    elf = _elf(mapping.path) if mapping.is_file else None
+    return None if elf is None else elf.bias_for_mapping(mapping.start, mapping.offset)
+
+
+def main_bias(pid: int, exe: str) -> int:
+    """Load bias of the main executable `exe` (0 unless it is position-independent)."""
+    elf = _elf(exe)
+    if elf is None or elf.elf_type != "ET_DYN":
+        return 0
+    mine = of_file(read(pid), exe)
+    if not mine:
+        return 0
+    return load_bias(min(mine, key=lambda m: m.start)) or 0
+
+
+def containing_symbol(mappings: list[Mapping], address: int) -> Symbol | None:
+    """The function symbol of the mapped file whose extent contains run-time `address`."""
+    m = find(mappings, address)
+    bias = load_bias(m) if m is not None else None
+    if bias is None:
+        return None
+    hit = _elf(m.path).containing(address - bias)
+    if hit is None:
+        return None
+    symbol, _ = hit
+    return Symbol(symbol.name, symbol.value + bias, symbol.size, m.path)

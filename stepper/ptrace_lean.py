@@ -1,0 +1,224 @@
+"""The hot-path ptrace boundary: the few calls a breakpoint hit makes, bound once with ctypes.
+
+Why not python-ptrace here: its object layers cost several microseconds per hit (see
+shared/PERF.md). This module binds libc's `ptrace` once *without* argtypes (ctypes then passes
+small ints and ready-made pointers directly), keeps the registers in one preallocated
+`user_regs_struct` buffer per thread, and reads errno only when a call failed. python-ptrace
+still spawns the process (stepper.session); everything per hit goes through here.
+
+Memory: `/proc/PID/mem` (pread/pwrite) writes read-only text, which is how INT3 bytes and XOL
+slots are written; process_vm_readv/writev honour page protections, which is what the
+emulator needs so that an access the CPU would fault on faults in emulation too.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+
+from .errors import StepperError
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_ptrace = _libc.ptrace
+_ptrace.restype = ctypes.c_long
+_process_vm_readv = _libc.process_vm_readv
+_process_vm_readv.restype = ctypes.c_ssize_t
+_process_vm_writev = _libc.process_vm_writev
+_process_vm_writev.restype = ctypes.c_ssize_t
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+# Requests (linux/ptrace.h).
+CONT = 7
+SINGLESTEP = 9
+GETREGS = 12
+SETREGS = 13
+DETACH = 17
+SETOPTIONS = 0x4200
+GETEVENTMSG = 0x4201
+GETSIGINFO = 0x4202
+SETSIGINFO = 0x4203
+
+# Options and events.
+O_TRACECLONE = 0x08
+O_TRACEEXEC = 0x10
+O_EXITKILL = 0x100000
+EVENT_CLONE = 3
+EVENT_EXEC = 4
+
+# waitpid: also wait for threads (clone children).
+WALL = 0x40000000
+
+#: Field order of struct user_regs_struct (sys/user.h), 27 unsigned longs.
+USER_REGS_FIELDS = (
+    "r15", "r14", "r13", "r12", "rbp", "rbx", "r11", "r10", "r9", "r8", "rax", "rcx", "rdx",
+    "rsi", "rdi", "orig_rax", "rip", "cs", "eflags", "rsp", "ss", "fs_base", "gs_base",
+    "ds", "es", "fs", "gs",
+)
+RegsBuffer = ctypes.c_ulong * len(USER_REGS_FIELDS)
+
+#: emu register name -> index into a RegsBuffer (emu calls the flags register "rflags").
+REG_INDEX: dict[str, int] = {
+    name: USER_REGS_FIELDS.index("eflags" if name == "rflags" else name)
+    for name in ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10",
+                 "r11", "r12", "r13", "r14", "r15", "rip", "rflags", "fs_base", "gs_base")
+}
+RIP = REG_INDEX["rip"]
+RAX = REG_INDEX["rax"]
+ORIG_RAX = USER_REGS_FIELDS.index("orig_rax")
+
+
+class PtraceFailed(StepperError):
+    """A ptrace call failed; `errno` says why (ESRCH: the thread is gone)."""
+
+    def __init__(self, what: str, tid: int, errno: int) -> None:
+        super().__init__(f"{what} on thread {tid} failed: {os.strerror(errno)}")
+        self.errno = errno
+
+
+def _check(result: int, what: str, tid: int) -> int:
+    if result == -1:
+        errno = ctypes.get_errno()
+        if errno:
+            raise PtraceFailed(what, tid, errno)
+    return result
+
+
+def new_regs() -> ctypes.Array:
+    """A fresh, zeroed register buffer (one per thread, reused on every hit)."""
+    return RegsBuffer()
+
+
+def getregs(tid: int, buf) -> None:
+    # A ctypes array passed without argtypes goes as a pointer to its buffer: no byref().
+    if _ptrace(GETREGS, tid, 0, buf) == -1:
+        _check(-1, "PTRACE_GETREGS", tid)
+
+
+def setregs(tid: int, buf) -> None:
+    if _ptrace(SETREGS, tid, 0, buf) == -1:
+        _check(-1, "PTRACE_SETREGS", tid)
+
+
+def cont(tid: int, sig: int = 0) -> None:
+    if _ptrace(CONT, tid, 0, sig) == -1:
+        _check(-1, "PTRACE_CONT", tid)
+
+
+def singlestep(tid: int, sig: int = 0) -> None:
+    if _ptrace(SINGLESTEP, tid, 0, sig) == -1:
+        _check(-1, "PTRACE_SINGLESTEP", tid)
+
+
+def detach(tid: int, sig: int = 0) -> None:
+    if _ptrace(DETACH, tid, 0, sig) == -1:
+        _check(-1, "PTRACE_DETACH", tid)
+
+
+def setoptions(tid: int, options: int) -> None:
+    if _ptrace(SETOPTIONS, tid, 0, options) == -1:
+        _check(-1, "PTRACE_SETOPTIONS", tid)
+
+
+def geteventmsg(tid: int) -> int:
+    value = ctypes.c_ulong()
+    if _ptrace(GETEVENTMSG, tid, 0, ctypes.byref(value)) == -1:
+        _check(-1, "PTRACE_GETEVENTMSG", tid)
+    return value.value
+
+
+class Siginfo(ctypes.Structure):
+    """The head of siginfo_t: what stepper needs to tell an INT3 from a genuine signal."""
+
+    _fields_ = [("signo", ctypes.c_int), ("errno", ctypes.c_int), ("code", ctypes.c_int),
+                ("_pad", ctypes.c_int), ("addr", ctypes.c_ulong), ("_rest", ctypes.c_byte * 104)]
+
+
+def getsiginfo(tid: int, info: Siginfo | None = None) -> Siginfo:
+    info = info if info is not None else Siginfo()
+    if _ptrace(GETSIGINFO, tid, 0, ctypes.byref(info)) == -1:
+        _check(-1, "PTRACE_GETSIGINFO", tid)
+    return info
+
+
+def setsiginfo(tid: int, info: Siginfo) -> None:
+    if _ptrace(SETSIGINFO, tid, 0, ctypes.byref(info)) == -1:
+        _check(-1, "PTRACE_SETSIGINFO", tid)
+
+
+def tgkill(tgid: int, tid: int, sig: int) -> None:
+    """Send `sig` to one thread (SYS_tgkill = 234)."""
+    if _syscall(234, tgid, tid, sig) == -1:
+        _check(-1, "tgkill", tid)
+
+
+class _Iovec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+class VmAccess:
+    """process_vm_readv/writev for one process, with its iovecs made once.
+
+    These calls go through the page tables with the target's own permissions (no FOLL_FORCE),
+    so reading an unmapped or PROT_NONE page, or writing a read-only one, fails as the CPU
+    would. A transfer that stops part-way returns the count done; the caller decides.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self._local = _Iovec()
+        self._remote = _Iovec()
+        self._local_p = ctypes.byref(self._local)
+        self._remote_p = ctypes.byref(self._remote)
+        self._buf = ctypes.create_string_buffer(64)
+        self._buf_addr = ctypes.addressof(self._buf)
+
+    def _buffer(self, size: int) -> int:
+        if size > len(self._buf):
+            self._buf = ctypes.create_string_buffer(size)
+            self._buf_addr = ctypes.addressof(self._buf)
+        return self._buf_addr
+
+    def read(self, address: int, size: int) -> bytes | None:
+        """The `size` bytes at `address`, or None if any of them cannot be read."""
+        self._local.base = self._buffer(size)
+        self._local.len = size
+        self._remote.base = address
+        self._remote.len = size
+        done = _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0)
+        if done != size:
+            return None
+        return self._buf.raw[:size]
+
+    def write(self, address: int, data: bytes) -> int:
+        """Write `data`; returns how many leading bytes were written (-1: none, error)."""
+        size = len(data)
+        ctypes.memmove(self._buffer(size), data, size)
+        self._local.base = self._buf_addr
+        self._local.len = size
+        self._remote.base = address
+        self._remote.len = size
+        return _process_vm_writev(self.pid, self._local_p, 1, self._remote_p, 1, 0)
+
+
+class ProcMem:
+    """/proc/PID/mem opened once: reads and writes that ignore page protections.
+
+    Used for what the tracer itself owns (INT3 bytes, XOL slots), never for emulated accesses.
+    """
+
+    def __init__(self, pid: int) -> None:
+        self.fd = os.open(f"/proc/{pid}/mem", os.O_RDWR | os.O_CLOEXEC)
+
+    def read(self, address: int, size: int) -> bytes:
+        return os.pread(self.fd, size, address)
+
+    def write(self, address: int, data: bytes) -> None:
+        done = os.pwrite(self.fd, data, address)
+        if done != len(data):
+            raise StepperError(f"short write of {len(data)} byte(s) at {address:#x}")
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

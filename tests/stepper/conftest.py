@@ -1,0 +1,140 @@
+"""Fixtures for the engine tests: tracees compiled once per session with gcc, symbol and
+instruction lookup in them (pyelftools + emu.decode), and runners for unprobed runs, probed
+runs through the library, and probed runs through `stepper probe`."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+import emu
+
+TRACEES = Path(__file__).parent / "tracees"
+
+#: name -> (sources, gcc flags)
+PROGRAMS = {
+    "probes": (["probes.c"], ["-O2", "-fno-plt", "-fstack-protector-all",
+                              "-fno-omit-frame-pointer"]),
+    "asmmain": (["asmmain.c", "asmops.S"], ["-O1"]),
+    "faults": (["faults.c", "asmops.S"], ["-O1"]),
+    "threads": (["threads.c", "asmops.S"], ["-O1", "-pthread"]),
+    "threads_nopie": (["threads.c", "asmops.S"], ["-O1", "-pthread", "-no-pie"]),
+    "layout": (["layout.c"], ["-O1"]),
+    "killself": (["killself.c"], ["-O1"]),
+    "signals": (["signals.c"], ["-O1"]),
+    "execer": (["execer.c"], ["-O1"]),
+}
+
+
+@pytest.fixture(scope="session")
+def build(tmp_path_factory):
+    """build(name) -> path of the compiled tracee (compiled on first use in the session)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the tracees")
+    out = tmp_path_factory.mktemp("tracees")
+    built: dict[str, str] = {}
+
+    def _build(name: str) -> str:
+        if name not in built:
+            sources, flags = PROGRAMS[name]
+            exe = out / name
+            subprocess.run(["gcc", *flags, "-o", str(exe), *(str(TRACEES / s) for s in sources)],
+                           check=True)
+            built[name] = str(exe)
+        return built[name]
+
+    return _build
+
+
+def symbol(exe: str, name: str) -> tuple[int, int]:
+    """(address as nm prints it, size) of symbol `name` in `exe`."""
+    with open(exe, "rb") as f:
+        for sym in ELFFile(f).get_section_by_name(".symtab").iter_symbols():
+            if sym.name == name:
+                return sym["st_value"], sym["st_size"]
+    raise KeyError(name)
+
+
+def instructions(exe: str, function: str) -> list[emu.Instruction]:
+    """Every instruction of `function`, decoded from the file (link-time addresses)."""
+    address, size = symbol(exe, function)
+    with open(exe, "rb") as f:
+        elf = ELFFile(f)
+        for seg in elf.iter_segments():
+            if seg["p_type"] == "PT_LOAD" and seg["p_vaddr"] <= address < seg["p_vaddr"] + seg["p_filesz"]:
+                f.seek(seg["p_offset"] + address - seg["p_vaddr"])
+                code = f.read(size)
+                break
+        else:
+            raise KeyError(function)
+    result, pc = [], address
+    while pc < address + size:
+        insn = emu.decode(code[pc - address:], pc)
+        result.append(insn)
+        pc = insn.next_address
+    return result
+
+
+@dataclass
+class Run:
+    stdout: bytes
+    stderr: bytes
+    returncode: int
+    report: dict | None = None
+
+
+def run_plain(argv: list[str], timeout: float = 60) -> Run:
+    p = subprocess.run(argv, capture_output=True, timeout=timeout)
+    return Run(p.stdout, p.stderr, p.returncode)
+
+
+def run_cli(argv: list[str], addresses: list[int], mode: str = "auto", tmp_path=None,
+            timeout: float = 120) -> Run:
+    """`stepper probe` in a subprocess; the JSON report is read back when tmp_path is given."""
+    cmd = [sys.executable, "-m", "stepper.cli", "probe", "--mode", mode, "--quiet"]
+    report_path = None
+    if tmp_path is not None:
+        report_path = tmp_path / f"report-{len(os.listdir(tmp_path))}.json"
+        cmd += ["--json", str(report_path)]
+    for a in addresses:
+        cmd += ["-p", hex(a)]
+    p = subprocess.run(cmd + ["--", *argv], capture_output=True, timeout=timeout)
+    report = None
+    if report_path is not None and report_path.exists():
+        report = json.loads(report_path.read_text())
+    return Run(p.stdout, p.stderr, p.returncode, report)
+
+
+@pytest.fixture
+def spawn_captured(tmp_path):
+    """spawn_captured(argv, mode) -> (Process, path its stdout goes to), via the library."""
+    from stepper import api
+
+    made = []
+
+    def _spawn(argv: list[str], mode: str = "auto"):
+        out = tmp_path / f"stdout-{len(made)}"
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        saved = os.dup(1)
+        try:
+            os.dup2(fd, 1)
+            proc = api.spawn(argv, mode)
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+            os.close(fd)
+        made.append(proc)
+        return proc, out
+
+    yield _spawn
+    for proc in made:  # a test that failed half-way must not leave a stopped tracee behind
+        if proc._session.threads and not proc._session._closed:
+            proc.kill()
