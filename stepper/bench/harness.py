@@ -1,0 +1,213 @@
+"""Orchestration: which runs, in which order, under which placement; medians; the report.
+
+Per-hit overhead of a figure = (probed run - the same tool's unprobed run) / hits, where both
+runs use the same tracer, tracee and placement, within the same repeat. All figures of a
+placement are measured in one pass, in an order rotated every repeat, and each figure is the
+median over the repeats, so a noisy moment of the machine moves one sample of every figure
+rather than every sample of one figure, and the ratios hold.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import sys
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import breakdown, peers
+from .errors import Unmeasurable
+from .placement import PLACEMENTS, POLICY, Placement, applied, resolve
+from .runs import Sample, stepper_run
+from .tracee import HEADLINE, VARIANTS, Tracee, tracee
+
+#: The figures of `per_hit_us`, in table order.
+KEYS = ("emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
+        "libdebug")
+#: stepper's own strategies: the keys the variants and the policy are measured for.
+STRATEGIES = ("emulate", "xol", "boost", "reinsert")
+
+Runner = Callable[[], Sample]
+
+
+@dataclass
+class Config:
+    """What to measure. `placements` are run in order; variants and the breakdown use the
+    first one (same, when it is in the list)."""
+
+    hits: int = 5000
+    repeat: int = 3
+    placements: tuple[str, ...] = ("same", "free")
+    variants: bool = True
+    breakdown: bool = True
+    policy: bool = True
+    progress: Callable[[str], None] | None = None
+
+    def __post_init__(self) -> None:
+        from ..errors import StepperError
+
+        if self.hits < 1:
+            raise StepperError(f"--hits must be at least 1, not {self.hits}")
+        if self.repeat < 1:
+            raise StepperError(f"--repeat must be at least 1, not {self.repeat}")
+        for name in self.placements:
+            resolve(name)  # raises on an unknown name or a missing second CPU
+
+
+@dataclass
+class Group:
+    """One tool's runs: its unprobed baseline and its probed figures, by key."""
+
+    name: str
+    baseline: Runner
+    figures: dict[str, Runner]
+
+
+@dataclass
+class Results:
+    """Samples and reasons, keyed by (scope, key); scope is a placement or a variant."""
+
+    us: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    reasons: dict[tuple[str, str], str] = field(default_factory=dict)
+    hits: dict[tuple[str, str], list[int]] = field(default_factory=dict)
+    parts: list[dict] = field(default_factory=list)
+    lean_us: list[float] = field(default_factory=list)
+    colocated: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def failed(self, scope: str, key: str) -> bool:
+        return (scope, key) in self.reasons
+
+    def median(self, scope: str, key: str) -> float | None:
+        if self.failed(scope, key) or not self.us.get((scope, key)):
+            return None
+        return round(statistics.median(self.us[(scope, key)]), 2)
+
+
+def stepper_group(t: Tracee, n: int, placement: Placement, policy: bool = False) -> Group:
+    figures = {mode: (lambda mode=mode: stepper_run(t, n, mode, placement, policy))
+               for mode in STRATEGIES}
+    return Group("stepper+policy" if policy else "stepper",
+                 lambda: stepper_run(t, n, None, placement, policy), figures)
+
+
+def headline_groups(t: Tracee, n: int, placement: Placement) -> list[Group]:
+    return [
+        stepper_group(t, n, placement),
+        Group("c_floor", lambda: peers.c_floor(t, n, None, placement), {
+            "c_floor": lambda: peers.c_floor(t, n, "emulate", placement),
+            "c_floor_xol": lambda: peers.c_floor(t, n, "xol", placement)}),
+        Group("gdb", lambda: peers.gdb(t, n, None, placement), {
+            "gdb": lambda: peers.gdb(t, n, "break", placement),
+            "gdb_dprintf": lambda: peers.gdb(t, n, "dprintf", placement)}),
+        Group("libdebug", lambda: peers.libdebug(t, n, False, placement), {
+            "libdebug": lambda: peers.libdebug(t, n, True, placement)}),
+    ]
+
+
+def measure_group(group: Group, scope: str, n: int, results: Results,
+                  turn: int = 0) -> Sample | None:
+    """One baseline and each still-measurable figure once (their order rotated by `turn`);
+    per-hit µs into `results`."""
+    pending = [k for k in group.figures if not results.failed(scope, k)]
+    if not pending:
+        return None
+    try:
+        base = group.baseline()
+    except Exception as e:  # noqa: BLE001 - one tool's failure must not lose the others
+        for key in pending:
+            results.reasons[(scope, key)] = f"baseline failed: {_why(e)}"
+        return None
+    for key in rotate(pending, turn):
+        try:
+            sample = group.figures[key]()
+        except Exception as e:  # noqa: BLE001 - recorded as this figure's reason
+            results.reasons[(scope, key)] = _why(e)
+            continue
+        results.hits.setdefault((scope, key), []).append(sample.hits)
+        if sample.hits != n:
+            results.reasons[(scope, key)] = f"expected {n} hits, saw {sample.hits}"
+            continue
+        results.us.setdefault((scope, key), []).append((sample.ns - base.ns) / n / 1000)
+        if sample.colocated is not None:
+            results.colocated.setdefault((scope, key), []).append(sample.colocated)
+    return base
+
+
+def _why(e: Exception) -> str:
+    """The reason shown beside a null: an Unmeasurable's message as is; anything else (a bug
+    in the engine or a peer) with its type, so it is not mistaken for a known limitation."""
+    if isinstance(e, Unmeasurable):
+        return str(e)
+    return f"{type(e).__name__}: {e}".splitlines()[0]
+
+
+def rotate(items: list, by: int) -> list:
+    by %= max(len(items), 1)
+    return items[by:] + items[:by]
+
+
+def run_bench(config: Config) -> dict:
+    """Measure everything `config` asks for and return the report (see report.build)."""
+    from . import report
+
+    say = config.progress or (lambda line: None)
+    n = config.hits
+    head = tracee(HEADLINE)
+    others = [tracee(v) for v in VARIANTS if v != HEADLINE] if config.variants else []
+    results = Results()
+    timer_ns = breakdown.timer_cost_ns()
+    first = config.placements[0] if "same" not in config.placements else "same"
+    policies = [POLICY] if config.policy and "free" in config.placements else []
+    for r in range(config.repeat):
+        for name in config.placements:
+            placement = resolve(name)
+            with applied(placement):
+                groups = [(name, g) for g in headline_groups(head, n, placement)]
+                if name == "free" and policies:
+                    groups.append((POLICY, stepper_group(head, n, placement, policy=True)))
+                if name == first:
+                    groups += [(t.variant, stepper_group(t, n, placement)) for t in others]
+                for scope, group in rotate(groups, r):
+                    base = measure_group(group, scope, n, results, r)
+                    if scope == name and group.name == "stepper" and base is not None \
+                            and name == first and config.breakdown:
+                        _breakdown_once(head, n, placement, base, timer_ns, results)
+            say(f"repeat {r + 1}/{config.repeat} {name}: " + ", ".join(
+                f"{k} {_fmt(results.median(name, k))}" for k in KEYS))
+    return report.build(config, results, head, others, [*config.placements, *policies], first)
+
+
+def _breakdown_once(t: Tracee, n: int, placement: Placement, base: Sample, timer_ns: float,
+                    results: Results) -> None:
+    try:
+        sample, parts = breakdown.lean_run(t, n, placement)
+    except Exception as e:  # the breakdown is diagnostic: never lose the other figures
+        results.reasons[("breakdown", "breakdown")] = f"{type(e).__name__}: {e}"
+        return
+    if sample.hits != n:
+        results.reasons[("breakdown", "breakdown")] = f"expected {n} hits, saw {sample.hits}"
+        return
+    results.parts.append(breakdown.per_hit_parts(parts, n, timer_ns))
+    results.lean_us.append((sample.ns - base.ns) / n / 1000)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": len(os.sched_getaffinity(0)), "cpu_model": model,
+            "kernel": platform.release(), "python": sys.version.split()[0],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+
+
+__all__ = ["Config", "run_bench", "KEYS", "STRATEGIES", "PLACEMENTS"]

@@ -1,0 +1,56 @@
+/* The benchmark tracee of `stepper bench`: calls `probed` N times (N = argv[1]) and exits 0.
+ *
+ * `probed` is written in assembly so that its first instruction, the one a breakpoint
+ * displaces, is exactly the variant's, whatever the compiler would have emitted; the caller
+ * cannot inline it. Choose the variant with -D (default BENCH_PUSH):
+ *   BENCH_PUSH    push rbp                       (the common function entry)
+ *   BENCH_MOV     mov rax, rdi
+ *   BENCH_SUB     sub rsp, 8
+ *   BENCH_RIPREL  mov rax, qword ptr [rip + bench_word]   (RIP-relative load)
+ *   BENCH_SSE     movdqa xmm0, xmmword ptr [rip + bench_vec]  (the emulator declines SSE;
+ *                 it runs out of line with its displacement rewritten)
+ * `bench_slot` is an executable scratch slot for the C floor's XOL twin (c_floor_xol).
+ * Build with -no-pie so the symbol's address in the ELF file is its run-time address. */
+#include <stdlib.h>
+
+#if defined(BENCH_MOV)
+#define BENCH_BODY "mov rax, rdi\n ret\n"
+#elif defined(BENCH_SUB)
+#define BENCH_BODY "sub rsp, 8\n add rsp, 8\n mov rax, rdi\n ret\n"
+#elif defined(BENCH_RIPREL)
+#define BENCH_BODY "mov rax, qword ptr [rip + bench_word]\n add rax, rdi\n ret\n"
+#elif defined(BENCH_SSE)
+#define BENCH_BODY "movdqa xmm0, xmmword ptr [rip + bench_vec]\n movq rax, xmm0\n add rax, rdi\n ret\n"
+#else
+#define BENCH_BODY "push rbp\n mov rbp, rsp\n mov rax, rdi\n pop rbp\n ret\n"
+#endif
+
+__asm__(
+    ".intel_syntax noprefix\n"
+    ".section .data\n"
+    ".balign 16\n"
+    "bench_vec: .quad 1, 2\n"
+    "bench_word: .quad 3\n"
+    ".text\n"
+    ".globl probed\n"
+    ".type probed, @function\n"
+    ".balign 16\n"
+    "probed:\n"
+    BENCH_BODY
+    ".size probed, .-probed\n"
+    /* The C floor's XOL twin copies the displaced instruction here and single-steps it. */
+    ".globl bench_slot\n"
+    ".balign 64\n"
+    "bench_slot: .fill 64, 1, 0xcc\n"
+    ".att_syntax prefix\n");
+
+long probed(long x);
+
+int main(int argc, char **argv) {
+    long n = argc > 1 ? atol(argv[1]) : 0;
+    volatile long sink = 0;
+    for (long i = 0; i < n; i++)
+        sink += probed(i);
+    (void)sink;
+    return 0;
+}

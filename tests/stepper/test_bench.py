@@ -1,0 +1,185 @@
+"""`stepper bench`: the quick mode (--hits 200, one repeat, placement same) on this machine's
+real tracees, tracers and peers. Checks hit counts and the report's shape, never timings."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from importlib.util import find_spec
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stepper import api
+from stepper.bench import KEYS, STRATEGIES, placement, report
+from stepper.bench.breakdown import PARTS
+from stepper.bench.tracee import VARIANTS
+from stepper.cli import main
+
+HITS = 200
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    code = main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "same",
+                 "--json", str(out)])
+    assert code == 0
+    return json.loads(out.read_text())
+
+
+def test_report_has_the_issue_keys(quick):
+    assert set(quick["per_hit_us"]) == set(KEYS)
+    assert set(quick["placements"]) == {"same"}
+    assert set(quick["placements"]["same"]) == set(KEYS)
+    assert quick["hits"] == HITS and quick["repeat"] == 1
+    assert set(quick["variants"]) == set(VARIANTS)
+    for row in quick["variants"].values():
+        assert set(row) == set(STRATEGIES)
+    assert set(PARTS) <= set(quick["breakdown_us"])
+    assert quick["colocated"] == {}  # only unpinned runs are watched
+
+
+def _figures(r):
+    """(path, value, reason) of every figure in the report."""
+    yield from ((("per_hit_us", k), v, r["null_reasons"]["per_hit_us"].get(k))
+                for k, v in r["per_hit_us"].items())
+    for p, row in r["placements"].items():
+        yield from ((("placements", p, k), v, r["null_reasons"]["placements"][p].get(k))
+                    for k, v in row.items())
+    for var, row in r["variants"].items():
+        yield from ((("variants", var, k), v, r["null_reasons"]["variants"][var].get(k))
+                    for k, v in row.items())
+
+
+def test_every_figure_is_a_number_or_null_with_a_reason(quick):
+    for path, value, reason in _figures(quick):
+        if value is None:
+            assert isinstance(reason, str) and reason and "\n" not in reason, path
+        else:
+            assert isinstance(value, float) and math.isfinite(value), path
+            assert reason is None, path
+
+
+def test_every_measured_figure_saw_exactly_the_expected_hits(quick):
+    counts = quick["hit_counts"]
+    for path, value, _ in _figures(quick):
+        if path[0] == "per_hit_us" or value is None:
+            continue
+        scope = path[1]  # the push_rbp variant row is the variant placement's figures
+        scope = quick["variant_placement"] if scope == "push_rbp" else scope
+        assert counts[scope][path[2]] == [HITS], path
+
+
+def test_the_strategies_and_c_floor_were_measured(quick):
+    same = quick["placements"]["same"]
+    for key in ("emulate", "xol", "reinsert", "c_floor", "c_floor_xol"):
+        assert same[key] is not None, quick["null_reasons"]["placements"]["same"].get(key)
+    if "boost" not in api.MODES:
+        assert same["boost"] is None
+        assert quick["null_reasons"]["per_hit_us"]["boost"] == "boost strategy not implemented"
+    else:
+        assert same["boost"] is not None
+
+
+def test_peers_measured_where_installed(quick):
+    same = quick["placements"]["same"]
+    if shutil.which("gdb"):
+        assert same["gdb"] is not None and same["gdb_dprintf"] is not None
+    if find_spec("libdebug"):
+        assert same["libdebug"] is not None, quick["null_reasons"]["per_hit_us"].get("libdebug")
+
+
+def test_variants_probe_their_instruction(quick):
+    ins = quick["instructions"]
+    assert ins["push_rbp"] == "push rbp"
+    assert ins["mov"].startswith("mov ") and "rip" not in ins["mov"]
+    assert ins["sub_rsp"].startswith("sub rsp, ")
+    assert "[rip + " in ins["rip_relative"]
+    declined = quick["variants"]["declined"]
+    assert declined["emulate"] is None and declined["xol"] is not None
+    assert "not emulated" in quick["null_reasons"]["variants"]["declined"]["emulate"]
+    for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative"):
+        assert quick["variants"][variant]["emulate"] is not None, variant
+
+
+def test_table_names_every_figure_and_the_targets(quick):
+    text = report.table(quick)
+    for key in KEYS:
+        assert f"\n{key} " in text
+    assert "targets (same placement):" in text
+    if quick["per_hit_us"]["boost"] is None:
+        assert "boost strategy not implemented" in text
+
+
+def test_targets_are_judged_from_the_figures():
+    fig = dict.fromkeys(KEYS)
+    fig.update(emulate=2.0, c_floor=1.0, xol=8.0, gdb=30.0, libdebug=10.0)
+    r = {"per_hit_us": fig, "placements": {"same": fig, "free+policy": {"emulate": 2.5}},
+         "breakdown_us": {"wait": 9.0, "emulate": 0.5, "memory_io": 0.7}}
+    verdicts = {t["target"]: (t["ratio"], t["met"]) for t in report.targets(r)}
+    assert verdicts["emulate <= 1.5x c_floor"] == (2.0, False)
+    assert verdicts["xol >= 3x emulate"] == (4.0, True)
+    assert verdicts["boost <= 1.2x emulate"] == (None, None)
+    assert verdicts["gdb >= 10x emulate"] == (15.0, True)
+    assert verdicts["libdebug >= 6x emulate"] == (5.0, False)
+    assert verdicts["free+policy emulate <= 1.5x same"] == (1.25, True)
+    missed = [t for t in report.targets(r) if t["met"] is False]
+    assert missed and all(t["dominant"].startswith("memory_io (0.7 µs") for t in missed)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--hits", "0"], "--hits must be at least 1"),
+    (["--repeat", "0"], "--repeat must be at least 1"),
+    (["--plot", "chart.jpg"], "PNG"),
+    (["--plot", "/nonexistent/chart.png"], "cannot write /nonexistent/chart.png"),
+])
+def test_bad_input_is_one_line_and_measures_nothing(argv, message, capsys, tmp_path):
+    out = tmp_path / "never.json"
+    assert main(["bench", *argv, "--json", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_last_cpu_reads_field_39_after_the_command_name():
+    assert placement.last_cpu(os.getpid()) in os.sched_getaffinity(0)
+
+
+def test_follow_tracee_moves_only_the_tracer_and_restores_it():
+    before = os.sched_getaffinity(0)
+    proc = api.spawn(["/bin/true"])
+    tracee_before = os.sched_getaffinity(proc.pid)
+    with placement.FollowTracee(proc.pid) as follow:
+        assert len(os.sched_getaffinity(0)) == 1
+        assert os.sched_getaffinity(proc.pid) == tracee_before
+        proc.run()
+    assert follow.moves >= 1
+    assert os.sched_getaffinity(0) == before
+
+
+@given(comm=st.binary(min_size=0, max_size=15).filter(lambda b: b"\n" not in b),
+       cpu=st.integers(0, 4095))
+def test_processor_field_survives_any_command_name(comm, cpu):
+    # A stat line as the kernel writes it: pid (comm) state, then fields 4..52.
+    fields = [str(n) for n in range(4, 53)]
+    fields[39 - 4] = str(cpu)
+    line = b"1234 (" + comm + b") S " + " ".join(fields).encode() + b"\n"
+    assert placement.processor_field(line) == cpu
+
+
+def test_watching_without_the_policy_changes_no_affinity():
+    before = os.sched_getaffinity(0)
+    proc = api.spawn(["/bin/true"])
+    with placement.FollowTracee(proc.pid, pin=False) as follow:
+        assert os.sched_getaffinity(0) == before
+        proc.run()
+    assert follow.moves == 0 and os.sched_getaffinity(0) == before
+
+
+def test_unknown_placement_is_refused():
+    with pytest.raises(Exception, match="unknown placement"):
+        placement.resolve("elsewhere")
