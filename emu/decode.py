@@ -13,7 +13,8 @@ from typing import Callable, Mapping
 import capstone
 from capstone import x86_const as X
 
-from .errors import DecodeError, Unsupported
+from .errors import DecodeError, MemoryFault, Unsupported
+from .flags import AC
 from .semantics import TABLE, Context, refusal_reason
 from .state import REGISTER_NAMES, VECTOR_REGISTERS
 
@@ -98,7 +99,53 @@ def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
     spec = TABLE.get(cs_insn.id)
     if spec is None:
         raise Unsupported("not among the emulated instructions")
-    return spec.build(Context(cs_insn, keys or DEFAULT_KEYS))
+    keys = keys or DEFAULT_KEYS
+    plan = spec.build(Context(cs_insn, keys))
+    if touches_memory(cs_insn):
+        plan = _alignment_checked(plan, keys["rflags"])
+    return plan
+
+
+_STACK_IDS = {X.X86_INS_PUSH, X.X86_INS_POP, X.X86_INS_CALL, X.X86_INS_RET, X.X86_INS_LEAVE,
+              X.X86_INS_PUSHFQ, X.X86_INS_POPFQ}
+_NO_ACCESS_IDS = {X.X86_INS_LEA, X.X86_INS_NOP}
+
+
+def touches_memory(cs_insn) -> bool:
+    """Does the instruction read or write memory (explicit operand or the stack)?"""
+    if cs_insn.id in _STACK_IDS:
+        return True
+    return cs_insn.id not in _NO_ACCESS_IDS and any(
+        op.type == X.X86_OP_MEM for op in cs_insn.operands)
+
+
+class _AlignmentChecked:
+    """A state whose misaligned 2-, 4- and 8-byte accesses fault, as the CPU's do when a
+    program sets rflags.AC (Linux runs user code with CR0.AM on: #AC becomes SIGBUS)."""
+
+    __slots__ = ("regs", "_state")
+
+    def __init__(self, state) -> None:
+        self._state, self.regs = state, state.regs
+
+    def read(self, address: int, size: int) -> bytes:
+        if size in (2, 4, 8) and address & (size - 1):
+            raise MemoryFault(address, size, "read")
+        return self._state.read(address, size)
+
+    def write(self, address: int, data: bytes) -> None:
+        if len(data) in (2, 4, 8) and address & (len(data) - 1):
+            raise MemoryFault(address, len(data), "write")
+        self._state.write(address, data)
+
+
+def _alignment_checked(plan: Plan, flags_key) -> Plan:
+    """Run `plan` through _AlignmentChecked while AC is set; the usual case pays one test."""
+    def run(state):
+        if state.regs[flags_key] & AC:
+            return plan(_AlignmentChecked(state))
+        return plan(state)
+    return run
 
 
 def execute(instruction: Instruction, state) -> None:

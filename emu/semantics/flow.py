@@ -21,6 +21,10 @@ def _target(ctx: Context):
     """(constant target or None, getter for an indirect target)."""
     (op,) = ctx.operands(1)
     if op.kind == "imm":
+        if not ctx.opsize16:
+            # capstone sizes the target by a 0x66 prefix even when REX.W overrides it (`data16
+            # data16 rex.W call`, TLS code): op.value would be cut to 32 bits.
+            return ctx.insn.operands[0].imm & M64, None
         return op.value, None
     if op.size != 8:
         raise Unsupported("branch through a non-64-bit operand")

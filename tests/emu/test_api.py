@@ -43,7 +43,7 @@ def test_trailing_bytes_are_ignored():
 
 @pytest.mark.parametrize("text, reason_part", [
     ("syscall", "system call"), ("int 0x80", "interrupt"), ("hlt", "privileged"),
-    ("fld dword ptr [rax]", "x87"), ("movaps xmm0, xmm1", "SSE"), ("rep movsb", "string"),
+    ("fld dword ptr [rax]", "x87"), ("addps xmm0, xmm1", "SSE"), ("rep movsb", "string"),
     ("cpuid", "cpuid"), ("vaddps ymm0, ymm1, ymm2", "AVX"),
 ])
 def test_unsupported_instructions_say_why(text, reason_part):
