@@ -1,0 +1,68 @@
+"""`stepper fuzz`: differential fuzzing of the emulator against Unicorn and/or the real CPU."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from ..fuzz import runner
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "fuzz", help="differential fuzzing of the emulator against Unicorn and the real CPU",
+        description="Run instructions with random register and memory states through the "
+                    "emulator and an oracle (Unicorn, the real CPU, or both) and report every "
+                    "difference. Divergences are shrunk and written to corpus/regressions/.")
+    parser.add_argument("--cases", type=int, default=10_000, metavar="N",
+                        help="number of cases (default 10000)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S",
+                        help="seed: case i depends only on (S, i) (default 0)")
+    parser.add_argument("--oracle", choices=("unicorn", "native", "both"), default="unicorn",
+                        help="what the emulator is compared with (default unicorn)")
+    parser.add_argument("--from-corpus", metavar="PATH",
+                        help="fuzz every emulatable encoding of this corpus (.jsonl.gz) in turn "
+                             "instead of the test suite's generator")
+    parser.add_argument("--json", metavar="FILE", help="also write the report as JSON ('-': stdout)")
+    parser.add_argument("--workers", type=int, default=0, metavar="N",
+                        help="worker processes (default 0: every core)")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run on a Dask distributed scheduler (tcp://HOST:PORT) instead")
+    parser.add_argument("--regressions", metavar="DIR", default=str(runner.regressions.DEFAULT_DIR),
+                        help="where shrunk divergences are written (default corpus/regressions)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.json and args.json != "-" and not Path(args.json).parent.is_dir():
+        raise runner.FuzzError(f"--json {args.json}: directory "
+                               f"{str(Path(args.json).parent)!r} does not exist")
+    config = runner.Config(cases=args.cases, seed=args.seed, oracle=args.oracle,
+                           corpus=args.from_corpus, workers=args.workers, cluster=args.cluster,
+                           regressions_dir=Path(args.regressions), progress=sys.stderr.isatty())
+    try:
+        report = runner.run(config)
+    finally:
+        runner.close_oracles()
+    out = sys.stderr if args.json == "-" else sys.stdout  # keep stdout pure JSON then
+    print(f"{report.cases} cases against {report.oracle} (seed {report.seed}, {report.source}): "
+          f"{report.divergences} divergences, {report.unsupported} unsupported, "
+          f"{report.skipped} skipped, {report.cases_per_s:,.0f} cases/s "
+          f"({report.seconds:.1f} s, workers: {report.workers})", file=out)
+    for kind in report.kinds:
+        print(f"  {kind['count']:8} x {kind['oracle']:7} {kind['mnemonic']:10} "
+              f"{', '.join(kind['signature'])} (first: case {kind['first_index']})", file=out)
+    for path in report.regressions:
+        print(f"  wrote {path}", file=out)
+    if args.json:
+        text = json.dumps(report.as_json(), indent=1) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            try:
+                Path(args.json).write_text(text)
+            except OSError as e:
+                raise runner.FuzzError(f"--json {args.json}: cannot write: {e.strerror}") from None
+    return 1 if report.divergences else 0
