@@ -1,0 +1,368 @@
+"""Boosted out-of-line steps: one trap per hit for instructions the emulator declines.
+
+Plain XOL costs two traps per hit: the INT3, then the single-step trap that brings the thread
+back so its RIP can be fixed up. Kernel kprobes avoid the second one by *boosting*: the slot
+holds the copied instruction followed by a jump back to the original next instruction, so the
+thread returns to the program's own code by itself. Under ptrace this is safe as long as the
+copied instruction does the same thing wherever it runs, and as long as nobody (the program's
+signal handlers, the tracer's callbacks, a detach) ever sees a RIP inside a slot.
+
+Why it looks like this:
+- A slot belongs to one probe, not to a thread: its bytes depend only on the probe, so it is
+  written once, at insertion, and any number of threads (and a signal handler re-entering the
+  probed function) may be inside it at once.
+- Slots live in areas placed below the object they serve (one area per object region), so a
+  RIP-relative displacement is re-encoded for the slot, never rewritten to a scratch register.
+  The jump back is `jmp rel32` when it reaches, else `jmp [rip+0]` with an 8-byte target.
+- What is not boosted keeps plain XOL, and the reason is recorded (`BoostOps.note`): a
+  `syscall` (the kernel stores the slot address in RCX), a call (it pushes the slot address),
+  anything needing a scratch register, x87 instructions (the FPU records their address, which
+  fnstenv/fxsave would reveal), and whatever XOL refuses.
+- `Boost.map_back` is called at every stop the session sees (other than a hit): a RIP at a
+  slot's first byte becomes the probe address (the instruction has not run; a partly done rep
+  string op restarts from its updated registers, as after an interrupt), at the jump back it
+  becomes the original next instruction, at a branch stub the branch target. For SIGILL,
+  SIGFPE and SIGTRAP (whose si_addr is the instruction) si_addr is mapped the same way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import struct
+from typing import TYPE_CHECKING, Iterable
+
+from capstone import x86_const as X
+
+from . import ptrace_lean, xol
+from .errors import StepperError
+from .ptrace_lean import RIP
+from .strategies import Ops, XolOps
+from .xol_area import AREA_SIZE, XolArea
+
+if TYPE_CHECKING:  # pragma: no cover
+    import emu
+
+    from .breakpoints import Breakpoint
+    from .session import Session
+
+#: How far an area may be from a probe and still serve it (±2 GiB, less a margin for the
+#: object's own size: the displacement is re-checked by the planner anyway).
+REACH = (1 << 31) - (64 << 20)
+_JMP_ABS = b"\xff\x25\x00\x00\x00\x00"  # jmp qword ptr [rip+0]; the 8-byte target follows
+_ADDR_SIGNALS = (signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
+_FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
+#: Slot kinds whose single-step ends inside the slot (or at the jump back), where the held
+#: signal's stop is recognised; `ret`/`jmp r/m` end in the program's code, `pushf` would
+#: push the step's TF.
+_HOLDABLE = ("plain", "jump")
+
+
+def boost_refusal(insn: "emu.Instruction", plan: xol.XolPlan) -> str | None:
+    """Why `insn`, planned for a slot as `plan`, cannot run there without a trap back."""
+    if plan.boost_refusal:
+        return plan.boost_refusal
+    if insn.capstone.group(X.X86_GRP_FPU):
+        return "x87 instruction: the FPU records its address (fnstenv/fxsave would show the slot)"
+    return None
+
+
+def slot_code(plan: xol.XolPlan) -> bytes:
+    """The plan's slot bytes with the jump back to the original next instruction after the
+    copied instruction (where plain XOL has int3 bytes and relies on the single-step trap)."""
+    insn = plan.instruction
+    code = bytearray(plan.code)
+    at = insn.length
+    rel = insn.next_address - (plan.slot_address + at + 5)
+    if -(1 << 31) <= rel < (1 << 31):
+        jump = b"\xe9" + struct.pack("<i", rel)
+    else:
+        jump = _JMP_ABS + struct.pack("<Q", insn.next_address)
+    if at + len(jump) > xol.STUB_OFFSET:  # pragma: no cover - 15 + 14 <= STUB_OFFSET
+        raise StepperError(f"no room for the jump back after {insn.text}")
+    code[at:at + len(jump)] = jump
+    return bytes(code)
+
+
+class BoostOps(Ops):
+    """A hit points RIP at the probe's slot and continues: one trap. Until the slot exists
+    (`Boost.install`), and for good when boosting is refused, hits go to plain XOL."""
+
+    name = "boost"
+
+    def __init__(self, insn: "emu.Instruction") -> None:
+        self.insn = insn
+        self.slot: int | None = None
+        self.note = "boost: slot not written yet"
+        self.xol = XolOps(insn)
+
+    def hit(self, s: "Session", t, bp: "Breakpoint") -> None:
+        slot = self.slot
+        if t.tf:  # the program single-steps itself: the engine's XOL step delivers its trap
+            return self.xol.hit(s, t, bp)
+        if slot is None:
+            _give(s, self, t.tid)
+            if self.slot is None:
+                return self.xol.hit(s, t, bp)  # boosting refused just now (note says why)
+            slot = self.slot
+        t.regs[RIP] = slot
+        ptrace_lean.setregs(t.tid, t.regs)
+        bp.stats.boost += 1
+        t.running = True
+        ptrace_lean.cont(t.tid, 0)
+
+    def refuse(self, reason: str) -> None:
+        """Step with plain XOL from now on, saying why."""
+        self.name = "xol"
+        self.note = f"not boosted: {reason}"
+        self.hit = self.xol.hit  # type: ignore[method-assign]
+
+
+class Boost:
+    """The boost areas and probe slots of one traced process."""
+
+    def __init__(self, session: "Session") -> None:
+        self.session = session
+        self.areas: list[XolArea] = []
+        self.plans: dict[int, xol.XolPlan] = {}  # slot address -> plan
+        self._bounds: list[tuple[int, int]] = []
+        self._regs = ptrace_lean.new_regs()
+        self._held: dict[int, list] = {}  # tid -> siginfos held for one step
+
+    # --- insertion ------------------------------------------------------------------------
+
+    def _area_near(self, address: int, tid: int) -> XolArea:
+        for area in self.areas:
+            if area.address is not None and abs(area.address - address) < REACH:
+                return area
+        s = self.session
+        area = XolArea(s.pid, s.exe, s.mem, xol.SLOT_SIZE, near=address)
+        area.map(tid)
+        self.areas.append(area)
+        assert area.address is not None
+        self._bounds.append((area.address, area.address + AREA_SIZE))
+        return area
+
+    def give_slot(self, ops: BoostOps, tid: int) -> None:
+        """Plan, write and record `ops`' slot, or make it refuse boosting, saying why."""
+        insn = ops.insn
+        try:
+            area = self._area_near(insn.address, tid)
+            slot = area.reserve()
+        except StepperError as e:
+            return ops.refuse(str(e))
+        plan = xol.prepare(insn, slot)
+        reason = boost_refusal(insn, plan)
+        if reason is not None:
+            area.unreserve(slot)
+            return ops.refuse(reason)
+        area.load(slot, slot_code(plan))
+        self.plans[slot] = plan
+        ops.slot = slot
+        ops.note = f"boosted: {plan.rewrite}"
+
+    # --- stops ----------------------------------------------------------------------------
+
+    def locate(self, address: int) -> xol.XolPlan | None:
+        """The plan of the boost slot containing `address`, if any."""
+        for start, end in self._bounds:
+            if start <= address < end:
+                return self.plans.get(address - (address - start) % xol.SLOT_SIZE)
+        return None
+
+    def map_back(self, tid: int, sig: int = 0, regs=None) -> xol.XolPlan | None:
+        """If stopped thread `tid` is inside a slot, move it to the equivalent place in the
+        original stream and, for a signal-delivery stop of `sig`, fix si_addr. Returns the
+        slot's plan when the thread was moved (its registers are then in `regs`)."""
+        regs = self._regs if regs is None else regs
+        ptrace_lean.getregs(tid, regs)
+        rip = regs[RIP]
+        plan = self.locate(rip)
+        if plan is None:
+            return None
+        regs[RIP] = plan.original_address(rip)
+        ptrace_lean.setregs(tid, regs)
+        info = _siginfo(tid) if sig else None
+        if info is not None:
+            _fix_siginfo(tid, plan, rip, sig, info)
+        return plan
+
+    def stopped(self, t, sig: int) -> int | None:
+        """The session's hook for every stop that is not a hit nor a step's: returns the
+        signal to resume `t` with, or None when this resumed `t` itself.
+
+        A RIP inside a slot is mapped back. A thread put back on the probe (the instruction
+        has not run, or a rep op is part done) hits it again when it resumes: that hit is the
+        one counted, as for an abandoned XOL step. But an asynchronous signal that finds the
+        thread at the slot's first byte is held for one instruction: the thread single-steps
+        the slot first and the signal is delivered after it, with its own siginfo. Otherwise
+        a signal coming faster than a hit costs the tracer (SIGALRM every 50 us) would be
+        pending at every re-hit, and the thread would never get past the probe."""
+        held = self._held.pop(t.tid, None)
+        if held is not None:
+            return self._release(t, sig, held)
+        regs = t.regs
+        ptrace_lean.getregs(t.tid, regs)
+        plan = self.locate(regs[RIP])
+        if plan is None:
+            return sig
+        if sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE:
+            info = _siginfo(t.tid)
+            if info is not None and not _synchronous(sig, info):
+                self._held[t.tid] = [_copy(info)]
+                t.running = True
+                ptrace_lean.singlestep(t.tid, 0)
+                return None
+        self._map(t, plan, sig)
+        return sig
+
+    def _map(self, t, plan: xol.XolPlan, sig: int) -> None:
+        """Map `t`'s RIP (in t.regs) out of `plan`'s slot. Back on the probe, the hit is
+        abandoned (hit again, counted then) unless the instruction itself faulted: that is
+        its outcome, as unprobed, and a handler returning to it runs it (and hits) anew."""
+        rip = t.regs[RIP]
+        t.regs[RIP] = plan.original_address(rip)
+        ptrace_lean.setregs(t.tid, t.regs)
+        info = _siginfo(t.tid) if sig else None
+        if info is not None:
+            _fix_siginfo(t.tid, plan, rip, sig, info)
+            if _synchronous(sig, info):
+                return
+        if t.regs[RIP] == plan.instruction.address:
+            bp = self.session.breakpoints.by_address.get(plan.instruction.address)
+            if bp is not None:
+                self.session._abandoned(t, bp)
+
+    def _release(self, t, sig: int, held: list) -> int | None:
+        """The stop after held signals' single-step: deliver them now."""
+        regs = t.regs
+        ptrace_lean.getregs(t.tid, regs)
+        plan = self.locate(regs[RIP])
+        info = _siginfo(t.tid) if sig else None
+        if sig == signal.SIGTRAP and info is not None and info.code > 0:
+            # The step's trap: the instruction ran. The first held signal goes now with its
+            # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
+            if plan is not None:
+                self._map(t, plan, 0)
+            for other in held[1:]:
+                ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
+            ptrace_lean.setsiginfo(t.tid, held[0])
+            return held[0].signo
+        if (plan is not None and regs[RIP] == plan.slot_address and info is not None
+                and not _synchronous(sig, info)):
+            # Another signal was pending before the step could run: hold it too (a standard
+            # signal already held is pending once, as the kernel would keep it) and step.
+            if sig >= signal.SIGRTMIN or all(h.signo != sig for h in held):
+                held.append(_copy(info))
+            self._held[t.tid] = held
+            t.running = True
+            ptrace_lean.singlestep(t.tid, 0)
+            return None
+        # The instruction faulted (or the step was otherwise cut short): that signal goes
+        # now, with the RIP mapped back, and the held ones are sent again.
+        if plan is not None:
+            self._map(t, plan, sig)
+        for other in held:
+            ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
+        return sig
+
+    def inherited(self, child: "Session") -> "Boost":
+        """The slots as a forked (or vforked) child has them: same addresses, same bytes."""
+        copy = Boost(child)
+        copy.areas = [area.inherited(child.pid, child.mem) for area in self.areas]
+        copy.plans = dict(self.plans)
+        copy._bounds = list(self._bounds)
+        return copy
+
+    # --- leaving --------------------------------------------------------------------------
+
+    def leave(self, stopped: Iterable, unmap: bool = True) -> None:
+        """Detach: move every (stopped) thread out of the slots, then unmap the areas."""
+        threads = list(stopped)
+        for tid, infos in self._held.items():  # their steps were settled by the detach
+            for info in infos:
+                try:
+                    ptrace_lean.tgkill(self.session.pid, tid, info.signo)
+                except StepperError:
+                    pass
+        self._held = {}
+        for t in threads:
+            try:
+                self.map_back(t.tid)
+            except StepperError:
+                pass
+        if threads and unmap:
+            for area in self.areas:
+                try:
+                    area.unmap(threads[0].tid)
+                except (StepperError, OSError):
+                    pass
+        self.areas, self._bounds, self.plans = [], [], {}
+
+
+def _siginfo(tid: int):
+    try:
+        return ptrace_lean.getsiginfo(tid)
+    except StepperError:  # a group-stop has no siginfo
+        return None
+
+
+def _copy(info):
+    new = ptrace_lean.Siginfo()
+    ctypes.memmove(ctypes.addressof(new), ctypes.addressof(info), ctypes.sizeof(info))
+    return new
+
+
+def _synchronous(sig: int, info) -> bool:
+    """A fault the instruction itself raised (it must be delivered before it, in place)."""
+    return info.code > 0 and sig in _FAULTS
+
+
+def _fix_siginfo(tid: int, plan: xol.XolPlan, rip: int, sig: int, info) -> None:
+    """si_addr of a kernel-sent SIGILL/SIGFPE/SIGTRAP is the faulting instruction (the slot):
+    the program must see the original address. A user-sent signal's siginfo holds a pid
+    there (si_code <= 0), and a SIGSEGV's si_addr is a data address: both left alone."""
+    if info.code <= 0 or not (sig in _ADDR_SIGNALS or info.addr == rip):
+        return
+    original = plan.original_address(info.addr)
+    if original != info.addr:
+        info.addr = original
+        ptrace_lean.setsiginfo(tid, info)
+
+
+def _stopped_tid(s: "Session") -> int | None:
+    for t in s.threads.values():
+        if not t.running:
+            return t.tid
+    return None
+
+
+def install(s: "Session", bp: "Breakpoint", tid: int | None = None) -> None:
+    """Write `bp`'s boost slot now if it is boosted and a stopped thread can map the area
+    (before `run`, or from a callback); otherwise its first hit does it."""
+    ops = bp.ops
+    if not isinstance(ops, BoostOps):
+        return
+    tid = tid if tid is not None else _stopped_tid(s)
+    if tid is not None:
+        _give(s, ops, tid)
+
+
+def _give(s: "Session", ops: BoostOps, tid: int) -> None:
+    if ops.slot is not None or ops.name != "boost":
+        return
+    if getattr(s, "boost", None) is None:
+        s.boost = Boost(s)
+    s.boost.give_slot(ops, tid)
+
+
+def why(bp: "Breakpoint") -> str:
+    """One line for the strategy table: why this site did or did not boost."""
+    ops = bp.ops
+    if isinstance(ops, BoostOps):
+        return ops.note
+    if ops.name == "emulate":
+        if isinstance(getattr(ops, "fallback", None), BoostOps):
+            return "not boosted: emulated (one trap, no slot); boosted when it falls back"
+        return "not boosted: emulated (one trap per hit without a slot)"
+    return f"not boosted: --mode {bp.mode}"
