@@ -9,7 +9,7 @@ such as stepper.cli must not pay for ptrace and the emulator):
     print(proc.run(), proc.stats())
 """
 
-_API = ("spawn", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES")
+_API = ("spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES")
 __all__ = list(_API)
 
 

@@ -9,6 +9,15 @@
     print(status.exit_code, proc.stats())
 
 Everything here is a thin, stable face over stepper.session; callers should not need more.
+
+Attaching mirrors spawning:
+
+    proc = api.attach(pid)                          # every thread stopped, nothing changed yet
+    proc.break_at(address, callback=...)
+    status = proc.run()                             # until it exits, or until detach()
+    status.detached                                 # True: it runs on untraced
+
+See docs/under_fire.md for signals in the middle of a step, fork/vfork/exec and detaching.
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ from .breakpoints import Breakpoint, Stats
 from .session import ExitStatus, Hit, Session
 from .strategies import MODES
 
-__all__ = ["spawn", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]
+__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]
 
 
 class Process:
@@ -47,6 +56,11 @@ class Process:
         return list(self._session.breakpoints)
 
     @property
+    def retired_breakpoints(self) -> list[Breakpoint]:
+        """Breakpoints dropped when the process exec'd (their stats stay readable)."""
+        return list(self._session.retired)
+
+    @property
     def threads_seen(self) -> int:
         """How many threads the program had over its life (the main one included)."""
         return self._session.threads_seen
@@ -69,14 +83,38 @@ class Process:
         """The program's memory, breakpoint bytes hidden."""
         return self._session.read_memory(address, size)
 
+    @property
+    def attached(self) -> bool:
+        """True for a process taken with `attach` (it was running before stepper)."""
+        return self._session.attached
+
+    @property
+    def children(self) -> list["Process"]:
+        """The child processes followed so far (fork, vfork), each with its own breakpoints
+        (copies of this one's at the fork) and its own hit counts; `exit` is how it ended."""
+        return [Process(child) for child in self._session.children]
+
+    @property
+    def exit(self) -> ExitStatus | None:
+        """How the process ended, once it has (None while it runs, or if it was let go)."""
+        return self._session.exit
+
     def run(self) -> ExitStatus:
-        """Run until the program exits. On KeyboardInterrupt or any exception the program is
-        left running untraced with every breakpoint removed, and the exception propagates."""
+        """Run until the program exits, or until `detach()` is requested: then the program
+        runs on untraced and the result is ExitStatus(None, None, detached=True). SIGTERM to
+        the tracer while run() runs on the main thread (and the application has not set its
+        own SIGTERM handler) also detaches. On KeyboardInterrupt or any exception the
+        program is left running untraced with every breakpoint removed, and the exception
+        propagates. Followed children still running when the program exits are let go."""
         return self._session.run()
 
     def detach(self) -> None:
-        """Remove every breakpoint and let the program go on untraced."""
-        self._session.abandon()
+        """Remove every breakpoint and let the program (and followed children) go on untraced:
+        every INT3 restored, no thread left in the XOL area, the area unmapped, every thread
+        resumed, pending signals kept. Safe from any thread, from a signal handler and from a
+        callback while `run()` runs (run() then detaches and returns); before or after
+        `run()` it detaches at once."""
+        self._session.request_detach()
 
     def kill(self) -> None:
         self._session.kill()
@@ -86,12 +124,27 @@ class Process:
         return {bp.address: bp.stats for bp in self._session.breakpoints}
 
 
-def spawn(argv: Sequence[str], mode: str = "auto", env: dict | None = None) -> Process:
+def spawn(argv: Sequence[str], mode: str = "auto", env: dict | None = None,
+          children: str = "follow") -> Process:
     """Start `argv` (PATH is searched) under trace, stopped before its first instruction.
 
-    `mode` is the default strategy of its breakpoints: auto, emulate, xol or reinsert."""
+    `mode` is the default strategy of its breakpoints: auto, emulate, xol or reinsert.
+    `children`: "follow" (default) traces forked children with the breakpoints active in
+    them; "detach" removes the breakpoints from a child and lets it go untraced."""
+    _check_mode(mode)
+    return Process(Session.spawn(argv, mode, env, children))
+
+
+def attach(pid: int, mode: str = "auto", children: str = "follow") -> Process:
+    """Trace running process `pid` (every thread, including threads it creates while
+    stepper attaches); it stays stopped until `run()`. Mirrors `spawn`. A pid that is dead,
+    a thread rather than a process, stepper itself, or not ours to trace: StepperError."""
+    _check_mode(mode)
+    return Process(Session.attach(pid, mode, children))
+
+
+def _check_mode(mode: str) -> None:
     from .errors import StepperError
 
     if mode not in MODES:
         raise StepperError(f"unknown strategy {mode!r}: choose one of {', '.join(MODES)}")
-    return Process(Session.spawn(argv, mode, env))

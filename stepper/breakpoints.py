@@ -30,13 +30,19 @@ class Stats:
     xol: int = 0
     reinsert: int = 0
     fallbacks: dict[str, int] = field(default_factory=dict)
+    #: steps abandoned because a signal arrived first (the thread was put back at the
+    #: breakpoint and hit it again after the handler: `hits` counts that hit once)
+    abandoned: int = 0
+    boost: int = 0  # boosted out-of-line steps (stepper.boost)
 
     @property
     def steps(self) -> dict[str, int]:
-        return {"emulate": self.emulate, "xol": self.xol, "reinsert": self.reinsert}
+        return {"emulate": self.emulate, "xol": self.xol, "reinsert": self.reinsert,
+                "boost": self.boost}
 
     def as_dict(self) -> dict:
-        return {"hits": self.hits, "steps": self.steps, "fallbacks": dict(self.fallbacks)}
+        return {"hits": self.hits, "steps": self.steps, "fallbacks": dict(self.fallbacks),
+                "abandoned": self.abandoned}
 
 
 @dataclass(eq=False)
@@ -84,8 +90,12 @@ class Breakpoints:
     def read_original(self, address: int, size: int) -> bytes:
         """Memory as the program wrote it: our INT3 bytes replaced by what they cover."""
         data = bytearray(self.mem.read(address, size))
-        for bp in self.by_address.values():
-            if bp.inserted and address <= bp.address < address + len(data):
+        # Small reads (instructions) look up their few addresses: scanning every breakpoint
+        # made inserting thousands of probes (one glob over libc) quadratic.
+        candidates = ((self.by_address.get(a) for a in range(address, address + len(data)))
+                      if len(data) < len(self.by_address) else self.by_address.values())
+        for bp in candidates:
+            if bp is not None and bp.inserted and address <= bp.address < address + len(data):
                 data[bp.address - address] = bp.original[0]
         return bytes(data)
 

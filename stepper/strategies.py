@@ -14,7 +14,9 @@ or `abort` (a signal arrived instead). The hit path only calls these verbs.
 - XolOps: copy (rewritten by stepper.xol) into the thread's own slot, single-step, fix up.
 - ReinsertOps: restore the byte, single-step in place, put the INT3 back. Only a baseline:
   another thread running past the address meanwhile misses the breakpoint.
-- `auto`: EmulateOps when emu runs the instruction, else XolOps.
+- BoostOps (stepper.boost): the probe's own slot ends with a jump back, so a hit is one trap.
+- `auto`: EmulateOps when emu runs the instruction, else BoostOps (plain XOL where boosting
+  is refused).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .breakpoints import Breakpoint
     from .session import Session, Thread
 
-MODES = ("auto", "emulate", "xol", "reinsert")
+MODES = ("auto", "emulate", "xol", "reinsert", "boost")
 _REG_ITEMS = tuple(ptrace_lean.REG_INDEX.items())
 
 
@@ -81,6 +83,8 @@ class EmulateOps(Ops):
             return self._fall_back(s, t, bp, f"unsupported: {e.reason}")
         bp.stats.emulate += 1
         ptrace_lean.setregs(t.tid, t.regs)
+        if t.tf:  # the program single-steps itself: it expects a trap after this instruction
+            return s.resume_stepped(t)
         t.running = True
         ptrace_lean.cont(t.tid, 0)
 
@@ -180,6 +184,12 @@ def _live_plan_reason(insn: emu.Instruction) -> str | None:
     return None
 
 
+def _boost_ops(insn: emu.Instruction) -> Ops:
+    from .boost import BoostOps  # stepper.boost builds on this module's ops
+
+    return BoostOps(insn)
+
+
 def choose(mode: str, insn: emu.Instruction) -> Ops:
     """The ops for `insn` under `mode`, or StepperError saying why no strategy fits.
 
@@ -191,21 +201,24 @@ def choose(mode: str, insn: emu.Instruction) -> Ops:
         return ReinsertOps()
     refusal = xol.refusal_reason(insn)
     out_of_line = XolOps(insn) if refusal is None else None
+    boosted = _boost_ops(insn) if refusal is None and mode != "xol" else None
     fallback: Ops = out_of_line if out_of_line is not None else ReinsertOps()
     not_emulated = _live_plan_reason(insn)
-    if mode == "xol":
+    if mode in ("xol", "boost"):
         if out_of_line is not None:
-            return out_of_line
+            return boosted or out_of_line
         if not_emulated is None:  # branches and calls: emulated rather than executed out of line
             return EmulateOps(insn, ReinsertOps())
         raise StepperError(f"{insn.text} at {insn.address:#x} cannot be stepped out of line "
                            f"({refusal}) nor emulated ({not_emulated})")
     if not_emulated is None:
-        return EmulateOps(insn, fallback)
+        # auto: a hit the emulator hands to the CPU (a fault, an atomic op while other
+        # threads run) is boosted where it may be (one trap), else plain XOL.
+        return EmulateOps(insn, boosted if mode == "auto" and boosted else fallback)
     if mode == "emulate":
         raise StepperError(f"{insn.text} at {insn.address:#x} is not emulated ({not_emulated}); "
                            f"use --mode auto or xol")
-    if out_of_line is not None:
-        return out_of_line
+    if boosted is not None:
+        return boosted
     raise StepperError(f"{insn.text} at {insn.address:#x} can be neither emulated "
                        f"({not_emulated}) nor stepped out of line ({refusal})")

@@ -105,9 +105,10 @@ class XolArea:
     """The area of one traced process: mapped on first need, slots handed to threads."""
 
     def __init__(self, pid: int, exe: str, mem: ptrace_lean.ProcMem,
-                 slot_size: int = 64) -> None:
+                 slot_size: int = 64, near: int | None = None) -> None:
         self.pid = pid
         self.exe = exe
+        self.near = near  # place the area by the object mapped at `near` (boost: issue 8)
         self.mem = mem
         self.slot_size = slot_size
         self.address: int | None = None
@@ -121,7 +122,7 @@ class XolArea:
         return self.address is not None
 
     def _hint(self) -> int:
-        mine = maps.of_file(maps.read(self.pid), self.exe) or [
+        mine = self._near_mappings() or maps.of_file(maps.read(self.pid), self.exe) or [
             m for m in maps.read(self.pid) if m.executable and m.is_file]
         low = min(m.start for m in mine)
         return max((low - GAP - AREA_SIZE) & ~0xFFF, 0x10000)
@@ -148,6 +149,27 @@ class XolArea:
                 return result
         raise StepperError("could not map the XOL area near the program's code")
 
+    def _near_mappings(self) -> list:
+        """The mappings of the object at `near` (all of one file, or the anonymous mapping
+        itself): the area goes below them, within ±2 GiB of that object's code."""
+        if self.near is None:
+            return []
+        mappings = maps.read(self.pid)
+        at = maps.find(mappings, self.near)
+        if at is None:
+            return []
+        return (maps.of_file(mappings, at.path) if at.is_file else []) or [at]
+
+    def reserve(self) -> int:
+        """A slot taken for good (a boosted probe's slot, shared by every thread)."""
+        if not self._free:
+            raise StepperError("XOL area full: too many boosted probes near this code")
+        return self._free.pop()
+
+    def unreserve(self, slot: int) -> None:
+        """Give back a reserved slot that was never written."""
+        self._free.append(slot)
+
     def slot(self, tid: int) -> int:
         """The slot owned by thread `tid` (allocated on its first XOL step)."""
         slot = self._owner.get(tid)
@@ -171,6 +193,18 @@ class XolArea:
                 raise StepperError(f"XOL code of {len(code)} bytes exceeds a slot")
             self.mem.write(slot, code)
             self._slot_code[slot] = code
+
+    def inherited(self, pid: int, mem: ptrace_lean.ProcMem) -> "XolArea":
+        """The area as forked child `pid` has it: the same address and contents (fork copied
+        them), every slot free except reserved ones (the parent's threads are not its)."""
+        import copy
+
+        child = copy.copy(self)
+        child.pid, child.mem = pid, mem
+        child._free = self._free + list(self._owner.values())
+        child._owner = {}
+        child._slot_code = dict(self._slot_code)
+        return child
 
     def unmap(self, tid: int) -> None:
         """Remove the area using stopped thread `tid` (no thread may be inside it)."""

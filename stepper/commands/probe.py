@@ -1,9 +1,15 @@
-"""`stepper probe`: run a program with breakpoints at addresses of its executable, count hits.
+"""`stepper probe`: run (or attach to) a program with probes by name or address, count hits.
 
     stepper probe [--mode auto|emulate|xol|reinsert] [--json FILE] [--quiet] \\
-                  -p 0xADDRESS [-p ...] -- PROGRAM [ARGS...]
+                  -p SPEC [-p SPEC ...] (-- PROGRAM [ARGS...] | --pid PID)
 
-Addresses are as `nm` prints them for the main executable; the load bias is added for PIE.
+SPEC is any form of docs/probes.md: SYMBOL[+OFF], OBJECT:SYMBOL, globs, 0xADDRESS, FILE:LINE.
+Every spec is resolved against the files before the program starts, so every error is one line
+and the program never runs. Probes in the executable are inserted at the exec stop; probes in
+libraries when the dynamic loader reports them mapped (a breakpoint on `_dl_debug_state`, not
+shown in the table), before any of their code runs past the probe. IFUNC symbols become the
+implementations their resolver can return (stepper.ifunc).
+
 The program's stdin/stdout/stderr are its own; stepper writes only to stderr, and ends the way
 the program did (same exit code, or killed by the same signal, as strace does).
 """
@@ -11,29 +17,45 @@ the program did (same exit code, or killed by the same signal, as strace does).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
+import shutil
 import signal
 import sys
+from dataclasses import dataclass, field
 
-from .. import api
+import emu
+
+from .. import api, boost, ifunc, strategies
 from ..errors import StepperError
+from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
 from ..strategies import MODES
+from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
+                       r_debug_breakpoint, r_debug_state)
+
+_realpath = functools.lru_cache(maxsize=256)(os.path.realpath)
+_symbols = functools.lru_cache(maxsize=64)(ElfSymbols.load)   # one run: files do not change
+PROGRESS_MIN = 200      # fewer probes than this insert too fast to need a progress line
+PROGRESS_EVERY = 100
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
         "probe", help="run a program with breakpoints stepped over by emulation",
-        description="Run PROGRAM with breakpoints at addresses of its executable (as nm prints "
-                    "them) and report the hits. Exits as the program did.")
+        description="Run PROGRAM (or attach to --pid) with probes at functions, lines or "
+                    "addresses, and report the hits. Exits as the program did.")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="step strategy for every probe (default: auto)")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
-    p.add_argument("--quiet", action="store_true", help="print no table at exit")
+    p.add_argument("--quiet", action="store_true",
+                   help="print nothing but errors (no progress, table or warnings)")
+    p.add_argument("--pid", type=int, metavar="PID",
+                   help="attach to running process PID instead of starting PROGRAM")
     p.add_argument("-p", "--probe", dest="probes", action="append", nargs="+", required=True,
-                   metavar="0xADDRESS", help="address(es) in the main executable, as nm prints "
-                                             "them (repeatable)")
+                   metavar="SPEC", help="SYMBOL[+OFF], OBJECT:SYMBOL, 'GLOB', 0xADDRESS, "
+                                        "FILE:LINE (repeatable; see docs/probes.md)")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(run=run)
 
@@ -50,64 +72,339 @@ def parse_address(spec: str) -> int:
     return value
 
 
+# -- what to probe, decided before the program runs -------------------------------------------
+
+def split_specs(specs: list[str]) -> tuple[list[str], list[str]]:
+    """(bare addresses of the executable, everything else); syntax errors raised here.
+
+    Bare addresses keep the engine's own checks at the exec stop (a duplicate is an error,
+    as two identical addresses are a typo); named specs dedupe (the first spec wins)."""
+    addresses, named = [], []
+    for text in specs:
+        try:
+            spec = parse_spec(text)
+        except SpecSyntaxError as e:
+            if text[:2].lower() == "0x":
+                parse_address(text)
+            raise StepperError(str(e)) from None
+        (addresses if spec.kind == "address" and spec.object is None else named).append(text)
+    return addresses, named
+
+
+def find_program(name: str) -> str:
+    """The executable `name` runs (PATH searched as exec does), or a one-line error."""
+    path = name if "/" in name else shutil.which(name)
+    if path is None or not os.path.isfile(path):
+        raise StepperError(f"cannot run {name}: no such file"
+                           + ("" if "/" in name else " in PATH"))
+    if not os.access(path, os.X_OK):
+        raise StepperError(f"cannot run {name}: not executable")
+    return _realpath(path)
+
+
+@dataclass
+class Preflight:
+    """Static checks of every probe site in the files, before the program starts: refuse
+    what cannot be stepped (an exact spec: an error now; a glob: that site is skipped with a
+    warning, as one odd function must not make a glob over a library unusable)."""
+
+    mode: str
+    skip: set[tuple[str, int]] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+
+    def check(self, waiting: list[Pending], exe: str) -> None:
+        for pending in waiting:
+            if pending.path is None:
+                continue
+            obj = LoadedObject(pending.path, 0, main=_realpath(pending.path) == exe)
+            for probe in expand_ifuncs(pending.resolve([obj]) or [], obj):
+                self._check_site(pending, probe)
+
+    def _check_site(self, pending: Pending, probe: Probe) -> None:
+        symbols = _symbols(probe.path)
+        try:
+            insn = emu.decode(symbols.read(probe.address, 15), probe.address)
+            strategies.choose(self.mode, insn)
+        except (StepperError, emu.EmuError) as e:
+            if not pending.spec.is_glob:
+                raise StepperError(f"probe spec {pending.spec.text!r}: {probe.symbol} in "
+                                   f"{probe.object}: {e}") from None
+            self.skip.add((_realpath(probe.path), probe.address))
+            self.notes.append(f"probe spec {pending.spec.text!r}: skipped {probe.symbol} in "
+                              f"{probe.object}: {e}")
+
+
+def expand_ifuncs(probes: list[Probe], obj: LoadedObject) -> list[Probe]:
+    """Each probe at the start of an IFUNC resolver becomes probes at the implementations
+    the resolver can return (see stepper.ifunc); other probes pass through."""
+    result = []
+    for probe in probes:
+        symbols = _symbols(probe.path)
+        vaddr = probe.address - obj.bias
+        targets = ifunc.implementations(symbols, vaddr) if ifunc.is_ifunc(symbols, vaddr) \
+            else []
+        if not targets:
+            result.append(probe)
+            continue
+        result += [Probe(probe.spec, probe.object, s.name, obj.bias + s.value, probe.path)
+                   for s in targets]
+    return result
+
+
+# -- inserting, at the exec stop and whenever the loader maps objects -------------------------
+
+@dataclass
+class Row:
+    """One probe of the table: where it came from, and its breakpoint."""
+
+    spec: str
+    object: str
+    symbol: str | None
+    bp: api.Breakpoint
+
+
+class Inserter:
+    """Puts the probes of a ProbeSet into a stopped (or hit-stopped) process as they resolve."""
+
+    def __init__(self, proc: api.Process, probe_set: ProbeSet, preflight: Preflight,
+                 quiet: bool) -> None:
+        self.proc = proc
+        self.probe_set = probe_set
+        self.preflight = preflight
+        self.quiet = quiet
+        self.rows: list[Row] = []
+        self.notes: list[str] = []
+        self.addresses: set[int] = set()
+        self.internal: api.Breakpoint | None = None
+        self._loader_objects: list[LoadedObject] = []
+
+    # bare addresses: the engine's first form, unchanged
+    def add_addresses(self, texts: list[str]) -> None:
+        bias = self.proc.load_bias
+        for text in texts:
+            bp = self.proc.break_at(parse_spec(text).address + bias)
+            self.addresses.add(bp.address)
+            symbol = bp.symbol   # the containing function, as the first form reported it
+            obj = os.path.basename(symbol.object if symbol else self.proc.exe)
+            self.rows.append(Row(text, obj, symbol.name if symbol else None, bp))
+
+    def update(self, strict: bool) -> None:
+        """Insert every probe that became resolvable. `strict` (before the program runs):
+        a refusal is an error; later it is a warning, as stopping the program would not be
+        transparent."""
+        objects = loaded_objects(self.proc.pid)
+        fresh = self.probe_set.update(objects)
+        by_path = {_realpath(o.path): o for o in objects}
+        sites = []
+        for probe in fresh:
+            obj = by_path.get(_realpath(probe.path))
+            sites += expand_ifuncs([probe], obj) if obj is not None else [probe]
+        self._insert(sites, by_path, strict)
+        if self.internal is None and self.probe_set.waiting:
+            self._watch_loader(objects)
+
+    def _insert(self, sites: list[Probe], by_path: dict, strict: bool) -> None:
+        progress = Progress(len(sites), enabled=not self.quiet)
+        for probe in sites:
+            progress.step()
+            if probe.address in self.addresses:
+                continue
+            obj = by_path.get(_realpath(probe.path))
+            if obj is not None and (_realpath(probe.path),
+                                    probe.address - obj.bias) in self.preflight.skip:
+                continue
+            try:
+                bp = self.proc.break_at(probe.address)
+            except StepperError as e:
+                if strict:
+                    raise StepperError(f"probe spec {probe.spec!r}: {e}") from None
+                self.notes.append(f"probe spec {probe.spec!r}: {probe.symbol} in "
+                                  f"{probe.object} not probed: {e}")
+                continue
+            self.addresses.add(probe.address)
+            self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp))
+            progress.inserted += 1
+        progress.end()
+
+    def _watch_loader(self, objects: list[LoadedObject]) -> None:
+        """An internal breakpoint on the loader's `_dl_debug_state` (r_debug.r_brk): at each
+        hit with a consistent link map, the newly mapped objects get their probes."""
+        address = r_debug_breakpoint(objects)
+        if address is None:
+            return
+        self._loader_objects = objects
+        mine = next((row.bp for row in self.rows if row.bp.address == address), None)
+        if mine is not None:   # the user probes _dl_debug_state too: share its breakpoint
+            mine.callback = self._loader_hit
+            self.internal = mine
+        else:
+            # auto, whatever --mode says: the user's mode is for the user's probes
+            self.internal = self.proc.break_at(address, callback=self._loader_hit, mode="auto")
+
+    def _loader_hit(self, hit: api.Hit) -> None:
+        if not self.probe_set.waiting:
+            return
+        if r_debug_state(hit.read, self._loader_objects) == RT_CONSISTENT:
+            self.update(strict=False)
+
+    def warnings(self) -> list[str]:
+        return self.preflight.notes + self.notes + self.probe_set.warnings()
+
+
+class Progress:
+    """`stepper: inserting probes 1200/3567` on a terminal, for batches big enough to take a
+    while; nothing when stderr is a file or a pipe, or under --quiet."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = total
+        self.done = 0
+        self.inserted = 0
+        self.shown = enabled and total >= PROGRESS_MIN and sys.stderr.isatty()
+
+    def step(self) -> None:
+        self.done += 1
+        if self.shown and self.done % PROGRESS_EVERY == 0:
+            print(f"\rstepper: inserting probes {self.done}/{self.total}", end="",
+                  file=sys.stderr, flush=True)
+
+    def end(self) -> None:
+        if self.shown:
+            print(f"\rstepper: inserted {self.inserted} probes" + " " * 16, file=sys.stderr,
+                  flush=True)
+
+
+# -- the command ------------------------------------------------------------------------------
+
 def run(args) -> int:
     argv = list(args.program)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    if not argv:
-        raise StepperError("no program given: stepper probe -p 0xADDRESS -- PROGRAM [ARGS...]")
     specs = [spec for group in args.probes for spec in group]
-    addresses = [parse_address(spec) for spec in specs]  # before anything starts
+    if args.pid is not None:
+        if argv:
+            raise StepperError("give either --pid PID or -- PROGRAM, not both")
+        return run_attached(args, specs)
+    if not argv:
+        raise StepperError("no program given: stepper probe -p SPEC -- PROGRAM [ARGS...]")
+    addresses, named = split_specs(specs)   # before anything starts
+    probe_set, preflight = ProbeSet(), Preflight(args.mode)
+    if named:
+        exe = find_program(argv[0])
+        probe_set = ProbeSet.for_executable(named, exe)
+        preflight.check(probe_set.waiting, exe)
     proc = api.spawn(argv, args.mode)
-    probes = []
+    inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
-        bias = proc.load_bias
-        for spec, address in zip(specs, addresses):
-            probes.append((spec, proc.break_at(address + bias)))
+        inserter.add_addresses(addresses)
+        inserter.update(strict=True)
     except BaseException:
         proc.kill()
         raise
     status = proc.run()
-    report = build_report(proc, probes, status)
+    return finish(args, proc, inserter, status)
+
+
+def run_attached(args, specs: list[str]) -> int:
+    """--pid: names resolve against what the process has mapped now; libraries it dlopens
+    later get their probes as they appear. Ctrl-C detaches, leaving it running unharmed."""
+    attach = getattr(api, "attach", None)
+    if attach is None:
+        raise StepperError("--pid is not supported by this build (no api.attach)")
+    for text in specs:
+        try:
+            parse_spec(text)
+        except SpecSyntaxError as e:
+            raise StepperError(str(e)) from None
+    try:
+        objects = loaded_objects(args.pid)
+    except StepperError:
+        raise StepperError(f"no process {args.pid} (or it is not yours to trace)") from None
+    probe_set = ProbeSet.for_process(specs, objects)   # every spec error before attaching
+    resolved, probe_set.probes = probe_set.probes, []
+    probe_set._addresses = set()
+    preflight = Preflight(args.mode)
+    proc = attach(args.pid, mode=args.mode)
+    inserter = Inserter(proc, probe_set, preflight, args.quiet)
+    try:
+        by_path = {_realpath(o.path): o for o in objects}
+        sites = []
+        for probe in resolved:
+            obj = by_path.get(_realpath(probe.path))
+            sites += expand_ifuncs([probe], obj) if obj is not None else [probe]
+        inserter._insert(sites, by_path, strict=True)
+        if probe_set.waiting:
+            inserter._watch_loader(objects)
+    except BaseException:
+        proc.detach()
+        raise
     if not args.quiet:
+        print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; Ctrl-C or "
+              "SIGTERM detaches", file=sys.stderr, flush=True)
+    try:
+        status = proc.run()
+    except KeyboardInterrupt:
+        status = None   # run() detached the process: it carries on untraced
+    return finish(args, proc, inserter, status)
+
+
+def finish(args, proc: api.Process, inserter: Inserter, status) -> int:
+    report = build_report(proc, inserter.rows, status, inserter.warnings())
+    if not args.quiet:
+        for line in report["warnings"]:
+            print(f"stepper: warning: {line}", file=sys.stderr)
         print_table(report)
     if args.json:
         write_json(args.json, report)
+    if _detached(status):
+        return 0
     return end_like(status)
 
 
-def build_report(proc: api.Process, probes, status: api.ExitStatus) -> dict:
-    rows = []
+def _detached(status) -> bool:
+    """Whether the run ended by letting the program go (Ctrl-C, SIGTERM) rather than its end."""
+    return status is None or bool(getattr(status, "detached", False))
+
+
+def build_report(proc: api.Process, rows: list[Row], status, warnings: list[str]) -> dict:
+    probes = []
     totals = {"emulate": 0, "xol": 0, "reinsert": 0, "fallback": 0}
-    for spec, bp in probes:
-        rows.append({
-            "spec": spec,
-            "object": os.path.basename(bp.symbol.object) if bp.symbol else
-            os.path.basename(proc.exe),
-            "symbol": bp.symbol.name if bp.symbol else None,
+    for row in rows:
+        bp = row.bp
+        probes.append({
+            "spec": row.spec,
+            "object": row.object,
+            "symbol": row.symbol,
             "address": f"{bp.address:#x}",
             "instruction": bp.insn.text,
             "strategy": bp.strategy,
             "hits": bp.stats.hits,
+            "boost": boost.why(bp),  # why this site did or did not boost (issue 8)
         })
         for key, value in bp.stats.steps.items():
-            totals[key] += value
+            totals[key] = totals.get(key, 0) + value
         totals["fallback"] += sum(bp.stats.fallbacks.values())
-    return {"exit_code": status.exit_code, "signal": status.signal, "probes": rows,
-            "steps": totals, "threads": proc.threads_seen, "wall_s": round(proc.wall_s, 6)}
+    detached = _detached(status)
+    return {"exit_code": None if detached else status.exit_code,
+            "signal": None if detached else status.signal,
+            "detached": detached,
+            "probes": probes, "steps": totals, "threads": proc.threads_seen,
+            "wall_s": round(proc.wall_s, 6), "warnings": warnings}
 
 
 def print_table(report: dict) -> None:
     out = sys.stderr
-    header = ("spec", "address", "instruction", "strategy", "hits")
-    rows = [header] + [tuple(str(p[k]) for k in header) for p in report["probes"]]
+    header = ("spec", "object", "symbol", "address", "instruction", "strategy", "hits", "boost")
+    rows = [header] + [tuple("-" if p[k] is None else str(p[k]) for k in header)
+                       for p in report["probes"]]
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
     steps = report["steps"]
     print("steps: " + ", ".join(f"{k} {v}" for k, v in steps.items())
           + f"; threads {report['threads']}; {report['wall_s']:.3f} s", file=out)
-    if report["signal"] is not None:
+    if report["detached"]:
+        print("detached: the program runs on untraced", file=out)
+    elif report["signal"] is not None:
         print(f"program killed by {signal.Signals(report['signal']).name}", file=out)
     else:
         print(f"program exited with {report['exit_code']}", file=out)

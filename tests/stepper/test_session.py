@@ -79,7 +79,7 @@ def test_cli_dies_of_the_programs_signal(build, tmp_path, sig):
     assert report["probes"][0]["hits"] == 10
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_signals_pass_through_unchanged(build, tmp_path, mode):
     """Handled signals (raised ones, and a timer landing anywhere, mid-step included) reach
     the program as unprobed; SIGPIPE starts with its default disposition."""
@@ -117,10 +117,10 @@ def test_the_documented_example_runs(build, tmp_path):
                          timeout=60, text=True)
     assert run.returncode == 0, run.stderr
     assert run.stdout.splitlines()[-2:] == [
-        "5 None 3", "emulate 3 {'emulate': 3, 'xol': 0, 'reinsert': 0} {}"]
+        "5 None 3", "emulate 3 {'emulate': 3, 'xol': 0, 'reinsert': 0, 'boost': 0} {}"]
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_ctrl_c_detaches_and_the_program_finishes(build, mode):
     """SIGINT to stepper alone: it restores everything, detaches, exits 130; the program
     (8 threads mid-probe) runs on untraced and prints what it would have printed."""
