@@ -94,11 +94,13 @@ def _count(insn, regs) -> tuple[int, int]:
 
 def _undefined_shift(insn, regs) -> int:
     """SHL/SHR/SAR: no flag changes at count 0; else AF undefined, OF unless the count is 1,
-    and CF when the count exceeds the operand width (8- and 16-bit operands only)."""
+    and for SHL/SHR (not SAR) CF when the count is >= the operand width (SDM Vol. 2B SAL/SAR/
+    SHL/SHR, Flags Affected; reachable with 8- and 16-bit operands only)."""
     c, bits = _count(insn, regs)
     if c == 0:
         return 0
-    return AF | (OF if c != 1 else 0) | (CF if c > bits else 0)
+    cf = CF if c >= bits and insn.id != X.X86_INS_SAR else 0
+    return AF | (OF if c != 1 else 0) | cf
 
 
 def _undefined_rotate(insn, regs) -> int:

@@ -23,7 +23,7 @@ import os
 import random
 import subprocess
 import tempfile
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
 import capstone
@@ -80,6 +80,10 @@ SPAN = 0xE000
 REGION = {name: (offset, pages * PAGE, writable) for name, offset, pages, writable in LAYOUT}
 
 
+#: RegionSpec.seed meaning "all zero bytes" (hand-made cases)
+ZERO_FILL = -1
+
+
 @dataclass(frozen=True)
 class RegionSpec:
     """A mapped region described compactly: random contents from `seed`, then `patches`
@@ -93,7 +97,10 @@ class RegionSpec:
     name: str = ""
 
     def contents(self) -> bytes:
-        data = bytearray(random.Random(self.seed).randbytes(self.size))
+        if self.seed == ZERO_FILL:
+            data = bytearray(self.size)
+        else:
+            data = bytearray(random.Random(self.seed).randbytes(self.size))
         for address, blob in self.patches:
             for i, b in enumerate(blob):
                 offset = address + i - self.start
@@ -310,10 +317,10 @@ def matches(spec: Spec, code: bytes, address: int) -> bool:
         elif isinstance(want, Target):
             if got.type != X.X86_OP_IMM or (got.imm & M64) != want.address:
                 return False
-        elif isinstance(want, Mem):
-            if got.type != X.X86_OP_MEM or not _mem_matches(want, got.mem, insn):
-                return False
-    return True
+    mems = [op.mem for op in ops if op.type == X.X86_OP_MEM]  # by kind: xchg may swap order
+    want_mems = [op for op in spec.operands if isinstance(op, Mem)]
+    return len(mems) == len(want_mems) and all(
+        _mem_matches(want, got, insn) for want, got in zip(want_mems, mems))
 
 
 def _mem_matches(want: Mem, mem, insn) -> bool:
@@ -327,41 +334,65 @@ def _mem_matches(want: Mem, mem, insn) -> bool:
 
 # ---------------------------------------------------------------- strategies: values
 
+# Strategies are built once and cached: hypothesis validates every new strategy object, which
+# would otherwise dominate the cost of a case.
 
-def values(base: int = 0) -> st.SearchStrategy[int]:
-    """64-bit register/memory values: edge cases, small signed numbers, anything, and
+
+@functools.lru_cache(maxsize=None)
+def _ints(lo: int, hi: int) -> st.SearchStrategy[int]:
+    return st.integers(lo, hi)
+
+
+@functools.lru_cache(maxsize=None)
+def _pick(options: tuple) -> st.SearchStrategy:
+    return st.sampled_from(options)
+
+
+@functools.lru_cache(maxsize=None)
+def _either(*strategies: st.SearchStrategy) -> st.SearchStrategy:
+    return st.one_of(*strategies)
+
+
+_BOOLS = st.booleans()
+
+
+
+_VALUE = st.one_of(
+    st.sampled_from(INTERESTING).map(lambda v: (False, v)),
+    st.integers(-64, 64).map(lambda v: (False, v & M64)),
+    st.integers(0, M64).map(lambda v: (False, v)),
+    st.integers(0, SPAN - 1).map(lambda v: (True, v)),
+)
+
+
+def value(draw, base: int = 0) -> int:
+    """A 64-bit register/memory value: edge cases, small signed numbers, anything, and
     pointers into the case's layout (so a popped return address or `jmp rax` sometimes lands
     on mapped memory)."""
-    return st.one_of(
-        st.sampled_from(INTERESTING),
-        st.integers(-64, 64).map(lambda v: v & M64),
-        st.integers(0, M64),
-        st.integers(0, SPAN - 1).map(lambda v: base + v),
-    )
+    pointer, v = draw(_VALUE)
+    return (base + v) & M64 if pointer else v
 
 
-@st.composite
-def layouts(draw) -> tuple[int, int]:
+def layout(draw) -> tuple[int, int]:
     """(layout base, code address). Low bases allow 32-bit addressing without a segment."""
-    low = draw(st.booleans())
+    low = draw(_BOOLS)
     if low:
-        base = draw(st.integers(0x10, (0xFFFF0000 - SPAN) // PAGE)) * PAGE
+        base = draw(_ints(0x10, (0xFFFF0000 - SPAN) // PAGE)) * PAGE
     else:
-        base = draw(st.integers(0x100000, (0x7FFFFFFF0000 - SPAN) // PAGE)) * PAGE
-    return base, base + draw(st.integers(0, PAGE - 16))
+        base = draw(_ints(0x100000, (0x7FFFFFFF0000 - SPAN) // PAGE)) * PAGE
+    return base, base + draw(_ints(0, PAGE - 16))
 
 
-@st.composite
-def aims(draw, base: int, size: int) -> int:
+def aim(draw, base: int, size: int) -> int:
     """An effective address: mostly inside a region, sometimes across an edge or in a gap."""
-    kind = draw(st.sampled_from(("in",) * 6 + ("edge", "gap")))
+    kind = draw(_pick(("in",) * 6 + ("edge", "gap")))
     if kind == "gap":
-        return base + draw(st.sampled_from(GAPS)) + draw(st.integers(0, PAGE - 1))
-    name = draw(st.sampled_from(("data", "data", "rodata", "stack", "fs", "gs", "code")))
+        return base + draw(_pick(GAPS)) + draw(_ints(0, PAGE - 1))
+    name = draw(_pick(("data", "data", "rodata", "stack", "fs", "gs", "code")))
     offset, length, _ = REGION[name]
     if kind == "in":
-        return base + offset + draw(st.integers(0, length - size))
-    return base + offset + draw(st.one_of(st.integers(-8, -1), st.integers(length - size + 1, length + 8)))
+        return base + offset + draw(_ints(0, length - size))
+    return base + offset + draw(_either(_ints(-8, -1), _ints(length - size + 1, length + 8)))
 
 
 # ---------------------------------------------------------------- strategies: operands
@@ -376,72 +407,72 @@ class Builder:
         self.code_address = code_address
 
     def reg(self, size: int, exclude: Iterable[str] = ()) -> Reg:
-        return Reg(self.draw(st.sampled_from([r for r in REGS[size] if r not in exclude])))
+        return Reg(self.draw(_pick(tuple(r for r in REGS[size] if r not in exclude))))
 
     def imm(self, size: int) -> Imm:
         """An immediate as the instruction encodes it (8-bit, 16-bit or a sign-extended 32-bit)."""
         bits = min(size, 4) * 8
         lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
-        value = self.draw(st.one_of(st.integers(-128, 127), st.integers(lo, hi),
-                                    st.sampled_from((lo, hi, 0, -1, 1))))
+        value = self.draw(_either(_ints(-128, 127), _ints(lo, hi),
+                                    _pick((lo, hi, 0, -1, 1))))
         return Imm(value, size)
 
     def imm8(self, size: int = 1) -> Imm:
-        return Imm(self.draw(st.integers(-128, 127)), size)
+        return Imm(self.draw(_ints(-128, 127)), size)
 
     def count(self) -> Imm:
-        return Imm(self.draw(st.one_of(st.integers(0, 65), st.integers(0, 255))), 1)
+        return Imm(self.draw(_either(_ints(0, 65), _ints(0, 255))), 1)
 
     def mem(self, size: int, ptr: bool = True, addr32: bool | None = None) -> Mem:
         draw = self.draw
-        seg = draw(st.sampled_from((None,) * 6 + ("fs", "fs", "gs")))
-        form = draw(st.sampled_from(("base",) * 3 + ("base_index",) * 3 + ("index", "rip", "rip")))
+        seg = draw(_pick((None,) * 6 + ("fs", "fs", "gs")))
+        form = draw(_pick(("base",) * 3 + ("base_index",) * 3 + ("index", "rip", "rip")))
         low = self.base < (1 << 32) - SPAN
         if addr32 is None:
-            addr32 = form != "rip" and (low or seg is not None) and draw(st.integers(0, 5)) == 0
+            addr32 = form != "rip" and (low or seg is not None) and draw(_ints(0, 5)) == 0
         names = R32 if addr32 else R64
         base = index = None
-        scale = draw(st.sampled_from((1, 2, 4, 8)))
+        scale = draw(_pick((1, 2, 4, 8)))
         if form in ("base", "base_index"):
-            base = draw(st.sampled_from(names))
+            base = draw(_pick(names))
         if form in ("index", "base_index"):
-            index = draw(st.sampled_from([r for r in names if r not in ("rsp", "esp")]))
-        disp_kind = draw(st.sampled_from(("none", "8", "32")))
-        disp = {"none": 0, "8": draw(st.integers(-128, 127)),
-                "32": draw(st.integers(-(1 << 31), (1 << 31) - 1))}[disp_kind]
+            index = draw(_pick(tuple(r for r in names if r not in ("rsp", "esp"))))
+        disp_kind = draw(_pick(("none", "8", "32")))
+        disp = {"none": 0, "8": draw(_ints(-128, 127)),
+                "32": draw(_ints(-(1 << 31), (1 << 31) - 1))}[disp_kind]
         if form == "index" and disp_kind == "none":
-            disp = draw(st.integers(-128, 127))
+            disp = draw(_ints(-128, 127))
         return Mem(size, base, index, scale, disp, seg, rip=form == "rip", ptr=ptr,
-                   aim=draw(aims(self.base, size)))
+                   aim=aim(draw, self.base, size))
 
     def moffs(self, size: int) -> Mem:
         """The moffs form (`movabs al, [abs64]`), aimed with a segment base or a plain address."""
-        seg = self.draw(st.sampled_from((None, "fs", "gs")))
-        return Mem(size, seg=seg, absolute=True, aim=self.draw(aims(self.base, size)))
+        seg = self.draw(_pick((None, "fs", "gs")))
+        return Mem(size, seg=seg, absolute=True, aim=aim(self.draw, self.base, size))
 
     def rm(self, size: int) -> Reg | Mem:
-        return self.mem(size) if self.draw(st.booleans()) else self.reg(size)
+        return self.mem(size) if self.draw(_BOOLS) else self.reg(size)
 
     def target(self, near: bool) -> Target:
         lo, hi = (-120, 125) if near else (-(1 << 31) + 64, (1 << 31) - 64)
-        delta = self.draw(st.one_of(st.integers(lo, hi), st.integers(-100, 100)))
+        delta = self.draw(_either(_ints(lo, hi), _ints(-100, 100)))
         address = self.code_address + delta
         assume(0 < address < (1 << 47))
         return Target(address)
 
 
 def _lockable(b: Builder, mnemonic: str, ops: tuple) -> Spec:
-    lock = isinstance(ops[0], Mem) and b.draw(st.integers(0, 3)) == 0
+    lock = isinstance(ops[0], Mem) and b.draw(_ints(0, 3)) == 0
     return Spec(mnemonic, ops, lock)
 
 
 def _w(b: Builder, sizes=(1, 2, 4, 8)) -> int:
-    return b.draw(st.sampled_from(sizes))
+    return b.draw(_pick(sizes))
 
 
 def f_mov(b: Builder) -> Spec:
     w = _w(b)
-    form = b.draw(st.sampled_from(("rm_r", "r_rm", "rm_imm", "r_imm", "movabs", "moffs")))
+    form = b.draw(_pick(("rm_r", "r_rm", "rm_imm", "r_imm", "movabs", "moffs")))
     if form == "rm_r":
         return Spec("mov", (b.rm(w), b.reg(w)))
     if form == "r_rm":
@@ -451,10 +482,10 @@ def f_mov(b: Builder) -> Spec:
     if form == "r_imm":
         return Spec("mov", (b.reg(w), b.imm(w)))
     if form == "movabs":
-        return Spec("movabs", (b.reg(8), Imm(b.draw(values()), 8)))
+        return Spec("movabs", (b.reg(8), Imm(value(b.draw), 8)))
     m = b.moffs(w)
     acc = Reg(ACC[w])
-    return Spec("movabs", (acc, m) if b.draw(st.booleans()) else (m, acc))
+    return Spec("movabs", (acc, m) if b.draw(_BOOLS) else (m, acc))
 
 
 def f_movzx(b: Builder, mnemonic: str = "movzx") -> Spec:
@@ -471,39 +502,34 @@ def f_lea(b: Builder) -> Spec:
     return Spec("lea", (b.reg(_w(b, (2, 4, 8))), b.mem(1, ptr=False)))
 
 
+# 16-bit push/pop (0x66) are left out: the emulator refuses them on purpose (Intel and AMD
+# disagree on 16-bit stack/branch forms); test_differential checks that refusal instead.
 def f_push(b: Builder) -> Spec:
-    form = b.draw(st.sampled_from(("r64", "r16", "imm8", "imm32", "m64", "m16")))
+    form = b.draw(_pick(("r64", "imm8", "imm32", "m64")))
     if form == "r64":
         return Spec("push", (b.reg(8),))
-    if form == "r16":
-        return Spec("push", (b.reg(2),))
     if form == "imm8":
         return Spec("push", (b.imm8(8),))
     if form == "imm32":
         return Spec("push", (b.imm(8),))
-    return Spec("push", (b.mem(8 if form == "m64" else 2),))
+    return Spec("push", (b.mem(8),))
 
 
 def f_pop(b: Builder) -> Spec:
-    form = b.draw(st.sampled_from(("r64", "r16", "m64", "m16")))
-    if form == "r64":
-        return Spec("pop", (b.reg(8),))
-    if form == "r16":
-        return Spec("pop", (b.reg(2),))
-    return Spec("pop", (b.mem(8 if form == "m64" else 2),))
+    return Spec("pop", (b.reg(8) if b.draw(_BOOLS) else b.mem(8),))
 
 
 def f_xchg(b: Builder) -> Spec:
     w = _w(b)
     ops = (b.rm(w), b.reg(w))
-    if b.draw(st.booleans()):
+    if b.draw(_BOOLS):
         ops = ops[::-1]
-    return Spec("xchg", ops, lock=isinstance(ops[0], Mem) and b.draw(st.booleans()))
+    return Spec("xchg", ops, lock=isinstance(ops[0], Mem) and b.draw(_BOOLS))
 
 
 def f_alu(b: Builder, mnemonic: str) -> Spec:
     w = _w(b)
-    form = b.draw(st.sampled_from(("rm_r", "r_rm", "rm_imm", "rm_imm8", "acc_imm")))
+    form = b.draw(_pick(("rm_r", "r_rm", "rm_imm", "rm_imm8", "acc_imm")))
     if form == "rm_r":
         ops = (b.rm(w), b.reg(w))
     elif form == "r_rm":
@@ -521,7 +547,7 @@ def f_alu(b: Builder, mnemonic: str) -> Spec:
 
 def f_test(b: Builder) -> Spec:
     w = _w(b)
-    form = b.draw(st.sampled_from(("rm_r", "rm_imm", "acc_imm")))
+    form = b.draw(_pick(("rm_r", "rm_imm", "acc_imm")))
     if form == "rm_r":
         return Spec("test", (b.rm(w), b.reg(w)))
     if form == "rm_imm":
@@ -530,18 +556,23 @@ def f_test(b: Builder) -> Spec:
 
 
 def f_unary(b: Builder, mnemonic: str) -> Spec:
+    if mnemonic == "neg":
+        # No `lock neg`: Unicorn (QEMU's locked-NEG path) computes SF/PF/AF from the wrong
+        # value, while SDM Vol. 2B NEG defines them from the result, lock or not.
+        # tests/emu/test_regressions.py checks emu's `lock neg` against Unicorn's plain `neg`.
+        return Spec(mnemonic, (b.rm(_w(b)),))
     return _lockable(b, mnemonic, (b.rm(_w(b)),))
 
 
 def f_shift(b: Builder, mnemonic: str) -> Spec:
     w = _w(b)
-    form = b.draw(st.sampled_from(("one", "imm", "cl")))
+    form = b.draw(_pick(("one", "imm", "cl")))
     count = {"one": lambda: Imm(1, 1), "imm": b.count, "cl": lambda: Reg("cl")}[form]()
     return Spec(mnemonic, (b.rm(w), count))
 
 
 def f_imul(b: Builder) -> Spec:
-    form = b.draw(st.sampled_from(("one", "two", "three", "three8")))
+    form = b.draw(_pick(("one", "two", "three", "three8")))
     if form == "one":
         return Spec("imul", (b.rm(_w(b)),))
     w = _w(b, (2, 4, 8))
@@ -556,38 +587,38 @@ def f_mul(b: Builder) -> Spec:
 
 def f_cmov(b: Builder) -> Spec:
     w = _w(b, (2, 4, 8))
-    return Spec("cmov" + b.draw(st.sampled_from(CONDITIONS)), (b.reg(w), b.rm(w)))
+    return Spec("cmov" + b.draw(_pick(CONDITIONS)), (b.reg(w), b.rm(w)))
 
 
 def f_set(b: Builder) -> Spec:
-    return Spec("set" + b.draw(st.sampled_from(CONDITIONS)), (b.rm(1),))
+    return Spec("set" + b.draw(_pick(CONDITIONS)), (b.rm(1),))
 
 
 def f_bt(b: Builder) -> Spec:
     w = _w(b, (2, 4, 8))
-    mnemonic = b.draw(st.sampled_from(("bt", "bts", "btr")))
-    src = b.reg(w) if b.draw(st.booleans()) else b.count()
+    mnemonic = b.draw(_pick(("bt", "bts", "btr")))
+    src = b.reg(w) if b.draw(_BOOLS) else b.count()
     return Spec(mnemonic, (b.reg(w), src))
 
 
 def f_jmp(b: Builder) -> Spec:
-    form = b.draw(st.sampled_from(("rel8", "rel32", "r64", "m64")))
+    form = b.draw(_pick(("rel8", "rel32", "r64", "m64")))
     if form in ("rel8", "rel32"):
         return Spec("jmp", (b.target(form == "rel8"),))
     return Spec("jmp", (b.reg(8) if form == "r64" else b.mem(8),))
 
 
 def f_jcc(b: Builder) -> Spec:
-    return Spec("j" + b.draw(st.sampled_from(CONDITIONS)), (b.target(b.draw(st.booleans())),))
+    return Spec("j" + b.draw(_pick(CONDITIONS)), (b.target(b.draw(_BOOLS)),))
 
 
 def f_jrcxz(b: Builder) -> Spec:
-    mnemonic = b.draw(st.sampled_from(("jrcxz", "jecxz", "loop", "loope", "loopne")))
+    mnemonic = b.draw(_pick(("jrcxz", "jecxz", "loop", "loope", "loopne")))
     return Spec(mnemonic, (b.target(True),))
 
 
 def f_call(b: Builder) -> Spec:
-    form = b.draw(st.sampled_from(("rel32", "r64", "m64", "rip")))
+    form = b.draw(_pick(("rel32", "r64", "m64", "rip")))
     if form == "rel32":
         return Spec("call", (b.target(False),))
     if form == "r64":
@@ -601,9 +632,12 @@ def f_jmp_rip(b: Builder) -> Spec:
 
 
 def f_ret(b: Builder) -> Spec:
-    if b.draw(st.booleans()):
+    if b.draw(_BOOLS):
         return Spec("ret")
-    return Spec("ret", (Imm(b.draw(st.one_of(st.integers(0, 64), st.integers(0, 0xFFFF))), 2),))
+    # imm16 below 0x8000 only: Unicorn sign-extends RET's imm16 (0x8000 releases -32 KiB),
+    # while SDM Vol. 2B RET adds it as an unsigned count of bytes to release.
+    # tests/emu/test_regressions.py checks emu on the upper half against the SDM.
+    return Spec("ret", (Imm(b.draw(_either(_ints(0, 64), _ints(0, 0x7FFF))), 2),))
 
 
 def f_nop_hint(b: Builder) -> Spec:
@@ -614,7 +648,7 @@ def f_nop_hint(b: Builder) -> Spec:
 
 def _fixed(*mnemonics: str) -> Callable[[Builder], Spec]:
     def build(b: Builder) -> Spec:
-        return Spec(b.draw(st.sampled_from(mnemonics)))
+        return Spec(b.draw(_pick(mnemonics)))
     return build
 
 
@@ -692,14 +726,14 @@ def _solve(mem: Mem, regs: dict[str, int], next_ip: int, draw) -> Mem:
     aim = mem.aim
     if mem.absolute:
         if seg_key:
-            disp = draw(st.integers(0, 0xFFFF))
+            disp = draw(_ints(0, 0xFFFF))
             regs[seg_key] = (aim - disp) & M64
         else:
             disp = aim
         return replace(mem, disp=disp)
     if mem.rip:
         if seg_key:
-            disp = draw(st.integers(-0x1000, 0x1000))
+            disp = draw(_ints(-0x1000, 0x1000))
             regs[seg_key] = (aim - next_ip - disp) & M64
         else:
             disp = aim - next_ip
@@ -709,7 +743,7 @@ def _solve(mem: Mem, regs: dict[str, int], next_ip: int, draw) -> Mem:
     seg = regs[seg_key] if seg_key else 0
     if addr32:
         if seg_key:  # any 32-bit address works: move the segment base to reach the aim
-            seg = regs[seg_key] = (aim - draw(st.integers(0, 0xFFFFFFFF))) & M64
+            seg = regs[seg_key] = (aim - draw(_ints(0, 0xFFFFFFFF))) & M64
         elif aim > wrap:
             return replace(mem, aim=0)
     want = (aim - seg) & wrap  # what base + index*scale + disp must equal, modulo the width
@@ -759,46 +793,43 @@ def _with(ops: tuple, i: int, op) -> tuple:
 # ---------------------------------------------------------------- strategies: cases
 
 
-@st.composite
-def register_states(draw, base: int) -> dict[str, int]:
+def register_state(draw, base: int) -> dict[str, int]:
     """Random registers, user rflags, fs/gs bases inside their regions, rsp in the stack."""
-    regs = {name: draw(values(base)) for name in REGISTER_NAMES[:16]}
+    regs = {name: value(draw, base) for name in REGISTER_NAMES[:16]}
     stack_off, stack_len, _ = REGION["stack"]
-    rsp_off = draw(st.one_of(
-        st.integers(1, stack_len // 8 - 1).map(lambda q: q * 8),
-        st.integers(-16, stack_len + 16),
+    rsp_off = draw(_either(
+        _ints(1, stack_len // 8 - 1).map(lambda q: q * 8),
+        _ints(-16, stack_len + 16),
     ))
     regs["rsp"] = base + stack_off + rsp_off
-    if draw(st.booleans()):  # a frame pointer into mapped memory (leave)
-        regs["rbp"] = base + stack_off + draw(st.integers(-8, stack_len + 8))
+    if draw(_BOOLS):  # a frame pointer into mapped memory (leave)
+        regs["rbp"] = base + stack_off + draw(_ints(-8, stack_len + 8))
     flags = 0x202
     for bit in USER_FLAGS:
-        if draw(st.booleans()):
+        if draw(_BOOLS):
             flags |= bit
     regs["rflags"] = flags
-    regs["fs_base"] = base + REGION["fs"][0] + draw(st.integers(0, PAGE - 1))
-    regs["gs_base"] = base + REGION["gs"][0] + draw(st.integers(0, PAGE - 1))
+    regs["fs_base"] = base + REGION["fs"][0] + draw(_ints(0, PAGE - 1))
+    regs["gs_base"] = base + REGION["gs"][0] + draw(_ints(0, PAGE - 1))
     return regs
 
 
 @st.composite
 def cases(draw, family: str) -> Case:
     """A Case of one family (a key of FAMILIES)."""
-    base, address = draw(layouts())
-    regs = draw(register_states(base))
+    base, address = layout(draw)
+    regs = register_state(draw, base)
     if family == "nop":
-        text = draw(st.sampled_from(GAS_TEXTS[1:]))
+        text = draw(_pick(GAS_TEXTS[1:]))
         code = gas_encodings()[text]
         assume(len(code) == next(_md.disasm(code, address, 1)).size)
     else:
         spec = _fix_high_bytes(FAMILIES[family](Builder(draw, base, address)))
-        if spec.mnemonic in ("sal", "nop"):
-            pass
         encoded = _encode_spec(spec, regs, address, draw)
         assume(encoded is not None)
         spec, code = encoded
         text = spec.text()
-    if family == "nop" and draw(st.integers(0, 4)) == 0:
+    if family == "nop" and draw(_ints(0, 4)) == 0:
         text, code = "endbr64", gas_encodings()["endbr64"]
     regs["rip"] = address
     return _finish(draw, family, text, code, regs, base)
@@ -807,29 +838,56 @@ def cases(draw, family: str) -> Case:
 def _finish(draw, family: str, text: str, code: bytes, regs: dict[str, int], base: int) -> Case:
     """Lay out the regions: random contents, interesting values where the operand and the
     stack point, and the instruction in the read-only code page."""
-    seed = draw(st.integers(0, 2**32 - 1))
+    seed = draw(_ints(0, 2**32 - 1))
     patches: list[tuple[int, bytes]] = []
     for key in ("rsp", "rbp"):
-        patches.append((regs[key], draw(values(base)).to_bytes(8, "little")))
+        patches.append((regs[key], value(draw, base).to_bytes(8, "little")))
     insn = next(_md.disasm(code, regs["rip"], 1))
     for op in insn.operands:
         if op.type == X.X86_OP_MEM:
-            st_state = FlatState(regs)
-            aim = _effective_address(op.mem, insn, st_state.regs)
-            patches.append((aim, draw(values(base)).to_bytes(8, "little")))
+            aim = _effective_address(op.mem, insn, regs)
+            patches.append((aim, value(draw, base).to_bytes(8, "little")))
     if insn.id == X.X86_INS_POPFQ:
         # Unicorn runs at CPL 0, where POPF may change IF and IOPL; at CPL 3 (the only
         # privilege the emulator models, SDM Vol. 2B POPF) they are left alone. Keep IF=1,
         # IOPL=0 in the popped image so both agree; tests/emu/test_regressions.py checks the
         # user-mode rule on its own.
-        value = int.from_bytes(patches[0][1], "little")
-        patches[0] = (regs["rsp"], ((value | IF) & ~IOPL & M64).to_bytes(8, "little"))
+        # Later patches win, and rbp's may cover [rsp]: fix the image as finally laid out.
+        image = bytearray(patches[0][1])
+        for address, blob in patches[1:]:
+            for i, byte in enumerate(blob):
+                if 0 <= address + i - regs["rsp"] < 8:
+                    image[address + i - regs["rsp"]] = byte
+        popped = int.from_bytes(image, "little")
+        patches.append((regs["rsp"], ((popped | IF) & ~IOPL & M64).to_bytes(8, "little")))
+    if regs["rflags"] & AC and _misaligned(insn, regs):
+        # With AC set a misaligned access raises #AC (SIGBUS on Linux, where CR0.AM is on),
+        # but only at CPL 3 (SDM Vol. 3A 6.15, Interrupt 17); Unicorn runs at CPL 0 and never
+        # raises it. Keep AC only where every access is aligned; test_regressions.py checks
+        # the emulator's #AC rule itself.
+        regs["rflags"] &= ~AC
     regions = []
     for i, (name, offset, pages, writable) in enumerate(LAYOUT):
-        own = tuple(patches) + (((regs["rip"], code),) if name == "code" else ())
+        start, end = base + offset, base + offset + pages * PAGE
+        own = tuple((a, blob) for a, blob in patches if a < end and a + len(blob) > start)
+        own += ((regs["rip"], code),) if name == "code" else ()
         regions.append(RegionSpec(base + offset, pages * PAGE, writable, (seed + i) & 0xFFFFFFFF,
                                   own, name))
     return case_from(family, text, code, regs, regions)
+
+
+_STACK = {X.X86_INS_PUSH, X.X86_INS_POP, X.X86_INS_CALL, X.X86_INS_RET, X.X86_INS_LEAVE,
+          X.X86_INS_PUSHFQ, X.X86_INS_POPFQ}
+
+
+def _misaligned(insn, regs: dict[str, int]) -> bool:
+    """Could one of the instruction's 2-, 4- or 8-byte data accesses be misaligned?"""
+    if insn.id in _STACK and (regs["rsp"] % 8 or (insn.id == X.X86_INS_LEAVE and regs["rbp"] % 8)):
+        return True
+    if insn.id in (X.X86_INS_LEA, X.X86_INS_NOP):
+        return False
+    return any(op.type == X.X86_OP_MEM and op.size in (2, 4, 8)
+               and _effective_address(op.mem, insn, regs) % op.size for op in insn.operands)
 
 
 def _effective_address(mem, insn, regs: dict[str, int]) -> int:
@@ -853,8 +911,12 @@ def _effective_address(mem, insn, regs: dict[str, int]) -> int:
     return a & M64
 
 
-def example_case(text: str, address: int = 0x401000, **regs: int) -> Case:
-    """A hand-made case with a default layout (base 0x400000 area), for docs and quick checks."""
+def example_case(text: str, address: int = 0x401000, memory: dict[int, bytes] | None = None,
+                 **regs: int) -> Case:
+    """A hand-made case in the standard layout around `address` (code page = its page; data
+    at +0x2000, read-only data +0x5000, stack +0x7000 with rsp at +0x8000, fs +0xA000, gs
+    +0xC000), region contents zero except `memory` ({address: bytes}); for regression tests,
+    docs and quick checks. The encoding comes from keystone, or GNU as for GAS_TEXTS."""
     base = address & ~(PAGE - 1)
     code = encode(text, address) or gas_encodings().get(text)
     if not code:
@@ -862,7 +924,11 @@ def example_case(text: str, address: int = 0x401000, **regs: int) -> Case:
     full = {"rsp": base + REGION["stack"][0] + 0x1000, "fs_base": base + REGION["fs"][0],
             "gs_base": base + REGION["gs"][0], "rip": address}
     full.update(regs)
-    regions = [RegionSpec(base + offset, pages * PAGE, writable, i,
-                          ((address, code),) if name == "code" else (), name)
-               for i, (name, offset, pages, writable) in enumerate(LAYOUT)]
+    patches = tuple((memory or {}).items())
+    regions = []
+    for name, offset, pages, writable in LAYOUT:
+        start, end = base + offset, base + offset + pages * PAGE
+        own = tuple((a, blob) for a, blob in patches if a < end and a + len(blob) > start)
+        own += ((address, code),) if name == "code" else ()
+        regions.append(RegionSpec(start, pages * PAGE, writable, ZERO_FILL, own, name))
     return case_from("example", text, code, full, regions)
