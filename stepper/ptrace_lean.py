@@ -33,6 +33,8 @@ CONT = 7
 SINGLESTEP = 9
 GETREGS = 12
 SETREGS = 13
+GETFPREGS = 14
+SETFPREGS = 15
 DETACH = 17
 SETOPTIONS = 0x4200
 GETEVENTMSG = 0x4201
@@ -98,6 +100,21 @@ def getregs(tid: int, buf) -> None:
 def setregs(tid: int, buf) -> None:
     if _ptrace(SETREGS, tid, 0, buf) == -1:
         _check(-1, "PTRACE_SETREGS", tid)
+
+
+#: struct user_fpregs_struct: the 512-byte FXSAVE image; xmm0..xmm15 start at byte 160.
+FpregsBuffer = ctypes.c_ubyte * 512
+XMM_OFFSET = 160
+
+
+def getfpregs(tid: int, buf) -> None:
+    if _ptrace(GETFPREGS, tid, 0, buf) == -1:
+        _check(-1, "PTRACE_GETFPREGS", tid)
+
+
+def setfpregs(tid: int, buf) -> None:
+    if _ptrace(SETFPREGS, tid, 0, buf) == -1:
+        _check(-1, "PTRACE_SETFPREGS", tid)
 
 
 def cont(tid: int, sig: int = 0) -> None:

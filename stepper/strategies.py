@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import emu
 from emu import MemoryFault, Unsupported
 
-from . import ptrace_lean, xol
+from . import live_vector, ptrace_lean, xol
 from .errors import StepperError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -68,7 +68,12 @@ class EmulateOps(Ops):
     name = "emulate"
 
     def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
-        self.plan = emu.compile(insn, ptrace_lean.REG_INDEX)
+        try:
+            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX)
+            self.vector = False
+        except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
+            self.plan = live_vector.compile_vector_plan(insn)
+            self.vector = True
         self.atomic = insn.atomic
         self.fallback = fallback
 
@@ -76,7 +81,10 @@ class EmulateOps(Ops):
         if self.atomic and len(s.threads) > 1:
             return self._fall_back(s, t, bp, "atomic instruction while other threads run")
         try:
-            self.plan(t.live)
+            if self.vector:
+                live_vector.run_vector_plan(self.plan, t.tid, t.regs, t.live.vm)
+            else:
+                self.plan(t.live)
         except MemoryFault as e:
             return self._fall_back(s, t, bp, f"memory fault ({e.access})")
         except Unsupported as e:
@@ -172,13 +180,12 @@ class ReinsertOps(Ops):
 
 
 def _live_plan_reason(insn: emu.Instruction) -> str | None:
-    """Why emu cannot run `insn` on a live thread (None: it can). A live state holds the
-    general registers only (vector registers would cost a PTRACE_GETFPREGS per hit), so a
-    plan that needs others is refused here and the instruction goes out of line."""
+    """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
+    registers run on the thread's FXSAVE image too (stepper.live_vector)."""
     if not insn.emulatable:
         return insn.reason or "not emulated"
     try:
-        emu.compile(insn, ptrace_lean.REG_INDEX)
+        live_vector.compile_vector_plan(insn)
     except Unsupported as e:
         return f"{insn.text}: {e.reason}"
     return None

@@ -7,8 +7,8 @@
  *   BENCH_MOV     mov rax, rdi
  *   BENCH_SUB     sub rsp, 8
  *   BENCH_RIPREL  mov rax, qword ptr [rip + bench_word]   (RIP-relative load)
- *   BENCH_SSE     movdqa xmm0, xmmword ptr [rip + bench_vec]  (the emulator declines SSE;
- *                 it runs out of line with its displacement rewritten)
+ *   BENCH_SSE     paddq xmm0, xmmword ptr [rip + bench_vec]  (the emulator declines SSE
+ *                 arithmetic; it runs out of line with its displacement rewritten)
  * `bench_slot` is an executable scratch slot for the C floor's XOL twin (c_floor_xol).
  * Build with -no-pie so the symbol's address in the ELF file is its run-time address. */
 #include <stdlib.h>
@@ -20,7 +20,7 @@
 #elif defined(BENCH_RIPREL)
 #define BENCH_BODY "mov rax, qword ptr [rip + bench_word]\n add rax, rdi\n ret\n"
 #elif defined(BENCH_SSE)
-#define BENCH_BODY "movdqa xmm0, xmmword ptr [rip + bench_vec]\n movq rax, xmm0\n add rax, rdi\n ret\n"
+#define BENCH_BODY "paddq xmm0, xmmword ptr [rip + bench_vec]\n movq rax, xmm0\n add rax, rdi\n ret\n"
 #else
 #define BENCH_BODY "push rbp\n mov rbp, rsp\n mov rax, rdi\n pop rbp\n ret\n"
 #endif

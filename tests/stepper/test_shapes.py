@@ -14,6 +14,23 @@ ASM_SITES = ("call_ret_imm", "ret_imm_site", "do_write", "syscall_site", "sse_lo
              "lock_add_site", "rep_ops", "rep_movs_site", "rep_stos_site")
 
 
+def _decode_from(exe: str, label: str, count: int) -> list:
+    """`count` instructions decoded from an assembly label (labels carry no symbol size)."""
+    import emu
+    from elftools.elf.elffile import ELFFile
+
+    address = symbol(exe, label)[0]
+    with open(exe, "rb") as f:
+        text = ELFFile(f).get_section_by_name(".text")
+        code = text.data()[address - text["sh_addr"]:][:15 * count]
+    result = []
+    for _ in range(count):
+        insn = emu.decode(code, address)
+        result.append(insn)
+        code, address = code[insn.length:], insn.next_address
+    return result
+
+
 def _every_instruction(exe: str):
     return [i for f in PROBE_FUNCTIONS for i in instructions(exe, f)]
 
@@ -63,8 +80,24 @@ def test_hand_written_sites_via_cli(build, tmp_path, mode):
     assert b"acc=" in plain.stdout
     strategies = {p["instruction"].split()[0]: p["strategy"] for p in probed.report["probes"]}
     assert strategies["syscall"] == "xol"  # never boosted: the kernel writes RCX
-    assert strategies["movdqu"] == ("boost" if mode == "auto" else "xol")
+    # SSE moves are emulated on the thread's FXSAVE image; AVX goes out of line (boosted)
+    assert strategies["movdqu"] == ("emulate" if mode == "auto" else "xol")
+    assert strategies["vmovdqu"] == ("boost" if mode == "auto" else "xol")
     assert all(p["hits"] == 20 for p in probed.report["probes"])
+
+
+def test_sse_moves_are_emulated_on_the_live_thread(build, tmp_path):
+    """movdqu/movdqa loads and stores (RIP-relative) run in the emulator against the thread's
+    xmm registers (PTRACE_GETFPREGS/SETFPREGS): the program's vector sums stay right."""
+    exe = build("asmmain")
+    plain = run_plain([exe])
+    sites = [i for i in _decode_from(exe, "sse_load_site", 6) if i.mnemonic in ("movdqu", "movdqa")]
+    assert len(sites) == 4
+    probed = run_cli([exe], [i.address for i in sites], "emulate", tmp_path)
+    assert probed.stderr == b""
+    assert (probed.stdout, probed.returncode) == (plain.stdout, plain.returncode)
+    assert probed.report["steps"]["emulate"] == 4 * 20
+    assert {p["strategy"] for p in probed.report["probes"]} == {"emulate"}
 
 
 def test_emulated_hand_written_sites_via_library(build, spawn_captured):
