@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench venv clean
+.PHONY: test demo bench bench-emu venv clean
 
 venv: $(STAMP)
 
@@ -21,6 +21,9 @@ demo: $(STAMP)
 	$(BIN)/stepper demo
 
 bench: $(STAMP)
+	$(BIN)/stepper bench
+
+bench-emu: $(STAMP)
 	$(BIN)/python -m emu.bench
 
 clean:

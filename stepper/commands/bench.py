@@ -78,7 +78,7 @@ def _check_plot_possible(path: str) -> None:
 
     from ..errors import StepperError
 
-    if find_spec("matplotlib") is None:
-        raise StepperError("--plot needs matplotlib: pip install -e .[bench]")
     if not path.endswith(".png"):
         raise StepperError(f"--plot {path}: the chart is a PNG; name the file FILE.png")
+    if find_spec("matplotlib") is None:
+        raise StepperError("--plot needs matplotlib: pip install -e .[bench]")
