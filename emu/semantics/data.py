@@ -86,8 +86,8 @@ def xchg(ctx: Context):
 
 
 def push(ctx: Context):
-    """push r/m/imm. The value (and a memory source's address) is taken before rsp moves."""
-    ctx.no_opsize16()
+    """push r/m/imm, 64-bit or (0x66) 16-bit. The value (and a memory source's address) is
+    taken before rsp moves."""
     (src,) = ctx.operands(1)
     get, RSP, RIP, nxt = src.get, ctx.RSP, ctx.RIP, ctx.next_ip
     if src.kind == "reg" and src.size == 8:  # push r64, the prologue's first instruction
@@ -101,11 +101,14 @@ def push(ctx: Context):
             r[RIP] = nxt
         return run
 
+    width = 2 if ctx.opsize16 else 8
+    mask = (1 << (8 * width)) - 1
+
     def run(s):
         r = s.regs
         v = get(r, s)
-        sp = (r[RSP] - 8) & M64
-        s.write(sp, (v & M64).to_bytes(8, "little"))
+        sp = (r[RSP] - width) & M64
+        s.write(sp, (v & mask).to_bytes(width, "little"))
         r[RSP] = sp
         r[RIP] = nxt
     return run
@@ -124,9 +127,10 @@ class _StackAfterPop:
 
 
 def pop(ctx: Context):
-    ctx.no_opsize16()
+    """pop r/m, 64-bit or (0x66) 16-bit."""
     (dst,) = ctx.operands(1)
     put, RSP, RIP, nxt = dst.put, ctx.RSP, ctx.RIP, ctx.next_ip
+    width = 2 if ctx.opsize16 else 8
     from_bytes = int.from_bytes
     if dst.kind == "mem":
         ea = dst.address
@@ -134,8 +138,8 @@ def pop(ctx: Context):
         def run(s):
             r = s.regs
             sp = r[RSP]
-            v = s.read(sp, 8)
-            new_sp = (sp + 8) & M64
+            v = s.read(sp, width)
+            new_sp = (sp + width) & M64
             s.write(ea(_StackAfterPop(r, RSP, new_sp)), v)
             r[RSP] = new_sp
             r[RIP] = nxt
@@ -144,8 +148,8 @@ def pop(ctx: Context):
     def run(s):
         r = s.regs
         sp = r[RSP]
-        v = from_bytes(s.read(sp, 8), "little")
-        r[RSP] = (sp + 8) & M64
+        v = from_bytes(s.read(sp, width), "little")
+        r[RSP] = (sp + width) & M64
         put(r, s, v)  # after the increment, so `pop rsp` loads the popped value
         r[RIP] = nxt
     return run

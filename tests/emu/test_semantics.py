@@ -112,3 +112,18 @@ def test_alignment_check_covers_the_stack():
     state.regs["rsp"] = 0x7FF8
     emu.execute(emu.decode(asm("push rbp"), CODE), state)
     assert state.regs["rsp"] == 0x7FF0
+
+
+@pytest.mark.parametrize("text, regs", [
+    ("push bx", {"rbx": 0x1122334455667788}), ("push sp", {}), ("push 0x1234", {}),
+    ("push word ptr [rax]", {"rax": 0x403010}), ("pop bx", {"rbx": 0xFFFF_FFFF_FFFF_FFFF}),
+    ("pop sp", {}), ("pop word ptr [rax]", {"rax": 0x403010}),
+    ("pop word ptr [rsp + 6]", {}), ("push bx", {"rsp": 0x407001}),  # the stack's edge: faults
+])
+def test_16_bit_push_and_pop_agree_with_unicorn(text, regs):
+    """0x66 push/pop move 2 bytes and rsp by 2 (SDM PUSH/POP, operand size 16)."""
+    from emu.testing import compare
+    from emu.testing.generate import example_case
+
+    memory = {0x407FFE: b"\xcd\xab", 0x403010: b"\x34\x12"}
+    compare.check(example_case(text, 0x401000, memory=memory, **regs))
