@@ -1,6 +1,7 @@
 """Run a Case on the emulator and on Unicorn and say how they differ, with a reproducer.
 
-What must agree: every register; rflags except the bits `emu.undefined_flags` says the
+What must agree: every register, the sixteen xmm registers included (for every case, not
+only SSE ones: an instruction that must not touch them is checked not to); rflags except the bits `emu.undefined_flags` says the
 architecture leaves undefined for that instruction and those operands (nothing else is
 masked); every byte of every region. When Unicorn faults, the emulator must raise MemoryFault
 for the same kind of access and leave the state exactly as it was.
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 
 from .. import decode, execute, undefined_flags
 from ..errors import MemoryFault, Unsupported
-from ..state import REGISTER_NAMES
+from ..state import REGISTER_NAMES, VECTOR_REGISTERS
 from . import unicorn_oracle
 from .generate import Case
 from .unicorn_oracle import Outcome
@@ -36,10 +37,14 @@ def run_emu(case: Case) -> Outcome:
 
 
 def _changes(regs: dict[str, int], regions, state) -> str:
-    diffs = [f"{n} {regs[n]:#x}->{state.regs[n]:#x}" for n in REGISTER_NAMES if regs[n] != state.regs[n]]
+    diffs = [f"{n} {regs[n]:#x}->{state.regs[n]:#x}" for n in ALL_NAMES if regs[n] != state.regs[n]]
     for (start, old, _), (_, new, _) in zip(regions, state.regions()):
         diffs += [f"byte {start + i:#x}" for i, (a, b) in enumerate(zip(old, new)) if a != b][:4]
     return ", ".join(diffs)
+
+
+#: the registers compared: general, rip, rflags, segment bases and xmm0..xmm15
+ALL_NAMES = REGISTER_NAMES + VECTOR_REGISTERS
 
 
 @dataclass
@@ -97,9 +102,10 @@ def _compare(case: Case, emu: Outcome, uc: Outcome) -> list[str]:
 
 def _compare_states(case: Case, emu: Outcome, uc: Outcome) -> list[str]:
     problems = []
-    before = dict(case.regs)
+    before = {name: 0 for name in VECTOR_REGISTERS}
+    before.update(case.regs)
     undefined = undefined_flags(decode(case.code, case.address), before)
-    for name in REGISTER_NAMES:
+    for name in ALL_NAMES:
         a, b = emu.regs[name], uc.regs[name]
         if name == "rflags":
             diff = (a ^ b) & ~undefined

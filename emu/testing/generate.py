@@ -31,9 +31,10 @@ from capstone import x86_const as X
 from hypothesis import assume
 from hypothesis import strategies as st
 
-from ..state import REGISTER_NAMES, FlatState
+from ..state import REGISTER_NAMES, VECTOR_REGISTERS, FlatState
 
 M64 = (1 << 64) - 1
+M128 = (1 << 128) - 1
 PAGE = 0x1000
 
 # ---------------------------------------------------------------- registers
@@ -47,7 +48,8 @@ REGS = {1: R8 + HIGH8, 2: R16, 4: R32, 8: R64}
 ACC = {1: "al", 2: "ax", 4: "eax", 8: "rax"}
 #: registers that can only be encoded with a REX prefix, which excludes ah/bh/ch/dh
 REX_ONLY = frozenset(R64[8:] + R32[8:] + R16[8:] + R8[4:])
-PTR = {1: "byte", 2: "word", 4: "dword", 8: "qword"}
+PTR = {1: "byte", 2: "word", 4: "dword", 8: "qword", 16: "xmmword"}
+XMM = VECTOR_REGISTERS
 CONDITIONS = ("o", "no", "b", "ae", "e", "ne", "be", "a", "s", "ns", "p", "np", "l", "ge", "le", "g")
 
 # rflags bits a user program can set and that do not change how the oracle runs: TF is left
@@ -147,10 +149,11 @@ class Case:
 def case_from(family: str, text: str, code: bytes, regs: dict[str, int],
               regions: Iterable[RegionSpec]) -> Case:
     """Build a Case from plain data (regression tests use this)."""
-    full = {name: 0 for name in REGISTER_NAMES}
+    full = {name: 0 for name in REGISTER_NAMES + XMM}
     full["rflags"] = 0x202
     full.update(regs)
-    return Case(family, text, bytes(code), tuple((n, full[n] & M64) for n in REGISTER_NAMES),
+    return Case(family, text, bytes(code),
+                tuple((n, full[n] & (M128 if n in XMM else M64)) for n in REGISTER_NAMES + XMM),
                 tuple(regions))
 
 
@@ -178,7 +181,7 @@ def encode(text: str, address: int) -> bytes | None:
     return bytes(encoding) if encoding else None
 
 
-@functools.lru_cache(maxsize=1)
+@functools.lru_cache(maxsize=4)
 def _gas_batch(texts: tuple[str, ...]) -> dict[str, bytes]:
     """Assemble `texts` with GNU as in one run, each line in its own section (read back with
     pyelftools). Used for what keystone cannot encode: endbr64 and the canonical 0F 1F nops."""
@@ -205,8 +208,21 @@ GAS_TEXTS = (
 ) + tuple(f".nops {n}" for n in range(2, 12))
 
 
+#: SSE forms keystone never picks: `movq xmm, r/m64` and `movq r/m64, xmm` with a memory operand
+#: (66 REX.W 0F 6E / 7E; keystone encodes `movq xmm, m64` as F3 0F 7E and the store as 66 0F D6).
+#: The memory operand is always [rax]; the sse_movd family aims rax.
+GAS_SSE_TEXTS = tuple(
+    text for n in (0, 7, 8, 15) for text in (
+        f"rex.w movd xmm{n}, dword ptr [rax]", f"rex.w movd dword ptr [rax], xmm{n}"))
+
+
 def gas_encodings() -> dict[str, bytes]:
-    return _gas_batch(GAS_TEXTS)
+    return {**_gas_batch(GAS_TEXTS), **_gas_sse()}
+
+
+@functools.lru_cache(maxsize=1)
+def _gas_sse() -> dict[str, bytes]:
+    return _gas_batch(GAS_SSE_TEXTS)
 
 
 # ---------------------------------------------------------------- operand specs
@@ -423,7 +439,12 @@ class Builder:
     def count(self) -> Imm:
         return Imm(self.draw(_either(_ints(0, 65), _ints(0, 255))), 1)
 
-    def mem(self, size: int, ptr: bool = True, addr32: bool | None = None) -> Mem:
+    def xmm(self) -> Reg:
+        return Reg(self.draw(_pick(XMM)))
+
+    def mem(self, size: int, ptr: bool = True, addr32: bool | None = None, align: int = 1) -> Mem:
+        """A memory operand aimed by `aim`; `align` rounds the aim down (the edge and gap
+        cases then still fault, on an aligned address)."""
         draw = self.draw
         seg = draw(_pick((None,) * 6 + ("fs", "fs", "gs")))
         form = draw(_pick(("base",) * 3 + ("base_index",) * 3 + ("index", "rip", "rip")))
@@ -443,7 +464,7 @@ class Builder:
         if form == "index" and disp_kind == "none":
             disp = draw(_ints(-128, 127))
         return Mem(size, base, index, scale, disp, seg, rip=form == "rip", ptr=ptr,
-                   aim=aim(draw, self.base, size))
+                   aim=aim(draw, self.base, size) & ~(align - 1))
 
     def moffs(self, size: int) -> Mem:
         """The moffs form (`movabs al, [abs64]`), aimed with a segment base or a plain address."""
@@ -502,8 +523,8 @@ def f_lea(b: Builder) -> Spec:
     return Spec("lea", (b.reg(_w(b, (2, 4, 8))), b.mem(1, ptr=False)))
 
 
-# 16-bit push/pop (0x66) are left out: the emulator refuses them on purpose (Intel and AMD
-# disagree on 16-bit stack/branch forms); test_differential checks that refusal instead.
+# 16-bit push/pop (0x66) are not generated: the emulator used to refuse them (Intel and AMD
+# disagree on 16-bit stack/branch forms); their emulation is checked in tests/emu/test_semantics.py.
 def f_push(b: Builder) -> Spec:
     form = b.draw(_pick(("r64", "imm8", "imm32", "m64")))
     if form == "r64":
@@ -646,6 +667,57 @@ def f_nop_hint(b: Builder) -> Spec:
     return Spec("nop", (b.rm(w),))
 
 
+# ---- SSE moves (emu/semantics/vector.py). Registers are drawn as full 128-bit values for these
+# families (register_state). Unicorn does NOT raise #GP for a misaligned movdqa/movaps/movapd or a
+# legacy-SSE pxor/xorps/xorpd memory operand (the CPU does: SDM Vol. 2B MOVDQA "#GP(0) If a memory
+# operand is not aligned on a 16-byte boundary"; confirmed by the native oracle), so those
+# families aim only at 16-byte-aligned addresses (ALIGNED_FAMILIES, enforced in `cases`);
+# tests/emu/test_regressions.py checks the misaligned #GP against the SDM on its own.
+
+
+def f_sse_movd(b: Builder) -> Spec:
+    """movd/movq between xmm and a general register or memory, and movq xmm, xmm."""
+    form = b.draw(_pick(("x_r", "r_x", "x_m", "m_x", "x_x")))
+    if form == "x_x":
+        return Spec("movq", (b.xmm(), b.xmm()))
+    w = _w(b, (4, 8))
+    mnemonic = "movd" if w == 4 else "movq"
+    other = b.reg(w) if form in ("x_r", "r_x") else b.mem(w)
+    return Spec(mnemonic, (b.xmm(), other) if form in ("x_r", "x_m") else (other, b.xmm()))
+
+
+def f_sse_scalar(b: Builder) -> Spec:
+    """movss/movsd: merge between registers, zero-extend on a load, low part on a store."""
+    mnemonic = b.draw(_pick(("movss", "movsd")))
+    w = 4 if mnemonic == "movss" else 8
+    form = b.draw(_pick(("x_x", "x_m", "m_x")))
+    if form == "x_x":
+        return Spec(mnemonic, (b.xmm(), b.xmm()))
+    if form == "x_m":
+        return Spec(mnemonic, (b.xmm(), b.mem(w)))
+    return Spec(mnemonic, (b.mem(w), b.xmm()))
+
+
+def f_sse_move128(b: Builder, mnemonics: tuple[str, ...], align: int) -> Spec:
+    """The full 128-bit moves: xmm <- xmm, xmm <- m128, m128 <- xmm."""
+    mnemonic = b.draw(_pick(mnemonics))
+    form = b.draw(_pick(("x_x", "x_m", "m_x")))
+    if form == "x_x":
+        return Spec(mnemonic, (b.xmm(), b.xmm()))
+    if form == "x_m":
+        return Spec(mnemonic, (b.xmm(), b.mem(16, align=align)))
+    return Spec(mnemonic, (b.mem(16, align=align), b.xmm()))
+
+
+def f_sse_xor(b: Builder) -> Spec:
+    """pxor/xorps/xorpd xmm, xmm/m128 (including the `pxor xmm, xmm` zeroing idiom)."""
+    mnemonic = b.draw(_pick(("pxor", "xorps", "xorpd")))
+    dst = b.xmm()
+    form = b.draw(_pick(("x_x", "same", "x_m")))
+    src = {"x_x": b.xmm, "same": lambda: dst, "x_m": lambda: b.mem(16, align=16)}[form]()
+    return Spec(mnemonic, (dst, src))
+
+
 def _fixed(*mnemonics: str) -> Callable[[Builder], Spec]:
     def build(b: Builder) -> Spec:
         return Spec(b.draw(_pick(mnemonics)))
@@ -684,7 +756,15 @@ FAMILIES: dict[str, Callable[[Builder], Spec] | None] = {
     "jrcxz_loop": f_jrcxz,
     "call": f_call,
     "ret": f_ret,
+    "sse_movd": f_sse_movd,
+    "sse_scalar": f_sse_scalar,
+    "sse_aligned": functools.partial(f_sse_move128, mnemonics=("movdqa", "movaps", "movapd"), align=16),
+    "sse_unaligned": functools.partial(f_sse_move128, mnemonics=("movdqu", "movups", "movupd"), align=1),
+    "sse_xor": f_sse_xor,
 }
+
+#: families whose memory operands must be 16-byte aligned in the Unicorn comparison (see above)
+ALIGNED_FAMILIES = frozenset({"sse_aligned", "sse_xor"})
 
 
 # ---------------------------------------------------------------- solving and encoding
@@ -793,9 +873,16 @@ def _with(ops: tuple, i: int, op) -> tuple:
 # ---------------------------------------------------------------- strategies: cases
 
 
-def register_state(draw, base: int) -> dict[str, int]:
-    """Random registers, user rflags, fs/gs bases inside their regions, rsp in the stack."""
+_XMM_VALUE = st.one_of(st.integers(0, M128), st.sampled_from((0, M128, 1 << 127, M64, M64 << 64)))
+
+
+def register_state(draw, base: int, vector: bool = False) -> dict[str, int]:
+    """Random registers, user rflags, fs/gs bases inside their regions, rsp in the stack;
+    with `vector`, full 128-bit values in xmm0..xmm15 (else they stay zero, and are still
+    compared)."""
     regs = {name: value(draw, base) for name in REGISTER_NAMES[:16]}
+    if vector:
+        regs.update({name: draw(_XMM_VALUE) for name in XMM})
     stack_off, stack_len, _ = REGION["stack"]
     rsp_off = draw(_either(
         _ints(1, stack_len // 8 - 1).map(lambda q: q * 8),
@@ -818,17 +905,25 @@ def register_state(draw, base: int) -> dict[str, int]:
 def cases(draw, family: str) -> Case:
     """A Case of one family (a key of FAMILIES)."""
     base, address = layout(draw)
-    regs = register_state(draw, base)
+    regs = register_state(draw, base, vector=family.startswith("sse"))
     if family == "nop":
         text = draw(_pick(GAS_TEXTS[1:]))
         code = gas_encodings()[text]
         assume(len(code) == next(_md.disasm(code, address, 1)).size)
+    elif family == "sse_movd" and draw(_ints(0, 5)) == 0:
+        text = draw(_pick(GAS_SSE_TEXTS))
+        code = _gas_sse()[text]
+        regs["rax"] = aim(draw, base, 8)
     else:
         spec = _fix_high_bytes(FAMILIES[family](Builder(draw, base, address)))
         encoded = _encode_spec(spec, regs, address, draw)
         assume(encoded is not None)
         spec, code = encoded
         text = spec.text()
+        if family in ALIGNED_FAMILIES:  # the solver cannot always reach the aim exactly
+            insn = next(_md.disasm(code, address, 1))
+            assume(not any(op.type == X.X86_OP_MEM and _effective_address(op.mem, insn, regs) % 16
+                           for op in insn.operands))
     if family == "nop" and draw(_ints(0, 4)) == 0:
         text, code = "endbr64", gas_encodings()["endbr64"]
     regs["rip"] = address
@@ -846,7 +941,8 @@ def _finish(draw, family: str, text: str, code: bytes, regs: dict[str, int], bas
     for op in insn.operands:
         if op.type == X.X86_OP_MEM:
             aim = _effective_address(op.mem, insn, regs)
-            patches.append((aim, value(draw, base).to_bytes(8, "little")))
+            blob = b"".join(value(draw, base).to_bytes(8, "little") for _ in range(max(1, op.size // 8)))
+            patches.append((aim, blob))
     if insn.id == X.X86_INS_POPFQ:
         # Unicorn runs at CPL 0, where POPF may change IF and IOPL; at CPL 3 (the only
         # privilege the emulator models, SDM Vol. 2B POPF) they are left alone. Keep IF=1,
@@ -881,12 +977,12 @@ _STACK = {X.X86_INS_PUSH, X.X86_INS_POP, X.X86_INS_CALL, X.X86_INS_RET, X.X86_IN
 
 
 def _misaligned(insn, regs: dict[str, int]) -> bool:
-    """Could one of the instruction's 2-, 4- or 8-byte data accesses be misaligned?"""
+    """Could one of the instruction's 2-, 4-, 8- or 16-byte data accesses be misaligned?"""
     if insn.id in _STACK and (regs["rsp"] % 8 or (insn.id == X.X86_INS_LEAVE and regs["rbp"] % 8)):
         return True
     if insn.id in (X.X86_INS_LEA, X.X86_INS_NOP):
         return False
-    return any(op.type == X.X86_OP_MEM and op.size in (2, 4, 8)
+    return any(op.type == X.X86_OP_MEM and op.size in (2, 4, 8, 16)
                and _effective_address(op.mem, insn, regs) % op.size for op in insn.operands)
 
 

@@ -21,7 +21,7 @@ from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE
 from unicorn import unicorn_const as U
 from unicorn import x86_const as UX
 
-from ..state import REGISTER_NAMES
+from ..state import REGISTER_NAMES, VECTOR_REGISTERS
 
 PAGE = 0x1000
 
@@ -32,7 +32,12 @@ UC_REGISTERS = {
     "gs_base": UX.UC_X86_REG_GS_BASE,
 }
 
-_IDS = [UC_REGISTERS[name] for name in REGISTER_NAMES]
+#: xmm0..xmm15: Unicorn takes and returns them as 128-bit ints (SSE is enabled in its CR4)
+UC_VECTOR_REGISTERS = {name: getattr(UX, f"UC_X86_REG_{name.upper()}") for name in VECTOR_REGISTERS}
+
+#: every register the oracle sets and reads back, in this order
+ALL_NAMES = REGISTER_NAMES + VECTOR_REGISTERS
+_IDS = [{**UC_REGISTERS, **UC_VECTOR_REGISTERS}[name] for name in ALL_NAMES]
 
 _ACCESS = {
     U.UC_MEM_READ_UNMAPPED: "read", U.UC_MEM_READ_PROT: "read",
@@ -90,7 +95,7 @@ class Oracle:
                 mapped.append((start, len(data)))
                 uc.mem_write(start, data)
             uc.ctl_remove_cache(rip, rip + 16)
-            uc.reg_write_batch([(_IDS[i], state.regs[name]) for i, name in enumerate(REGISTER_NAMES)])
+            uc.reg_write_batch([(_IDS[i], state.regs.get(name, 0)) for i, name in enumerate(ALL_NAMES)])
             self.invalid.clear()
             # `until` = the next instruction ends QEMU's translation block there: otherwise it
             # translates on to the end of the page and an instruction straddling into an
@@ -109,7 +114,7 @@ class Oracle:
                 return Outcome(fault="exception", fault_address=after,
                                error="branch to a non-canonical address (#GP)")
             return Outcome(
-                regs=dict(zip(REGISTER_NAMES, uc.reg_read_batch(_IDS))),
+                regs=dict(zip(ALL_NAMES, uc.reg_read_batch(_IDS))),
                 memory={start: bytes(uc.mem_read(start, size)) for start, size in mapped},
             )
         finally:
