@@ -144,6 +144,7 @@ class Session:
         self.boost = None  # stepper.boost.Boost: the boost slots, once a probe has one
         self._closed = False
         self._detach_requested = False
+        self._interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
         self._loop_thread: int | None = None
         self._early: dict[int, int] = {}  # root only: first stops seen before their event
         self._add_thread(pid)
@@ -315,6 +316,7 @@ class Session:
         start = time.perf_counter()
         self._loop_thread = threading.get_ident()
         restore = self._handle_sigterm()
+        restore_int = self._handle_sigint()
         try:
             for t in list(self.family.values()):
                 if not t.running:
@@ -322,13 +324,16 @@ class Session:
             self._loop()
             if self._detach_requested:
                 self.abandon()
+                if self._interrupted:
+                    raise KeyboardInterrupt  # Ctrl-C propagates once the program is let go
                 return ExitStatus(None, None, True)
         except BaseException:
             self.abandon()
             raise
         finally:
-            self._loop_thread = None
+            restore_int()
             restore()
+            self._loop_thread = None
             self.wall_s += time.perf_counter() - start
         for child in self.tree()[1:]:  # descendants still running when the program ended
             if child.threads and not child._closed:
@@ -567,6 +572,27 @@ class Session:
         signal.signal(signal.SIGTERM, lambda signum, frame: self.request_detach())
         return lambda: signal.signal(signal.SIGTERM, previous)
 
+    def _handle_sigint(self) -> Callable[[], None]:
+        """Ctrl-C detaches at the loop's next safe point, then KeyboardInterrupt propagates
+        (when SIGINT has Python's default handler and run() is on the main thread). Raised
+        where the signal lands, KeyboardInterrupt could cut a hit or a step between two ptrace
+        calls: e.g. after XolOps.hit moved RIP into the XOL slot but before the step was
+        recorded, or after a step record was taken but before `complete` moved RIP back; the
+        detach would then unmap the area under that thread (SIGSEGV)."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous = signal.getsignal(signal.SIGINT)
+        if previous is not signal.default_int_handler:
+            return lambda: None
+
+        def interrupted(signum, frame) -> None:
+            if not self._detach_requested:  # once: a second kick during the detach would
+                self._interrupted = True    # leave a SIGSTOP pending in a detached thread
+                self.request_detach()
+
+        signal.signal(signal.SIGINT, interrupted)
+        return lambda: signal.signal(signal.SIGINT, previous)
+
     def abandon(self) -> None:
         """Leave the program (and every followed descendant) running untraced and unharmed:
         every INT3 byte restored, every thread out of any step and back in the original
@@ -680,6 +706,9 @@ class Session:
                 sig = 0
             if sig and t.step is None and self.boost is not None:
                 self.boost.map_back(t.tid, sig)
+            if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
+                t.stop_sent = True
+                ptrace_lean.tgkill(self.pid, t.tid, SIGSTOP)
             if t.step is not None:
                 ptrace_lean.singlestep(t.tid, sig)
             else:

@@ -150,3 +150,33 @@ def _has_threads(stepper_pid: int, count: int) -> bool:
         return any(len(os.listdir(f"/proc/{c}/task")) > count for c in children)
     except OSError:
         return False
+
+
+def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, monkeypatch):
+    """SIGINT landing right after XolOps.hit moved RIP into the slot (before the step is
+    recorded): it must wait for the loop's next safe point. Raised there, the detach left
+    that thread in the unmapped XOL area (SIGSEGV, no output)."""
+    import sys
+
+    from stepper import ptrace_lean, strategies
+
+    exe = build("threads")
+    plain = run_plain([exe, "40000"])
+    proc, out = spawn_captured([exe, "40000"], "xol")
+    proc.break_at(proc.load_bias + symbol(exe, "work")[0])
+    setregs, calls = ptrace_lean.setregs, []
+
+    def setregs_then_sigint(tid, regs):
+        setregs(tid, regs)
+        if sys._getframe(1).f_code is strategies.XolOps.hit.__code__:
+            calls.append(tid)
+            if len(calls) == 500:  # RIP is in the slot now; t.step is not set yet
+                signal.raise_signal(signal.SIGINT)  # handled at the next bytecode, in here
+
+    monkeypatch.setattr(strategies.ptrace_lean, "setregs", setregs_then_sigint)
+    with pytest.raises(KeyboardInterrupt):
+        proc.run()
+    monkeypatch.undo()
+    status = _wait(proc.pid, 60)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == plain.returncode
+    assert out.read_bytes() == plain.stdout
