@@ -55,17 +55,10 @@ COLLISION, UNLOADABLE = SKIPPED
 OP_MUNMAP, OP_MMAP, OP_COPY, OP_MPROTECT = 1, 2, 3, 4
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
-GETFPREGS, SETFPREGS = 14, 15
 TRACEME = 0
-XMM_OFFSET = 160  # struct user_fpregs_struct (FXSAVE layout): xmm0 at byte 160
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_ptrace = _libc.ptrace
-_ptrace.restype = ctypes.c_long
-_readv = _libc.process_vm_readv
-_readv.restype = ctypes.c_ssize_t
-_writev = _libc.process_vm_writev
-_writev.restype = ctypes.c_ssize_t
+# The libc binding and the FXSAVE layout are the hot path's (stepper.ptrace_lean), bound once.
+GETFPREGS, SETFPREGS, XMM_OFFSET = P.GETFPREGS, P.SETFPREGS, P.XMM_OFFSET
+_ptrace, _readv, _writev = P._ptrace, P._process_vm_readv, P._process_vm_writev
 
 
 class NativeError(StepperError):
