@@ -101,7 +101,8 @@ class Process:
 
     def run(self) -> ExitStatus:
         """Run until the program exits, or until `detach()` is requested: then the program
-        runs on untraced and the result is ExitStatus(None, None, detached=True). SIGTERM to
+        runs on untraced and the result is ExitStatus(None, None, detached=True), unless it
+        ended meanwhile (then how it ended, detached=False). SIGTERM to
         the tracer while run() runs on the main thread (and the application has not set its
         own SIGTERM handler) also detaches. On KeyboardInterrupt or any exception the
         program is left running untraced with every breakpoint removed, and the exception

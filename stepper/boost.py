@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from capstone import x86_const as X
 
-from . import ptrace_lean, xol
+from . import ptrace_lean, quiet, xol
 from .errors import StepperError
 from .ptrace_lean import RIP
 from .strategies import Ops, XolOps
@@ -195,9 +195,10 @@ class Boost:
         has not run, or a rep op is part done) hits it again when it resumes: that hit is the
         one counted, as for an abandoned XOL step. But an asynchronous signal that finds the
         thread at the slot's first byte is held for one instruction: the thread single-steps
-        the slot first and the signal is delivered after it, with its own siginfo. Otherwise
-        a signal coming faster than a hit costs the tracer (SIGALRM every 50 us) would be
-        pending at every re-hit, and the thread would never get past the probe."""
+        the slot first, with its asynchronous signals blocked (stepper.quiet), and the signal
+        is delivered after it, with its own siginfo. Otherwise a signal coming faster than a
+        hit costs the tracer (SIGALRM every 50 us) would be pending at every re-hit, or at the
+        held step, and the thread would never get past the probe."""
         held = self._held.pop(t.tid, None)
         if held is not None:
             return self._release(t, sig, held)
@@ -206,12 +207,12 @@ class Boost:
         plan = self.locate(regs[RIP])
         if plan is None:
             return sig
-        if sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE:
+        if (sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE
+                and quiet.can_quiet(plan.instruction)):
             info = _siginfo(t.tid)
             if info is not None and not _synchronous(sig, info):
                 self._held[t.tid] = [_copy(info)]
-                t.running = True
-                ptrace_lean.singlestep(t.tid, 0)
+                quiet.step(t)  # no further signal can cut the step short
                 return None
         self._map(t, plan, sig)
         return sig
@@ -255,8 +256,7 @@ class Boost:
             if sig >= signal.SIGRTMIN or all(h.signo != sig for h in held):
                 held.append(_copy(info))
             self._held[t.tid] = held
-            t.running = True
-            ptrace_lean.singlestep(t.tid, 0)
+            quiet.step(t)
             return None
         # The instruction faulted (or the step was otherwise cut short): that signal goes
         # now, with the RIP mapped back, and the held ones are sent again.

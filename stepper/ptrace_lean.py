@@ -40,6 +40,8 @@ SETOPTIONS = 0x4200
 GETEVENTMSG = 0x4201
 GETSIGINFO = 0x4202
 SETSIGINFO = 0x4203
+GETSIGMASK = 0x420A
+SETSIGMASK = 0x420B
 
 # Options and events.
 O_TRACECLONE = 0x08
@@ -161,6 +163,22 @@ def getsiginfo(tid: int, info: Siginfo | None = None) -> Siginfo:
 def setsiginfo(tid: int, info: Siginfo) -> None:
     if _ptrace(SETSIGINFO, tid, 0, ctypes.byref(info)) == -1:
         _check(-1, "PTRACE_SETSIGINFO", tid)
+
+
+def getsigmask(tid: int) -> int:
+    """The stopped thread's blocked-signal mask (bit n-1 = signal n)."""
+    mask = ctypes.c_uint64()
+    if _ptrace(GETSIGMASK, tid, 8, ctypes.byref(mask)) == -1:
+        _check(-1, "PTRACE_GETSIGMASK", tid)
+    return mask.value
+
+
+def setsigmask(tid: int, mask: int) -> None:
+    """Replace the stopped thread's blocked-signal mask (the kernel keeps SIGKILL and
+    SIGSTOP unblocked whatever `mask` says)."""
+    value = ctypes.c_uint64(mask)
+    if _ptrace(SETSIGMASK, tid, 8, ctypes.byref(value)) == -1:
+        _check(-1, "PTRACE_SETSIGMASK", tid)
 
 
 def tgkill(tgid: int, tid: int, sig: int) -> None:

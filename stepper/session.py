@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, maps, ptrace_lean, xol
+from . import boost, maps, ptrace_lean, quiet, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -70,7 +70,7 @@ class Thread:
     and the step in progress, if any (ops, breakpoint, token)."""
 
     __slots__ = ("tid", "regs", "live", "step", "running", "fresh", "session", "tf", "rehit",
-                 "stop_sent", "abandons", "held")
+                 "stop_sent", "abandons", "held", "quiet_mask")
 
     def __init__(self, tid: int, vm: ptrace_lean.VmAccess, session: "Session") -> None:
         self.tid = tid
@@ -85,6 +85,7 @@ class Thread:
         self.stop_sent = False  # a SIGSTOP of ours is on its way to this thread
         self.abandons = 0  # steps abandoned for a signal since the last completed one
         self.held: list = []  # signals (siginfo) held until the current step completes
+        self.quiet_mask: int | None = None  # the program's signal mask during a quiet step
 
 
 @dataclass(frozen=True)
@@ -326,6 +327,8 @@ class Session:
                 self.abandon()
                 if self._interrupted:
                     raise KeyboardInterrupt  # Ctrl-C propagates once the program is let go
+                if self.exit is not None:
+                    return self.exit  # it ended while being let go
                 return ExitStatus(None, None, True)
         except BaseException:
             self.abandon()
@@ -386,6 +389,8 @@ class Session:
         bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), self.read_memory))
 
     def _stopped(self, t: Thread, status: int) -> None:
+        if t.quiet_mask is not None:
+            quiet.end(t)  # the program's own signal mask, before anything looks at it
         sig, high = os.WSTOPSIG(status), status >> 8
         if high == _EVENT_CLONE_STATUS:
             self._cloned(ptrace_lean.geteventmsg(t.tid))
@@ -428,6 +433,8 @@ class Session:
             if not synchronous and t.abandons:
                 t.held.append(_copy_info(info))
                 t.step = (ops, bp, token)
+                if quiet.can_quiet(bp.insn):  # no further signal can cut the step short
+                    return quiet.step(t)
                 return self.resume(t)  # steps on, the signal suppressed for now
             ops.abort(self, t, bp, token)
             if not synchronous:
@@ -608,6 +615,11 @@ class Session:
                     s.breakpoints.restore_all()
                     stopped[id(s)] = (s, s._stop_all())
             for s, threads in stopped.values():
+                for t in threads:
+                    try:
+                        quiet.end(t)  # a held step cut short: the program's own mask back
+                    except StepperError:
+                        pass
                 if s.boost is not None:  # every thread out of the boost slots, then unmap
                     s.boost.leave(threads, unmap=not s.vfork)
                 area = s._area
@@ -674,7 +686,7 @@ class Session:
         """Handle `t`'s stops (passing the program's signals on) until our SIGSTOP arrives."""
         while True:
             if status is None:
-                _, status = os.waitpid(t.tid, WALL)
+                status = self._next_status(t)
             if not os.WIFSTOPPED(status):
                 self._drop_thread(t.tid)
                 if t.tid == self.pid:
@@ -714,10 +726,29 @@ class Session:
             else:
                 ptrace_lean.cont(t.tid, sig)
 
+    def _next_status(self, t: Thread) -> int:
+        """Wait for `t`'s next stop or exit. A process leader that exited (exit_group, or on
+        its own) is reported only once every other thread is reaped, and those exits come to
+        us, so waiting for the leader alone could wait forever: for a leader, every thread's
+        event is taken here; exits are handled at once, any other event is kept for its
+        thread's turn (root._early, as a first stop seen before its clone event)."""
+        if t.tid != self.pid:
+            return os.waitpid(t.tid, WALL)[1]
+        while True:
+            tid, status = os.waitpid(-1, WALL)
+            if tid == t.tid:
+                return status
+            other = self.family.get(tid)
+            if other is not None and not os.WIFSTOPPED(status):
+                other.session._gone(other, status)
+            else:
+                self.root._early[tid] = status
+
     def _settle(self, t: Thread, sig: int = SIGTRAP) -> None:
         """Finish (step trap) or abort (any other stop) a step in progress."""
         if t.step is None:
             return
+        quiet.end(t)
         ops, bp, token = t.step
         t.step = None
         if sig != SIGTRAP or not ops.complete(self, t, bp, token):
@@ -845,6 +876,11 @@ def _attach_thread(pid: int, tid: int) -> bool:
         err = ctypes.get_errno()
         if err == errno.ESRCH:
             return False
+        if err == errno.EPERM and _thread_state(tid) in ("Z", "X", None):
+            if tid == pid:
+                raise StepperError(f"cannot attach to process {pid}: its main thread has "
+                                   f"exited (a zombie thread cannot be traced)")
+            return False  # an exiting thread refuses PTRACE_ATTACH with EPERM: it is gone
         if err == errno.EPERM:
             raise StepperError(f"cannot attach to process {pid}: not permitted (not yours, "
                                f"already traced, or forbidden by kernel.yama.ptrace_scope)")
@@ -864,13 +900,18 @@ def _attach_thread(pid: int, tid: int) -> bool:
     return True
 
 
-def _in_trace_stop(tid: int) -> bool:
-    """Whether thread `tid` sits in a ptrace stop (state `t` in /proc/TID/stat)."""
+def _thread_state(tid: int) -> str | None:
+    """Thread `tid`'s state letter from /proc/TID/stat (None if it is gone)."""
     try:
         with open(f"/proc/{tid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] == "t"
+            return f.read().rsplit(")", 1)[1].split()[0]
     except (OSError, IndexError):
-        return False
+        return None
+
+
+def _in_trace_stop(tid: int) -> bool:
+    """Whether thread `tid` sits in a ptrace stop (state `t` in /proc/TID/stat)."""
+    return _thread_state(tid) == "t"
 
 
 def _create_child(argv: list[str], env: dict | None, create_child) -> int:

@@ -37,11 +37,13 @@ def uf(tmp_path_factory):
     gcc("-O1", "-o", "uf_fork", TRACEES / "uf_fork.c")
     gcc("-O1", "-o", "uf_traps", TRACEES / "uf_traps.c", TRACEES / "uf_traps.S")
     gcc("-O1", "-pthread", "-o", "uf_busy", TRACEES / "uf_busy.c")
+    gcc("-O1", "-pthread", "-o", "uf_exit", TRACEES / "uf_exit.c")
     gcc("-shared", "-fPIC", "-o", "libufscratch.so", TRACEES / "uf_scratch.S")
     gcc("-O1", "-o", "uf_scratch", TRACEES / "uf_scratch_main.c", f"-L{out}", "-lufscratch",
         f"-Wl,-rpath,{out}")
     return {name: str(out / name) for name in
-            ("uf_storm", "uf_fork", "uf_traps", "uf_busy", "uf_scratch", "libufscratch.so")}
+            ("uf_storm", "uf_fork", "uf_traps", "uf_busy", "uf_exit", "uf_scratch",
+             "libufscratch.so")}
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +299,54 @@ def test_sigterm_to_tracer_detaches(uf, busy_expected, tmp_path):
                 q.kill()
                 q.wait()
     assert b"ready\n" + rest == expected and p.returncode == 0
+
+
+def test_detach_while_the_program_exits(uf, tmp_path):
+    """A detach requested from a probe just before the program's exit_group: the leader is
+    reported only once every other thread was reaped, so waiting for the leader alone would
+    wait forever. run() returns how the program ended (it could not be let go)."""
+    exe = uf["uf_exit"]
+    script = tmp_path / "tracer.py"
+    script.write_text(
+        "from stepper import api\n"
+        f"proc = api.spawn([{exe!r}])\n"
+        f"proc.break_at(proc.load_bias + {symbol(exe, 'leave_now')[0]},\n"
+        "              callback=lambda hit: proc.detach())\n"
+        "print(proc.run(), flush=True)\n")
+    tracer = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE)
+    try:
+        out, err = tracer.communicate(timeout=60)
+    finally:
+        if tracer.poll() is None:
+            tracer.kill()
+            tracer.wait()
+    assert tracer.returncode == 0, err
+    assert out == b"ExitStatus(exit_code=7, signal=None, detached=False)\n", err
+
+
+def test_attach_to_a_process_whose_main_thread_exited(uf):
+    """pthread_exit in main leaves a zombie leader, which PTRACE_ATTACH refuses: a one-line
+    error that says so, and the running threads are left untraced."""
+    p = subprocess.Popen([uf["uf_exit"], "main-exits"])
+    try:
+        deadline = time.monotonic() + 30
+        while _state(p.pid) != "Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        with pytest.raises(StepperError, match="its main thread has exited"):
+            api.attach(p.pid)
+        for tid in os.listdir(f"/proc/{p.pid}/task"):
+            with open(f"/proc/{p.pid}/task/{tid}/status") as f:
+                assert "TracerPid:\t0\n" in f.read()
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
 
 
 def test_attach_refusals_are_one_line(uf):

@@ -1,0 +1,72 @@
+"""Quiet steps (stepper.quiet) on a real stopped thread: a signal already pending does not cut
+the single-step short, and the program's signal mask is back once the step has stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from stepper import ptrace_lean, quiet
+from stepper.ptrace_lean import RIP, WALL
+
+
+@pytest.fixture
+def stopped_thread(build):
+    """The layout tracee at its SIGSTOP (just after the raise() system call), and its Thread."""
+    from stepper.session import Session
+
+    with open(os.devnull, "w") as devnull:
+        saved = os.dup(1)
+        os.dup2(devnull.fileno(), 1)
+        try:
+            session = Session.spawn([build("layout")])
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+    pid = session.pid
+    ptrace_lean.cont(pid)
+    _, status = os.waitpid(pid, WALL)
+    assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+    yield session.threads[pid]
+    session.kill()
+
+
+def _next_stop(tid: int) -> tuple[int, int]:
+    _, status = os.waitpid(tid, WALL)
+    assert os.WIFSTOPPED(status)
+    regs = ptrace_lean.new_regs()
+    ptrace_lean.getregs(tid, regs)
+    return os.WSTOPSIG(status), regs[RIP]
+
+
+def test_a_pending_signal_stops_a_plain_step_before_it_runs(stopped_thread):
+    """The premise: without the mask, the step never begins while a signal is pending (a
+    storm that always has one pending starves it)."""
+    t = stopped_thread
+    before = _rip(t.tid)
+    ptrace_lean.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
+    ptrace_lean.singlestep(t.tid)
+    assert _next_stop(t.tid) == (signal.SIGUSR1, before)
+
+
+def test_a_quiet_step_runs_and_the_signal_follows_it(stopped_thread):
+    t = stopped_thread
+    before = _rip(t.tid)
+    mask = ptrace_lean.getsigmask(t.tid)
+    ptrace_lean.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
+    quiet.step(t)
+    sig, rip = _next_stop(t.tid)
+    assert sig == signal.SIGTRAP and rip != before  # the instruction ran
+    assert ptrace_lean.getsiginfo(t.tid).code > 0  # the kernel's step trap, not a kill
+    quiet.end(t)
+    assert ptrace_lean.getsigmask(t.tid) == mask and t.quiet_mask is None
+    ptrace_lean.cont(t.tid)
+    assert _next_stop(t.tid) == (signal.SIGUSR1, rip)  # still pending: delivered next
+
+
+def _rip(tid: int) -> int:
+    regs = ptrace_lean.new_regs()
+    ptrace_lean.getregs(tid, regs)
+    return regs[RIP]
