@@ -348,7 +348,7 @@ class Session:
     def _loop(self) -> None:
         family = self.family
         mine = self.threads
-        getregs, cont = ptrace_lean.getregs, ptrace_lean.cont
+        getregs = ptrace_lean.getregs
         waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
         stopped_trap = (SIGTRAP << 8) | 0x7F
         while mine and not self._detach_requested:

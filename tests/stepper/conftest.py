@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -138,3 +139,25 @@ def spawn_captured(tmp_path):
     for proc in made:  # a test that failed half-way must not leave a stopped tracee behind
         if proc._session.threads and not proc._session._closed:
             proc.kill()
+
+
+@contextmanager
+def ended(*procs: subprocess.Popen):
+    """Kill and reap whichever of `procs` still runs when the block is left (a failed
+    assertion or a timeout must not leave a traced or tracing process behind)."""
+    try:
+        yield procs
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def start_tracer(tmp_path, source: str) -> subprocess.Popen:
+    """Run `source` (a tracer written with stepper.api) in a Python subprocess, so that a
+    hang, a signal or a detach in it cannot take pytest down; stdout and stderr piped."""
+    script = tmp_path / f"tracer-{len(list(tmp_path.glob('tracer-*.py')))}.py"
+    script.write_text(source)
+    return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE)

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from conftest import PROGRAMS, instructions, run_cli, run_plain, symbol
+from conftest import PROGRAMS, ended, instructions, run_cli, run_plain, symbol
 
 PROGRAMS.setdefault("boost_storm", (["boost_storm.c", "boostops.S"], ["-O1", "-pthread"]))
 STORM_SITES = ("boost_movs_site", "boost_sse_site", "boost_xadd_site")
@@ -131,7 +131,7 @@ def test_attach_probe_detach_while_threads_are_in_boosted_probes(build):
     n = 10_000_000  # about 1.4 s unprobed: the storm (which ends with the first worker) and
     # all four workers are still there when stepper attaches
     prog = subprocess.Popen([exe, str(n)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    try:
+    with ended(prog):
         time.sleep(0.2)  # let the threads get busy (not a timing assertion)
         proc = api.attach(prog.pid, "boost")  # auto would emulate the SSE load
         seen = []
@@ -148,10 +148,6 @@ def test_attach_probe_detach_while_threads_are_in_boosted_probes(build):
         assert all(bp.strategy == "boost" for bp in bps)
         assert sum(bp.stats.boost for bp in bps) >= 300
         out, err = prog.communicate(timeout=120)
-    finally:
-        if prog.poll() is None:
-            prog.kill()
-            prog.wait()
     assert prog.returncode == 0, err
     assert out == f"total={4 * n * SSE_SUM} counter={4 * n} reentered=ok bad=0\n".encode()
 

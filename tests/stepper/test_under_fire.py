@@ -8,7 +8,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +15,7 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import run_plain, symbol
+from conftest import ended, run_plain, start_tracer, symbol
 from stepper import api, maps
 from stepper.errors import StepperError
 
@@ -250,7 +249,7 @@ def _start_busy(exe):
 def test_attach_busy_process_probe_a_second_detach(uf, busy_expected, mode):
     exe, expected = uf["uf_busy"], busy_expected
     p = _start_busy(exe)
-    try:
+    with ended(p):
         proc = api.attach(p.pid, mode=mode)
         assert proc.attached and proc.threads_seen >= 1
         bp = proc.break_at(at(proc, exe, "bwork"))
@@ -262,10 +261,6 @@ def test_attach_busy_process_probe_a_second_detach(uf, busy_expected, mode):
         assert bp.stats.hits > 0
         assert proc.threads_seen > 1  # threads created while traced were followed
         rest, _ = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert b"ready\n" + rest == expected and p.returncode == 0
 
 
@@ -273,8 +268,8 @@ def test_sigterm_to_tracer_detaches(uf, busy_expected, tmp_path):
     """SIGTERM to a tracer that attached: the program is detached and finishes normally."""
     exe, expected = uf["uf_busy"], busy_expected
     p = _start_busy(exe)
-    script = tmp_path / "tracer.py"
-    script.write_text(
+    tracer = start_tracer(
+        tmp_path,
         "from stepper import api\n"
         f"proc = api.attach({p.pid})\n"
         "seen = []\n"
@@ -285,19 +280,12 @@ def test_sigterm_to_tracer_detaches(uf, busy_expected, tmp_path):
         f"proc.break_at(proc.load_bias + {symbol(exe, 'bwork')[0]}, callback=first)\n"
         "status = proc.run()\n"
         "print('detached' if status.detached else status, flush=True)\n")
-    tracer = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    try:
+    with ended(p, tracer):
         assert tracer.stdout.readline() == b"hit\n"
         tracer.send_signal(signal.SIGTERM)
         out, err = tracer.communicate(timeout=60)
         assert out == b"detached\n", err
         rest, _ = p.communicate(timeout=60)
-    finally:
-        for q in (p, tracer):
-            if q.poll() is None:
-                q.kill()
-                q.wait()
     assert b"ready\n" + rest == expected and p.returncode == 0
 
 
@@ -306,21 +294,15 @@ def test_detach_while_the_program_exits(uf, tmp_path):
     reported only once every other thread was reaped, so waiting for the leader alone would
     wait forever. run() returns how the program ended (it could not be let go)."""
     exe = uf["uf_exit"]
-    script = tmp_path / "tracer.py"
-    script.write_text(
+    tracer = start_tracer(
+        tmp_path,
         "from stepper import api\n"
         f"proc = api.spawn([{exe!r}])\n"
         f"proc.break_at(proc.load_bias + {symbol(exe, 'leave_now')[0]},\n"
         "              callback=lambda hit: proc.detach())\n"
         "print(proc.run(), flush=True)\n")
-    tracer = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE)
-    try:
+    with ended(tracer):
         out, err = tracer.communicate(timeout=60)
-    finally:
-        if tracer.poll() is None:
-            tracer.kill()
-            tracer.wait()
     assert tracer.returncode == 0, err
     assert out == b"ExitStatus(exit_code=7, signal=None, detached=False)\n", err
 
@@ -329,7 +311,7 @@ def test_attach_to_a_process_whose_main_thread_exited(uf):
     """pthread_exit in main leaves a zombie leader, which PTRACE_ATTACH refuses: a one-line
     error that says so, and the running threads are left untraced."""
     p = subprocess.Popen([uf["uf_exit"], "main-exits"])
-    try:
+    with ended(p):
         deadline = time.monotonic() + 30
         while _state(p.pid) != "Z":
             assert time.monotonic() < deadline
@@ -339,9 +321,6 @@ def test_attach_to_a_process_whose_main_thread_exited(uf):
         for tid in os.listdir(f"/proc/{p.pid}/task"):
             with open(f"/proc/{p.pid}/task/{tid}/status") as f:
                 assert "TracerPid:\t0\n" in f.read()
-    finally:
-        p.kill()
-        p.wait()
 
 
 def _state(pid: int) -> str:
@@ -359,7 +338,7 @@ def test_attach_refusals_are_one_line(uf):
     with pytest.raises(StepperError, match="not a process id"):
         api.attach(-5)
     p = _start_busy(uf["uf_busy"])
-    try:
+    with ended(p):
         first = api.attach(p.pid)
         with pytest.raises(StepperError, match="not permitted"):
             api.attach(p.pid)  # already traced
@@ -369,10 +348,6 @@ def test_attach_refusals_are_one_line(uf):
                 api.attach(tid)
         first.detach()
         rest, _ = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert p.returncode == 0 and rest.startswith(b"total=")
 
 
@@ -382,7 +357,7 @@ def test_tracer_exception_detaches_attached_process(uf, busy_expected, mode):
     detached unharmed; it finishes with the output it would have had."""
     exe, expected = uf["uf_busy"], busy_expected
     p = _start_busy(exe)
-    try:
+    with ended(p):
         proc = api.attach(p.pid, mode=mode)
         calls = []
 
@@ -396,8 +371,4 @@ def test_tracer_exception_detaches_attached_process(uf, busy_expected, mode):
             proc.run()
         assert bp.stats.hits >= 300
         rest, _ = p.communicate(timeout=60)
-    finally:
-        if p.poll() is None:
-            p.kill()
-            p.wait()
     assert b"ready\n" + rest == expected and p.returncode == 0

@@ -4,7 +4,11 @@
  * queues exactly RT_SENDS real-time signals (queued, never merged) to the workers, whose
  * handler calls `xwork` too: every one must arrive, so xwork runs exactly 4*ITERS+RT_SENDS
  * times. Prints the deterministic sum, the real-time count, the bad-RIP count, and on its
- * own line how many SIGALRMs were handled (which varies from run to run). */
+ * own line how many SIGALRMs were handled (which varies from run to run).
+ * The timer stops when the first worker has made its ITERS calls: a traced thread stops at
+ * every signal, and one left alone with a SIGALRM every 50 us (longer than a tracer round trip
+ * on an idle VM) would find the next one pending on every return from its handler and crawl
+ * (minutes instead of a second), probed or not. */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <signal.h>
@@ -20,7 +24,7 @@
 extern char __executable_start[];
 static long iters;
 static volatile long rt_got, bad_rip, handler_calls, handler_sum;
-static volatile int tids[WORKERS], started, sent_all;
+static volatile int tids[WORKERS], started, sent_all, finished;
 static long results[WORKERS];
 
 __attribute__((noinline)) long xwork(long x) { return x * 7 + 3; }
@@ -45,6 +49,10 @@ static void *worker(void *arg) {
     __atomic_add_fetch(&started, 1, __ATOMIC_SEQ_CST);
     for (long i = 0; i < iters; i++) acc += xwork(i + id);
     results[id] = acc;
+    if (__atomic_fetch_add(&finished, 1, __ATOMIC_SEQ_CST) == 0) {
+        struct itimerval off = {{0, 0}, {0, 0}};
+        setitimer(ITIMER_REAL, &off, NULL);  /* the storm ends with the first worker */
+    }
     while (!sent_all) usleep(100);  /* stay a target until every signal was sent */
     return NULL;
 }
