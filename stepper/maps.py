@@ -1,7 +1,8 @@
 """/proc/PID/maps parsed into Mapping records, and the questions stepper asks of them.
 
 Why a module: breakpoint validation (is the address executable?), the PIE load bias, symbol
-lookup (which file, at what bias) and XOL area placement all read the same table.
+lookup (which file, at what bias), XOL area placement and the loaded-object list of
+stepper.symbols all read the same table, so it is parsed here and nowhere else.
 """
 
 from __future__ import annotations
@@ -35,14 +36,19 @@ class Mapping:
 
 
 def parse(text: str) -> list[Mapping]:
-    """Parse the text of a maps file (one mapping per line, sorted by address)."""
+    """Parse the text of a maps file (one mapping per line, sorted by address).
+
+    The path is everything after the inode, kept exactly as the kernel prints it: it may hold
+    spaces, even trailing ones (the kernel escapes only newlines), and may end in " (deleted)"
+    or be a pseudo-path such as [heap] or [vdso]; anonymous mappings get "".
+    """
     result = []
     for line in text.splitlines():
         parts = line.split(None, 5)
         if len(parts) < 5:
             continue
         lo, hi = parts[0].split("-")
-        path = parts[5].strip() if len(parts) > 5 else ""
+        path = parts[5] if len(parts) > 5 else ""
         result.append(Mapping(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), path))
     return result
 

@@ -1,9 +1,9 @@
 """ELF function symbols, DWARF line tables and load biases: the facts probe specs resolve against.
 
-Everything here reads files (with pyelftools) and /proc/PID/maps; nothing here touches a
-tracee. A file is parsed once per process run (`ElfSymbols.load` caches by path, size and
-mtime) because a glob over libc and a later `containing()` lookup for the exit table must not
-pay for parsing the same 10,000-symbol table twice.
+Everything here reads files (with pyelftools) and /proc/PID/maps (through stepper.maps);
+nothing here touches a tracee. A file is parsed once per process run (`ElfSymbols.load` caches
+by path, size and mtime) because a glob over libc and a later `containing()` lookup for the
+exit table must not pay for parsing the same 10,000-symbol table twice.
 
 Symbol names follow the dynamic linker's view of versions: `realpath@@GLIBC_2.3` (the default
 version) is called `realpath`, while a non-default version keeps its suffix
@@ -22,6 +22,7 @@ from typing import Callable, Iterable, Iterator
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
+from . import maps
 from .errors import StepperError
 
 DEBUG_ROOT = "/usr/lib/debug"
@@ -548,28 +549,13 @@ class LoadedObject:
             return os.path.realpath(self.path) == os.path.realpath(path)
 
 
-@dataclass(frozen=True)
-class _Mapping:
-    start: int
-    end: int
-    offset: int
-    path: str
-
-
-def _read_maps(pid: int) -> list[_Mapping]:
+def _file_mappings(pid: int) -> list[maps.Mapping]:
+    """The mappings of files (absolute paths) in process `pid`; StepperError when unreadable."""
     try:
-        with open(f"/proc/{pid}/maps") as maps:
-            lines = maps.read().splitlines()
+        mappings = maps.read(pid)
     except OSError as e:
         raise StepperError(f"cannot read /proc/{pid}/maps: {e.strerror}") from None
-    found = []
-    for line in lines:
-        fields = line.split(None, 5)
-        if len(fields) < 6 or not fields[5].startswith("/"):
-            continue
-        start, end = (int(x, 16) for x in fields[0].split("-"))
-        found.append(_Mapping(start, end, int(fields[2], 16), fields[5]))
-    return found
+    return [m for m in mappings if m.is_file]
 
 
 def _is_elf(path: str) -> bool:
@@ -590,8 +576,8 @@ def loaded_objects(pid: int) -> list[LoadedObject]:
         exe = os.path.realpath(f"/proc/{pid}/exe")
     except OSError:
         exe = ""
-    by_path: dict[str, list[_Mapping]] = {}
-    for mapping in _read_maps(pid):
+    by_path: dict[str, list[maps.Mapping]] = {}
+    for mapping in _file_mappings(pid):
         if not mapping.path.endswith(" (deleted)"):
             by_path.setdefault(mapping.path, []).append(mapping)
     objects = []

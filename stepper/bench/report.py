@@ -1,11 +1,10 @@
-"""The report: the JSON object of `--json`, the table on stdout, and the issue's targets."""
+"""The report: the JSON object of `--json` (written by stepper.output), the table on stdout,
+and the issue's targets."""
 
 from __future__ import annotations
 
-import json
 import statistics
 
-from ..errors import StepperError
 from .breakdown import PARTS
 
 _NOT_STEPPER = "the placement policy only moves stepper; peers are in the free placement"
@@ -179,11 +178,3 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return [fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
 
-
-def write_json(path: str, report: dict) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2, ensure_ascii=False)
-            f.write("\n")
-    except OSError as e:
-        raise StepperError(f"cannot write {path}: {e.strerror}") from None

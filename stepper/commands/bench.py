@@ -12,7 +12,8 @@ import sys
 
 from ..bench import Config, run_bench
 from ..bench.placement import PLACEMENTS
-from ..bench.report import table, write_json
+from ..bench.report import table
+from ..output import check_writable, write_json
 
 #: Without --placement: both placements the issue asks for; `split` only on request.
 DEFAULT_PLACEMENTS = ("same", "free")
@@ -47,7 +48,7 @@ def run(args) -> int:
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     for path in (args.json, args.plot):
         if path:
-            _check_writable(path)
+            check_writable(path)
     if args.plot:
         _check_plot_possible(args.plot)
     report = run_bench(config)
@@ -59,17 +60,6 @@ def run(args) -> int:
         plot(report, args.plot)
     print(table(report))
     return 0
-
-
-def _check_writable(path: str) -> None:
-    """Refuse an output path that cannot be written before measuring, creating nothing."""
-    import os
-
-    from ..errors import StepperError
-
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path) or not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-        raise StepperError(f"cannot write {path}: no such writable directory or a directory")
 
 
 def _check_plot_possible(path: str) -> None:

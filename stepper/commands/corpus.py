@@ -4,11 +4,10 @@ what share of their sites stepper emulates, executes out of line, or refuses."""
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 from .. import corpus
+from ..output import check_writable, write_json
 
 #: The corpora committed with the project, used when `coverage` is given no input.
 COMMITTED = Path(__file__).resolve().parents[2] / "corpus"
@@ -71,9 +70,8 @@ def run_coverage(args: argparse.Namespace) -> int:
     inputs = [Path(p) for p in args.inputs] or sorted(COMMITTED.glob("*.jsonl.gz"))
     if not inputs:
         raise corpus.CorpusError(f"no input given and no corpus in {COMMITTED}")
-    if args.json and args.json != "-" and not Path(args.json).parent.is_dir():
-        raise corpus.CorpusError(f"{args.json}: directory {str(Path(args.json).parent)!r} "
-                                 "does not exist")
+    if args.json:
+        check_writable(args.json)
     results = []
     for path in inputs:  # load everything first: a bad input fails before any output
         rows = corpus.load(path, sample=args.sample, seed=args.seed, eh_frame=args.eh_frame)
@@ -83,12 +81,5 @@ def run_coverage(args: argparse.Namespace) -> int:
         total.merge(result)
     print(corpus.format_table(results, total if len(results) > 1 else None, top=args.top))
     if args.json:
-        text = json.dumps(total.as_json(), indent=1) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            try:
-                Path(args.json).write_text(text)
-            except OSError as e:
-                raise corpus.CorpusError(f"{args.json}: cannot write: {e.strerror}") from None
+        write_json(args.json, total.as_json())
     return 0

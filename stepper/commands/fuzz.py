@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ..fuzz import runner
+from ..output import check_writable, write_json
 
 
 def register(subparsers) -> None:
@@ -36,9 +36,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.json and args.json != "-" and not Path(args.json).parent.is_dir():
-        raise runner.FuzzError(f"--json {args.json}: directory "
-                               f"{str(Path(args.json).parent)!r} does not exist")
+    if args.json:
+        check_writable(args.json)
     config = runner.Config(cases=args.cases, seed=args.seed, oracle=args.oracle,
                            corpus=args.from_corpus, workers=args.workers, cluster=args.cluster,
                            regressions_dir=Path(args.regressions), progress=sys.stderr.isatty())
@@ -57,12 +56,5 @@ def run(args: argparse.Namespace) -> int:
     for path in report.regressions:
         print(f"  wrote {path}", file=out)
     if args.json:
-        text = json.dumps(report.as_json(), indent=1) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            try:
-                Path(args.json).write_text(text)
-            except OSError as e:
-                raise runner.FuzzError(f"--json {args.json}: cannot write: {e.strerror}") from None
+        write_json(args.json, report.as_json())
     return 1 if report.divergences else 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
 import os
 import resource
 import shutil
@@ -30,6 +29,7 @@ import emu
 
 from .. import api, boost, ifunc, strategies
 from ..errors import StepperError
+from ..output import check_writable, write_json
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
 from ..strategies import MODES
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
@@ -280,6 +280,8 @@ def run(args) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     specs = [spec for group in args.probes for spec in group]
+    if args.json:
+        check_writable(args.json)  # before the program runs, not after
     if args.pid is not None:
         if argv:
             raise StepperError("give either --pid PID or -- PROGRAM, not both")
@@ -408,15 +410,6 @@ def print_table(report: dict) -> None:
         print(f"program killed by {signal.Signals(report['signal']).name}", file=out)
     else:
         print(f"program exited with {report['exit_code']}", file=out)
-
-
-def write_json(path: str, report: dict) -> None:
-    try:
-        with open(path, "w") as f:
-            json.dump(report, f, indent=2)
-            f.write("\n")
-    except OSError as e:
-        raise StepperError(f"cannot write {path}: {e.strerror}") from None
 
 
 def end_like(status: api.ExitStatus) -> int:

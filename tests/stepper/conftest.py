@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import textwrap
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -161,3 +162,77 @@ def start_tracer(tmp_path, source: str) -> subprocess.Popen:
     script.write_text(source)
     return subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE)
+
+
+# -- the counter program of test_specs and test_symbols ---------------------------------------
+
+#: The C program those tests build as PIE and non-PIE: it prints `&t_one` and
+#: dlsym(getpid) (the runtime ground truth), then, given an argument, waits for a byte on
+#: stdin so that its maps can be read while it runs. @THIRD@ is a third function,
+#: @BEFORE_MAIN@ text just before main, @RESULT@ main's return expression.
+COUNTER_PROGRAM = textwrap.dedent("""\
+    #define _GNU_SOURCE
+    #include <dlfcn.h>
+    #include <stdio.h>
+    #include <unistd.h>
+    int counter;
+    __attribute__((noinline)) int t_one(int x) {
+        counter += x;
+        return counter * 2;
+    }
+    __attribute__((noinline)) int t_two(int x) { return t_one(x) + 1; }
+    @THIRD@
+    int t_one_alias(int x) __attribute__((alias("t_one")));
+
+    @BEFORE_MAIN@int main(int argc, char **argv) {
+        printf("%p %p\\n", (void *)&t_one, dlsym(RTLD_DEFAULT, "getpid"));
+        fflush(stdout);
+        char c;
+        if (argc > 1 && read(0, &c, 1) < 0) return 1;
+        return @RESULT@;
+    }
+    """)
+LINE_OF_COUNTER = COUNTER_PROGRAM.splitlines().index("    counter += x;") + 1
+
+
+def counter_program(third: str, result: str, before_main: str = "") -> str:
+    """COUNTER_PROGRAM with its third function, the text before main and main's result."""
+    return (COUNTER_PROGRAM.replace("@THIRD@", third).replace("@BEFORE_MAIN@", before_main)
+            .replace("@RESULT@", result))
+
+
+def gcc(out, *args) -> str:
+    """`gcc -O1 -o out args...` (later flags win); the path of what it built."""
+    subprocess.run(["gcc", "-O1", "-o", str(out), *map(str, args)], check=True)
+    return str(out)
+
+
+def build_pie_and_nopie(d: Path, program: str) -> dict:
+    """`program` written to d/prog.c and built as d/pie (with -g) and d/nopie (without):
+    {"dir": d, "pie": path, "nopie": path}."""
+    (d / "prog.c").write_text(program)
+    return {
+        "dir": d,
+        "pie": gcc(d / "pie", "-g", "-fPIE", "-pie", d / "prog.c"),
+        "nopie": gcc(d / "nopie", "-fno-pie", "-no-pie", d / "prog.c"),
+    }
+
+
+@pytest.fixture(params=["pie", "nopie"])
+def exe(request, build):
+    """The PIE and then the non-PIE build, for modules whose own `build` fixture returns
+    build_pie_and_nopie's dict (it overrides the session `build` above in those modules)."""
+    return build[request.param]
+
+
+@pytest.fixture
+def running(exe):
+    """The program, paused on a read from its stdin after printing &t_one and getpid."""
+    proc = subprocess.Popen([exe, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        t_one, getpid = (int(x, 16) for x in proc.stdout.readline().split())
+        yield proc, exe, t_one, getpid
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)

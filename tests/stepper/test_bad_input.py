@@ -75,11 +75,14 @@ def test_emulate_mode_refuses_what_emu_does_not_run(build):
     (["-p", "0xzz", "--", "true"], "bad probe '0xzz'"),
     (["-p", "0x10", "--", "/nonexistent/program"], "cannot run /nonexistent/program"),
     (["-p", "0x10"], "no program given"),
+    # The report path is checked before the program runs (echo would print "ran").
+    (["--json", "/no/such/dir/r.json", "-p", "0x10", "--", "echo", "ran"], "does not exist"),
+    (["--json", "/tmp", "-p", "0x10", "--", "echo", "ran"], "/tmp: it is a directory"),
 ])
 def test_cli_bad_arguments(argv, expected):
     p = subprocess.run([sys.executable, "-m", "stepper.cli", "probe", *argv],
                        capture_output=True, timeout=60)
-    assert p.returncode == 2
+    assert p.returncode == 2 and p.stdout == b""
     _one_line_error(p.stderr, expected)
 
 

@@ -17,9 +17,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepper import boost, xol
-from test_xol_plan import (DATA, DATA_SIZE, FAR_SLOT, GPRS, NEAR_SLOT, ORIG, RSP, _diff,
-                           decode, initial_regs, ks, new_machine, observable, pattern,
-                           regs_of, riprel)
+from test_xol_plan import (DATA, DATA_SIZE, FAR_SLOT, GPRS, MEMORY_FAULTS, NEAR_SLOT, ORIG,
+                           RSP, _diff, decode, initial_regs, ks, new_machine, observable,
+                           pattern, regs_of, riprel)
 
 _cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 
@@ -31,8 +31,7 @@ def run_until_out(mu: uc.Uc, start: int, lo: int, hi: int, limit: int = 1024) ->
         try:
             mu.emu_start(rip, 0, count=1)
         except uc.UcError as e:
-            if e.errno in (uc.UC_ERR_READ_UNMAPPED, uc.UC_ERR_WRITE_UNMAPPED,
-                           uc.UC_ERR_FETCH_UNMAPPED, uc.UC_ERR_WRITE_PROT):
+            if e.errno in MEMORY_FAULTS:
                 return "fault"
             raise
         rip = mu.reg_read(uc.x86_const.UC_X86_REG_RIP)

@@ -12,36 +12,17 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import emu
+from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program, gcc
 from stepper.errors import StepperError
 from stepper.specs import (AmbiguousSpecError, NoMatchError, ObjectNotFoundError, OffsetError,
                            Pending, Probe, ProbeSet, Spec, SpecSyntaxError, library_closure,
                            parse_spec, resolve, resolve_all, resolve_static)
 from stepper.symbols import ElfSymbols, loaded_objects
 
-PROGRAM = textwrap.dedent("""\
-    #define _GNU_SOURCE
-    #include <dlfcn.h>
-    #include <stdio.h>
-    #include <unistd.h>
-    int counter;
-    __attribute__((noinline)) int t_one(int x) {
-        counter += x;
-        return counter * 2;
-    }
-    __attribute__((noinline)) int t_two(int x) { return t_one(x) + 1; }
-    __attribute__((noinline)) int t_three(int x) { return t_two(x) + t_one(x); }
-    int t_one_alias(int x) __attribute__((alias("t_one")));
-
-    /* a comment: no code on this line */
-    int main(int argc, char **argv) {
-        printf("%p %p\\n", (void *)&t_one, dlsym(RTLD_DEFAULT, "getpid"));
-        fflush(stdout);
-        char c;
-        if (argc > 1 && read(0, &c, 1) < 0) return 1;
-        return t_three(argc) & (int)getpid() & 0;
-    }
-    """)
-LINE_OF_COUNTER = PROGRAM.splitlines().index("    counter += x;") + 1
+PROGRAM = counter_program(
+    third="__attribute__((noinline)) int t_three(int x) { return t_two(x) + t_one(x); }",
+    before_main="/* a comment: no code on this line */\n",
+    result="t_three(argc) & (int)getpid() & 0")
 LINE_OF_COMMENT = PROGRAM.splitlines().index("/* a comment: no code on this line */") + 1
 
 LIBRARY = "int dup_fn(int x) { return x + %d; }\nint only_%s(void) { return 0; }\n"
@@ -77,36 +58,24 @@ LOADER = textwrap.dedent("""\
     """)
 
 
-def _gcc(out, *args):
-    subprocess.run(["gcc", "-O1", "-o", str(out), *map(str, args)], check=True)
-    return str(out)
-
-
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
     d = tmp_path_factory.mktemp("specs")
-    for name, text in {"prog.c": PROGRAM, "amb.c": AMBIGUOUS, "plug.c": PLUGIN,
-                       "loader.c": LOADER, "cold.c": COLD, "a.c": LIBRARY % (1, "a"),
+    for name, text in {"amb.c": AMBIGUOUS, "plug.c": PLUGIN, "loader.c": LOADER,
+                       "cold.c": COLD, "a.c": LIBRARY % (1, "a"),
                        "b.c": LIBRARY % (2, "b")}.items():
         (d / name).write_text(text)
     for lib in "ab":
-        _gcc(d / f"lib{lib}.so", "-shared", "-fPIC", d / f"{lib}.c")
+        gcc(d / f"lib{lib}.so", "-shared", "-fPIC", d / f"{lib}.c")
     return {
-        "dir": d,
-        "pie": _gcc(d / "pie", "-g", "-fPIE", "-pie", d / "prog.c"),
-        "nopie": _gcc(d / "nopie", "-fno-pie", "-no-pie", d / "prog.c"),
-        "amb": _gcc(d / "amb", d / "amb.c", f"-L{d}", "-Wl,--no-as-needed", "-la", "-lb",
-                    "-Wl,-rpath,$ORIGIN"),
-        "plugin": _gcc(d / "libplug.so.1.0", "-shared", "-fPIC", "-Wl,-soname,libplug.so.1",
-                       d / "plug.c"),
-        "loader": _gcc(d / "loader", d / "loader.c"),
-        "cold": _gcc(d / "cold", "-O2", d / "cold.c"),
+        **build_pie_and_nopie(d, PROGRAM),
+        "amb": gcc(d / "amb", d / "amb.c", f"-L{d}", "-Wl,--no-as-needed", "-la", "-lb",
+                   "-Wl,-rpath,$ORIGIN"),
+        "plugin": gcc(d / "libplug.so.1.0", "-shared", "-fPIC", "-Wl,-soname,libplug.so.1",
+                      d / "plug.c"),
+        "loader": gcc(d / "loader", d / "loader.c"),
+        "cold": gcc(d / "cold", "-O2", d / "cold.c"),
     }
-
-
-@pytest.fixture(params=["pie", "nopie"])
-def exe(request, build):
-    return build[request.param]
 
 
 def value(exe: str, name: str) -> int:
@@ -330,18 +299,6 @@ def test_closure_follows_rpath_and_ends_with_the_interpreter(build):
 
 
 # -- runtime resolution -----------------------------------------------------------------------
-
-@pytest.fixture
-def running(exe):
-    proc = subprocess.Popen([exe, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        t_one, getpid = (int(x, 16) for x in proc.stdout.readline().split())
-        yield proc, exe, t_one, getpid
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=10)
-
 
 def test_runtime_addresses_match_the_program(running):
     proc, exe, t_one, getpid = running

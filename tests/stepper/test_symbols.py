@@ -6,61 +6,25 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import textwrap
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 import stepper.symbols as symbols_module
+from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program
 from stepper.errors import StepperError
 from stepper.symbols import (RT_CONSISTENT, ElfFileError, ElfSymbols, loaded_objects,
                              path_matches, r_debug_breakpoint, r_debug_state)
 
-PROGRAM = textwrap.dedent("""\
-    #define _GNU_SOURCE
-    #include <dlfcn.h>
-    #include <stdio.h>
-    #include <unistd.h>
-    int counter;
-    __attribute__((noinline)) int t_one(int x) {
-        counter += x;
-        return counter * 2;
-    }
-    __attribute__((noinline)) int t_two(int x) { return t_one(x) + 1; }
-    __attribute__((noinline)) static int t_static(int x) { return t_two(x) * 3; }
-    int t_one_alias(int x) __attribute__((alias("t_one")));
-
-    int main(int argc, char **argv) {
-        printf("%p %p\\n", (void *)&t_one, dlsym(RTLD_DEFAULT, "getpid"));
-        fflush(stdout);
-        char c;
-        if (argc > 1 && read(0, &c, 1) < 0) return 1;
-        return t_static(argc) & 1;
-    }
-    """)
-LINE_OF_COUNTER = PROGRAM.splitlines().index("    counter += x;") + 1
-
-
-def _gcc(out, *args):
-    subprocess.run(["gcc", "-O1", "-o", str(out), *map(str, args)], check=True)
-    return str(out)
+PROGRAM = counter_program(
+    third="__attribute__((noinline)) static int t_static(int x) { return t_two(x) * 3; }",
+    result="t_static(argc) & 1")
 
 
 @pytest.fixture(scope="module")
 def build(tmp_path_factory):
-    d = tmp_path_factory.mktemp("symbols")
-    (d / "prog.c").write_text(PROGRAM)
-    return {
-        "dir": d,
-        "pie": _gcc(d / "pie", "-g", "-fPIE", "-pie", d / "prog.c"),
-        "nopie": _gcc(d / "nopie", "-fno-pie", "-no-pie", d / "prog.c"),
-    }
-
-
-@pytest.fixture(params=["pie", "nopie"])
-def exe(request, build):
-    return build[request.param]
+    return build_pie_and_nopie(tmp_path_factory.mktemp("symbols"), PROGRAM)
 
 
 def test_pie_flag(build):
@@ -179,19 +143,6 @@ def test_not_elf_is_one_line_error(tmp_path):
     with pytest.raises(StepperError, match="cannot read .*missing") as e:
         ElfSymbols.load(str(tmp_path / "missing"))
     assert "\n" not in str(e.value)
-
-
-@pytest.fixture
-def running(exe):
-    """The program, paused on a read from its stdin after printing &t_one and getpid."""
-    proc = subprocess.Popen([exe, "wait"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        t_one, getpid = (int(x, 16) for x in proc.stdout.readline().split())
-        yield proc, exe, t_one, getpid
-    finally:
-        proc.stdin.close()
-        proc.wait(timeout=10)
 
 
 def test_load_bias_matches_runtime_addresses(running):

@@ -143,6 +143,11 @@ def observable(mu: uc.Uc, regs: dict) -> dict:
             "stack": bytes(mu.mem_read(STACK, STACK_SIZE))}
 
 
+#: Unicorn's errors for an access the CPU would fault on (the instruction did not complete).
+MEMORY_FAULTS = (uc.UC_ERR_READ_UNMAPPED, uc.UC_ERR_WRITE_UNMAPPED, uc.UC_ERR_FETCH_UNMAPPED,
+                 uc.UC_ERR_WRITE_PROT)
+
+
 def step(mu: uc.Uc, start: int) -> str:
     """Run one instruction from `start`: 'trap' (single-step trap taken), 'done' or 'fault'
     (a memory fault, or a CPU exception such as #DE: any interrupt other than #DB)."""
@@ -156,8 +161,7 @@ def step(mu: uc.Uc, start: int) -> str:
     try:
         mu.emu_start(start, 0, count=1)
     except uc.UcError as e:
-        if e.errno in (uc.UC_ERR_READ_UNMAPPED, uc.UC_ERR_WRITE_UNMAPPED,
-                       uc.UC_ERR_FETCH_UNMAPPED, uc.UC_ERR_WRITE_PROT):
+        if e.errno in MEMORY_FAULTS:
             return "fault"
         raise
     finally:
