@@ -18,7 +18,7 @@ class Boom(Exception):
     pass
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_exception_in_callback_leaves_program_running_unharmed(build, spawn_captured, mode):
     exe = build("threads")
     plain = run_plain([exe, "3000", "lock"])

@@ -72,7 +72,7 @@ def at(proc, exe, name):
 
 # --- 1. signals in the middle of a step -------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["xol", "auto"])
+@pytest.mark.parametrize("mode", ["xol", "auto", "boost"])
 def test_sigalrm_storm_four_threads_loses_no_signal_and_no_hit(uf, tmp_path, mode):
     exe, iters = uf["uf_storm"], 500
     plain = run_plain([exe, str(iters)])
@@ -102,7 +102,7 @@ TRAP_SITES = ("tf_site_add", "tf_site_lea", "tf_site_load", "tf_site_pushf", "tf
               "rz_site_emu", "redzone")
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_traps_tf_int3_pushf_redzone_entry_match_unprobed(uf, tmp_path, mode):
     exe = uf["uf_traps"]
     plain = run_plain([exe])
@@ -144,7 +144,7 @@ def test_probe_at_entry_point_and_area_not_there(uf, tmp_path):
     assert not area[0][0] <= entry < area[0][1] and area[0][1] <= bias
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_scratch_register_never_one_the_instruction_uses(uf, tmp_path, mode):
     exe, lib = uf["uf_scratch"], uf["libufscratch.so"]
     plain = run_plain([exe])
@@ -171,7 +171,7 @@ def test_scratch_register_never_one_the_instruction_uses(uf, tmp_path, mode):
 
 # --- 2. fork, vfork, exec ---------------------------------------------------------------
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 @pytest.mark.parametrize("children", ["follow", "detach"])
 def test_fork_child_calls_the_probed_function(uf, tmp_path, mode, children):
     exe = uf["uf_fork"]
@@ -190,7 +190,7 @@ def test_fork_child_calls_the_probed_function(uf, tmp_path, mode, children):
         assert child_bp.stats.hits == 0 and child.exit is None  # let go untraced
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 @pytest.mark.parametrize("children", ["follow", "detach"])
 def test_vfork_then_exec_of_another_program(uf, tmp_path, mode, children):
     """The vfork child hits the probe in the memory it shares with its parent, then execs
@@ -245,7 +245,7 @@ def _start_busy(exe):
     return p
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_attach_busy_process_probe_a_second_detach(uf, busy_expected, mode):
     exe, expected = uf["uf_busy"], busy_expected
     p = _start_busy(exe)
@@ -351,7 +351,7 @@ def test_attach_refusals_are_one_line(uf):
     assert p.returncode == 0 and rest.startswith(b"total=")
 
 
-@pytest.mark.parametrize("mode", ["auto", "xol"])
+@pytest.mark.parametrize("mode", ["auto", "xol", "boost"])
 def test_tracer_exception_detaches_attached_process(uf, busy_expected, mode):
     """A callback that raises: the exception propagates out of run() after the program was
     detached unharmed; it finishes with the output it would have had."""
