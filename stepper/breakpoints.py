@@ -155,6 +155,6 @@ class Breakpoints:
                 bp.inserted = False
                 try:
                     self.mem.write(bp.address, bp.original)
-                except OSError:
+                except (OSError, StepperError):  # short write: the memory is gone (exit, dlclose)
                     pass
 

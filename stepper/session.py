@@ -629,7 +629,10 @@ class Session:
                     except (StepperError, OSError):
                         pass
             for s, threads in stopped.values():
-                for t in threads:
+                # The leader last: let go first, it may exit_group at once, and threads still
+                # stopped under us would die as zombies only we can reap (the program's exit
+                # would then never reach its parent).
+                for t in sorted(threads, key=lambda t: t.tid == s.pid):
                     try:
                         ptrace_lean.detach(t.tid, 0)
                     except StepperError:
