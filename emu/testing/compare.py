@@ -97,28 +97,34 @@ def _compare(case: Case, emu: Outcome, uc: Outcome) -> list[str]:
         return problems
     if emu.fault is not None:
         return [f"emu faults ({emu.fault} at {emu.fault_address:#x}), unicorn completes"]
-    return _compare_states(case, emu, uc)
+    return state_differences(decode(case.code, case.address), dict(case.regs), emu, uc)
 
 
-def _compare_states(case: Case, emu: Outcome, uc: Outcome) -> list[str]:
+def state_differences(insn, before: dict[str, int], a: Outcome, b: Outcome,
+                      oracle: str = "unicorn") -> list[str]:
+    """How `oracle`'s outcome `b` differs from the emulator's `a`, both having run `insn` from
+    registers `before`: every register (one an outcome lacks is 0), rflags but for the bits
+    `undefined_flags` masks for this instruction and these operands, every byte of every
+    region both outcomes hold. Shared with the fuzz judge, so that the test suite and
+    `stepper fuzz` hold the emulator to the same rules."""
     problems = []
-    before = {name: 0 for name in VECTOR_REGISTERS}
-    before.update(case.regs)
-    undefined = undefined_flags(decode(case.code, case.address), before)
+    undefined = undefined_flags(insn, before)
     for name in ALL_NAMES:
-        a, b = emu.regs[name], uc.regs[name]
+        x, y = a.regs.get(name, 0), b.regs.get(name, 0)
         if name == "rflags":
-            diff = (a ^ b) & ~undefined
+            diff = (x ^ y) & ~undefined
             if diff:
-                problems.append(f"rflags: emu {a:#x} unicorn {b:#x} (differ {diff:#x}, "
-                                f"undefined mask {undefined:#x}, before {before[name]:#x})")
-        elif a != b:
-            problems.append(f"{name}: emu {a:#x} unicorn {b:#x} (before {before[name]:#x})")
-    for start, data in emu.memory.items():
-        other = uc.memory[start]
-        if data != other:
-            bad = [i for i, (x, y) in enumerate(zip(data, other)) if x != y]
+                problems.append(f"rflags: emu {x:#x} {oracle} {y:#x} (differ {diff:#x}, "
+                                f"undefined mask {undefined:#x}, "
+                                f"before {before.get(name, 0):#x})")
+        elif x != y:
+            problems.append(f"{name}: emu {x:#x} {oracle} {y:#x} "
+                            f"(before {before.get(name, 0):#x})")
+    for start, data in a.memory.items():
+        other = b.memory.get(start)
+        if other is not None and data != other:
+            bad = [i for i, (p, q) in enumerate(zip(data, other)) if p != q]
             lo, hi = bad[0], bad[-1] + 1
-            problems.append(f"memory {start + lo:#x}..{start + hi:#x}: emu {data[lo:hi][:32].hex()} "
-                            f"unicorn {other[lo:hi][:32].hex()}")
+            problems.append(f"memory {start + lo:#x}..{start + hi:#x}: emu "
+                            f"{data[lo:hi][:32].hex()} {oracle} {other[lo:hi][:32].hex()}")
     return problems

@@ -17,13 +17,14 @@ from dataclasses import dataclass
 import emu
 from emu.state import FlatState
 from emu.testing import unicorn_oracle
+from emu.testing.compare import ALL_NAMES, state_differences
 from emu.testing.generate import ZERO_FILL, Case, RegionSpec
 from emu.testing.unicorn_oracle import Outcome
 
 XMM = emu.VECTOR_REGISTERS
 #: Outcome.error values meaning "the oracle did not run this case" (see native.py)
 SKIPPED = ("collision", "unloadable")
-ALL_REGISTERS = emu.REGISTER_NAMES + XMM
+ALL_REGISTERS = ALL_NAMES  # every register compared: general, rip, rflags, bases, xmm
 
 
 @functools.lru_cache(maxsize=1024)
@@ -288,27 +289,5 @@ def compare(case: Case, emu_out: Outcome, oracle: Outcome, name: str) -> list[st
         return problems
     if emu_out.fault is not None:
         return [f"emu faults ({emu_out.fault} at {emu_out.fault_address:#x}), {name} completes"]
-    return _compare_states(case, emu_out, oracle, name)
-
-
-def _compare_states(case: Case, a: Outcome, b: Outcome, name: str) -> list[str]:
-    problems = []
-    before = dict(case.regs)
-    undefined = emu.undefined_flags(instruction(case.code, case.address), before)
-    for reg in ALL_REGISTERS:
-        x, y = a.regs.get(reg, 0), b.regs.get(reg, 0)
-        if reg == "rflags":
-            diff = (x ^ y) & ~undefined
-            if diff:
-                problems.append(f"rflags: emu {x:#x} {name} {y:#x} (differ {diff:#x}, undefined "
-                                f"mask {undefined:#x}, before {before.get(reg, 0):#x})")
-        elif x != y:
-            problems.append(f"{reg}: emu {x:#x} {name} {y:#x} (before {before.get(reg, 0):#x})")
-    for start, data in a.memory.items():
-        other = b.memory.get(start)
-        if other is not None and data != other:
-            bad = [i for i, (p, q) in enumerate(zip(data, other)) if p != q]
-            lo, hi = bad[0], bad[-1] + 1
-            problems.append(f"memory {start + lo:#x}..{start + hi:#x}: emu {data[lo:hi][:32].hex()} "
-                            f"{name} {other[lo:hi][:32].hex()}")
-    return problems
+    return state_differences(instruction(case.code, case.address), dict(case.regs), emu_out,
+                             oracle, name)
