@@ -13,32 +13,20 @@ from stepper.ptrace_lean import RIP, WALL
 
 
 @pytest.fixture
-def stopped_thread(build):
+def stopped_thread(build, spawn_captured):
     """The layout tracee at its SIGSTOP (just after the raise() system call), and its Thread."""
-    from stepper.session import Session
-
-    with open(os.devnull, "w") as devnull:
-        saved = os.dup(1)
-        os.dup2(devnull.fileno(), 1)
-        try:
-            session = Session.spawn([build("layout")])
-        finally:
-            os.dup2(saved, 1)
-            os.close(saved)
-    pid = session.pid
-    ptrace_lean.cont(pid)
-    _, status = os.waitpid(pid, WALL)
+    proc, _ = spawn_captured([build("layout")])
+    session = proc._session
+    ptrace_lean.cont(session.pid)
+    _, status = os.waitpid(session.pid, WALL)
     assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
-    yield session.threads[pid]
-    session.kill()
+    return session.threads[session.pid]
 
 
 def _next_stop(tid: int) -> tuple[int, int]:
     _, status = os.waitpid(tid, WALL)
     assert os.WIFSTOPPED(status)
-    regs = ptrace_lean.new_regs()
-    ptrace_lean.getregs(tid, regs)
-    return os.WSTOPSIG(status), regs[RIP]
+    return os.WSTOPSIG(status), _rip(tid)
 
 
 def test_a_pending_signal_stops_a_plain_step_before_it_runs(stopped_thread):
