@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench bench-emu venv clean
+.PHONY: test demo bench bench-emu lint venv clean
 
 venv: $(STAMP)
 
@@ -25,6 +25,11 @@ bench: $(STAMP)
 
 bench-emu: $(STAMP)
 	$(BIN)/python -m emu.bench
+
+# The linter is a development extra, not part of `make test`.
+lint: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/ruff check emu stepper tests
 
 clean:
 	rm -rf $(VENV) .hypothesis .pytest_cache build *.egg-info

@@ -6,8 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..fuzz import runner
 from ..output import check_writable, write_json
+
+#: corpus/regressions of the repository (stepper.fuzz.regressions.DEFAULT_DIR); the fuzz
+#: package is imported only when the command runs: it needs the `fuzz` extra.
+_REGRESSIONS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"
 
 
 def register(subparsers) -> None:
@@ -30,12 +33,14 @@ def register(subparsers) -> None:
                         help="worker processes (default 0: every core)")
     parser.add_argument("--cluster", metavar="ADDRESS",
                         help="run on a Dask distributed scheduler (tcp://HOST:PORT) instead")
-    parser.add_argument("--regressions", metavar="DIR", default=str(runner.regressions.DEFAULT_DIR),
+    parser.add_argument("--regressions", metavar="DIR", default=str(_REGRESSIONS),
                         help="where shrunk divergences are written (default corpus/regressions)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from ..fuzz import runner  # StepperError naming the extra when it is not installed
+
     if args.json:
         check_writable(args.json)
     config = runner.Config(cases=args.cases, seed=args.seed, oracle=args.oracle,

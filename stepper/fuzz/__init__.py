@@ -12,6 +12,15 @@ corpus/regressions/ and their replay), `runner` (chunks, worker processes, the c
     (64, 0)
 """
 
-from .runner import Config, Report, run
+import importlib.util
+
+from ..errors import StepperError
+
+_EXTRA = ("unicorn", "keystone", "hypothesis")
+_missing = [name for name in _EXTRA if importlib.util.find_spec(name) is None]
+if _missing:
+    raise StepperError(f"stepper fuzz needs {', '.join(_missing)}: pip install 'stepper[fuzz]'")
+
+from .runner import Config, Report, run  # noqa: E402  (after the check that names the extra)
 
 __all__ = ["Config", "Report", "run"]

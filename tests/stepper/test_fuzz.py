@@ -8,6 +8,7 @@ import dataclasses
 import json
 import os
 import signal
+import subprocess
 import sys
 
 import pytest
@@ -95,6 +96,19 @@ def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path):
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
     assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("missing", ["unicorn", "hypothesis", "keystone"])
+def test_fuzz_without_its_extra_names_what_to_install(missing):
+    """The library installs without the fuzzing dependencies; `stepper fuzz` then says which
+    extra brings them, in one line, and the rest of the CLI still works."""
+    code = (f"import sys; sys.modules[{missing!r}] = None\n"
+            "from stepper import cli\n"
+            "sys.exit(cli.main(['fuzz', '--cases', '1']))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1
+    assert missing in out.stderr and "pip install 'stepper[fuzz]'" in out.stderr
 
 
 # ------------------------------------------------------------------ divergences
