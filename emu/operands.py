@@ -171,10 +171,3 @@ def compile_operand(cs_op, next_ip: int, keys: Mapping[str, object], addr32: boo
     if cs_op.type == X.X86_OP_MEM:
         return _mem_operand(cs_op, cs_op.size, next_ip, keys, addr32)
     raise Unsupported("unknown operand type")
-
-
-def with_size(op: Operand, size: int) -> Operand:
-    """The same immediate re-read at another size (capstone reports push imm8 as 8 bytes)."""
-    if op.kind != "imm":
-        raise Unsupported("resizing a non-immediate operand")
-    return _imm_operand(op.value, size)

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, maps, ptrace_lean, quiet, xol
+from . import boost, located, ptrace_lean, quiet, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -60,7 +60,7 @@ PTRACE_ATTACH = 16
 EFLAGS = ptrace_lean.REG_INDEX["rflags"]
 RSP = ptrace_lean.REG_INDEX["rsp"]
 TF = 0x100
-SI_KERNEL, TRAP_BRKPT, TRAP_TRACE = 0x80, 1, 2
+SI_KERNEL, TRAP_TRACE = 0x80, 2
 CHILDREN = ("follow", "detach")
 _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, SIGTRAP)
 
@@ -211,7 +211,7 @@ class Session:
     @property
     def load_bias(self) -> int:
         """What to add to an address of the main executable as `nm` prints it."""
-        return maps.main_bias(self.pid, self.exe)
+        return located.main_bias(self.pid, self.exe)
 
     def tree(self) -> list["Session"]:
         """This session and every descendant session, parents first."""

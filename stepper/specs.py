@@ -171,14 +171,13 @@ class Pending:
     """A spec whose object is not mapped yet: retry `resolve(objects)` when libraries appear.
 
     `spec` is qualified with the object the static resolution chose, so a later retry cannot
-    land somewhere else. `may_never_load` is True when only dlopen could load the object:
-    if it is still pending when the program exits, the engine should warn (not fail).
+    land somewhere else. A spec still pending when the program exits is a warning, not an
+    error (`ProbeSet.warnings`): only dlopen could have loaded its object.
     """
 
     spec: Spec
     object: str
     path: str | None = None
-    may_never_load: bool = False
 
     def matches(self, obj: LoadedObject) -> bool:
         """Whether mapped object `obj` is the one this spec waits for."""
@@ -481,8 +480,7 @@ def _dlopen_pending(spec: Spec, main: _Candidate, closure: list[str]) -> Pending
             f"{linked}; it does not call dlopen)")
     if path is not None:
         _resolve_in(spec, [_Candidate(path, 0, False)])   # errors now, not at dlopen time
-    return Pending(spec, os.path.basename(path) if path else qualifier, path=path,
-                   may_never_load=True)
+    return Pending(spec, os.path.basename(path) if path else qualifier, path=path)
 
 
 def _find_on_disk(qualifier: str, executable: str) -> str | None:
@@ -639,7 +637,7 @@ class ProbeSet:
         for text in specs:
             for item in resolve(parse_spec(text), objects):
                 if isinstance(item, Pending):
-                    probe_set.waiting.append(replace(item, may_never_load=True))
+                    probe_set.waiting.append(item)
                 else:
                     probe_set._add(item)
         return probe_set

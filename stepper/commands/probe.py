@@ -309,9 +309,6 @@ def run(args) -> int:
 def run_attached(args, specs: list[str]) -> int:
     """--pid: names resolve against what the process has mapped now; libraries it dlopens
     later get their probes as they appear. Ctrl-C detaches, leaving it running unharmed."""
-    attach = getattr(api, "attach", None)
-    if attach is None:
-        raise StepperError("--pid is not supported by this build (no api.attach)")
     for text in specs:
         try:
             parse_spec(text)
@@ -325,7 +322,7 @@ def run_attached(args, specs: list[str]) -> int:
     resolved, probe_set.probes = probe_set.probes, []
     probe_set._addresses = set()
     preflight = Preflight(args.mode)
-    proc = attach(args.pid, mode=args.mode)
+    proc = api.attach(args.pid, mode=args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
         by_path = {_realpath(o.path): o for o in objects}
@@ -380,7 +377,7 @@ def build_report(proc: api.Process, rows: list[Row], status, warnings: list[str]
             "instruction": bp.insn.text,
             "strategy": bp.strategy,
             "hits": bp.stats.hits,
-            "boost": boost.why(bp),  # why this site did or did not boost (issue 8)
+            "boost": boost.why(bp),  # why this site did or did not boost
         })
         for key, value in bp.stats.steps.items():
             totals[key] = totals.get(key, 0) + value

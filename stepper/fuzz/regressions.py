@@ -150,7 +150,3 @@ def _as_emu(out: Outcome) -> Outcome:
     if out.fault is not None:
         return Outcome(fault="read", fault_address=out.fault_address or 0)
     return out
-
-
-def load_all(directory: Path = DEFAULT_DIR) -> list[Regression]:
-    return [load(p) for p in sorted(Path(directory).glob("*.json"))]

@@ -202,10 +202,6 @@ def test_missing_program(tmp_path):
 def test_attach_by_pid_names_resolve_in_the_running_process(built, tmp_path):
     """Attach to a program waiting on stdin: its main is already past (0 hits), libc's dlopen
     and the library it then dlopens are probed; stepper ends when the program does."""
-    from stepper import api
-
-    if not hasattr(api, "attach"):
-        pytest.skip("api.attach (engine issue 4) is not in this build")
     plugin = built["names_plugin.so"]
     target = subprocess.Popen([built["dl"], plugin, "4", "wait"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE)

@@ -218,7 +218,6 @@ def test_address_inside_an_instruction(exe):
 def test_library_symbol_is_pending_until_mapped(exe):
     (pending,) = static("libc.so.6:getpid", exe)
     assert isinstance(pending, Pending) and pending.object == "libc.so.6"
-    assert not pending.may_never_load
     # The plain name means libc's getpid, not the dynamic loader's private copy.
     (plain,) = static("getpid", exe)
     assert isinstance(plain, Pending) and plain.object == "libc.so.6"
@@ -264,7 +263,7 @@ def test_object_never_loaded(exe):
 
 def test_object_a_dlopen_program_may_load(build):
     (pending,) = static("libnosuch.so:f", build["loader"])
-    assert pending.may_never_load and pending.path is None
+    assert pending.path is None
     assert "libnosuch.so was never loaded" in pending.warning()
     # Found on disk by path: checked now, not at dlopen time.
     with pytest.raises(NoMatchError, match="no function is named nosuch in libplug.so.1.0"):
