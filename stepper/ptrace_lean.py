@@ -1,7 +1,7 @@
 """The hot-path ptrace boundary: the few calls a breakpoint hit makes, bound once with ctypes.
 
 Why not python-ptrace here: its object layers cost several microseconds per hit (see
-shared/PERF.md). This module binds libc's `ptrace` once *without* argtypes (ctypes then passes
+docs/costs.md). This module binds libc's `ptrace` once *without* argtypes (ctypes then passes
 small ints and ready-made pointers directly), keeps the registers in one preallocated
 `user_regs_struct` buffer per thread, and reads errno only when a call failed. python-ptrace
 still spawns the process (stepper.session); everything per hit goes through here.

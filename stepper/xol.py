@@ -47,7 +47,7 @@ SLOT_SIZE = 64
 _MAX_INSN = 15
 #: Offset of the branch stub (``ff 25 00000000`` + 8-byte target). Bytes between the
 #: instruction's end and the stub are int3, except the NOP after a syscall; they leave room
-#: for boost's 14-byte jump back (issue 8) after the longest (15-byte) instruction. The
+#: for boost's 14-byte jump back (docs/boost.md) after the longest (15-byte) instruction. The
 #: stub's target qword is 8-byte aligned.
 STUB_OFFSET = 34
 _STUB_LEN = 14

@@ -108,7 +108,7 @@ class XolArea:
                  slot_size: int = 64, near: int | None = None) -> None:
         self.pid = pid
         self.exe = exe
-        self.near = near  # place the area by the object mapped at `near` (boost: issue 8)
+        self.near = near  # place the area by the object mapped at `near` (boost)
         self.mem = mem
         self.slot_size = slot_size
         self.address: int | None = None

@@ -2,7 +2,7 @@
 
 A ptrace stop wakes the tracer and a resume wakes the tracee; when the two sit on different
 CPUs every hit pays two cross-CPU wake-ups (~70 µs here against ~3 µs on one CPU, see
-shared/PERF.md). So the bench reports each figure per placement:
+docs/costs.md). So the bench reports each figure per placement:
 
 - `same`:  the tracer (and the tracee it forks, gdb, libdebug) pinned to one CPU (the last
            one this process may use);

@@ -1,4 +1,4 @@
-"""The emulator against Unicorn, instruction family by instruction family (issue 3, item 7).
+"""The emulator against Unicorn, instruction family by instruction family.
 
 Each family draws assembled instructions with random operands and random register/memory
 states (emu/testing/generate.py), runs them through `emu.execute` on a FlatState and through

@@ -1,4 +1,4 @@
-"""Under fire (issue 4): signals in the middle of out-of-line steps, fork/vfork/exec,
+"""Under fire: signals in the middle of out-of-line steps, fork/vfork/exec,
 attach/detach, and the traps GDB 13.1 falls into. Every tracee is compiled here from
 tests/stepper/tracees/uf_*; every comparison is against the same program run unprobed."""
 
