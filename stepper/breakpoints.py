@@ -14,7 +14,7 @@ from typing import Callable
 
 import emu
 
-from . import maps, strategies
+from . import located, maps, strategies
 from .errors import StepperError
 from .ptrace_lean import ProcMem
 
@@ -54,7 +54,7 @@ class Breakpoint:
     mode: str
     ops: strategies.Ops
     callback: Callable | None = None
-    symbol: maps.Symbol | None = None
+    symbol: located.Symbol | None = None
     stats: Stats = field(default_factory=Stats)
     inserted: bool = False
 
@@ -115,13 +115,13 @@ class Breakpoints:
             insn = emu.decode(code, address)
         except emu.DecodeError as e:
             raise StepperError(f"{address:#x}: {e}") from None
-        symbol = maps.containing_symbol(mappings, address)
+        symbol = located.containing_symbol(mappings, address)
         if symbol is not None:
             self._check_boundary(symbol, address, mapping.end)
         ops = strategies.choose(mode, insn)
         return Breakpoint(address, insn, mode, ops, callback, symbol)
 
-    def _check_boundary(self, symbol: maps.Symbol, address: int, limit: int) -> None:
+    def _check_boundary(self, symbol: located.Symbol, address: int, limit: int) -> None:
         """Decode `symbol` from its start; `address` must be where an instruction starts."""
         size = min(address - symbol.address + 15, limit - symbol.address)
         code = self.read_original(symbol.address, size)

@@ -2,7 +2,8 @@
 
 Why a module: breakpoint validation (is the address executable?), the PIE load bias, symbol
 lookup (which file, at what bias), XOL area placement and the loaded-object list of
-stepper.symbols all read the same table, so it is parsed here and nowhere else.
+stepper.symbols all read the same table, so it is parsed here and nowhere else. It reads no
+ELF file: what a run-time address means in its object is stepper.located's question.
 """
 
 from __future__ import annotations
@@ -71,54 +72,3 @@ def find(mappings: list[Mapping], address: int) -> Mapping | None:
 def of_file(mappings: list[Mapping], path: str) -> list[Mapping]:
     """Every mapping of the file `path` (compared as given by the kernel: absolute, resolved)."""
     return [m for m in mappings if m.path == path]
-
-
-# --- What object and symbol an address belongs to (stepper.symbols reads the ELF files) ----
-
-@dataclass(frozen=True)
-class Symbol:
-    """A function symbol (or assembly label) located at its run-time address."""
-
-    name: str
-    address: int
-    size: int
-    object: str  # path of the mapped file
-
-
-def _elf(path: str):
-    from .symbols import ElfFileError, ElfSymbols
-
-    try:
-        return ElfSymbols.load(path)
-    except ElfFileError:
-        return None
-
-
-def load_bias(mapping: Mapping) -> int | None:
-    """Run-time address minus link-time address for the file mapped by `mapping`."""
-    elf = _elf(mapping.path) if mapping.is_file else None
-    return None if elf is None else elf.bias_for_mapping(mapping.start, mapping.offset)
-
-
-def main_bias(pid: int, exe: str) -> int:
-    """Load bias of the main executable `exe` (0 unless it is position-independent)."""
-    elf = _elf(exe)
-    if elf is None or elf.elf_type != "ET_DYN":
-        return 0
-    mine = of_file(read(pid), exe)
-    if not mine:
-        return 0
-    return load_bias(min(mine, key=lambda m: m.start)) or 0
-
-
-def containing_symbol(mappings: list[Mapping], address: int) -> Symbol | None:
-    """The function symbol of the mapped file whose extent contains run-time `address`."""
-    m = find(mappings, address)
-    bias = load_bias(m) if m is not None else None
-    if bias is None:
-        return None
-    hit = _elf(m.path).containing(address - bias)
-    if hit is None:
-        return None
-    symbol, _ = hit
-    return Symbol(symbol.name, symbol.value + bias, symbol.size, m.path)

@@ -8,6 +8,7 @@ glance that every call was seen while the program printed exactly what it prints
 
 from __future__ import annotations
 
+import argparse
 import os
 import shlex
 import shutil
@@ -64,7 +65,7 @@ def demo_program() -> str:
 
 
 def run(args) -> int:
-    from ..cli import main
+    from . import probe
 
     exe = demo_program()
     argv = ["probe", "--mode", args.mode]
@@ -74,4 +75,7 @@ def run(args) -> int:
         argv += ["--json", args.json]
     argv += ["--", exe]
     print("$ stepper " + shlex.join(argv), file=sys.stderr, flush=True)
-    return main(argv)
+    parser = argparse.ArgumentParser(prog="stepper")
+    probe.register(parser.add_subparsers())
+    probe_args = parser.parse_args(argv)  # exactly the command printed above
+    return probe_args.run(probe_args)
