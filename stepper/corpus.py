@@ -39,6 +39,7 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from .errors import StepperError
+from .symbols import name_preference
 
 DEFAULT_SAMPLE = 2000
 DEFAULT_SEED = 0
@@ -128,18 +129,13 @@ class _Code:
         return b""
 
 
-def _symbol_preference(name: str) -> tuple:
-    """Among aliases of one address, prefer the public spelling (`malloc` over
-    `__libc_malloc`), then the shortest, then alphabetical, so the choice is stable."""
-    return (name.startswith("_"), len(name), name)
-
-
 def _function_symbols(elf: ELFFile) -> dict[int, tuple[int, str]]:
     """address -> (size, name) for every STT_FUNC symbol with a nonzero size in an
     executable section, from .symtab and .dynsym; aliases collapse onto one address."""
     executable = {i for i, s in enumerate(elf.iter_sections())
                   if s.header.sh_flags & SH_FLAGS.SHF_EXECINSTR}
     functions: dict[int, tuple[int, str]] = {}
+    ranks: dict[int, tuple] = {}
     for section in elf.iter_sections():
         if section.header.sh_type not in ("SHT_SYMTAB", "SHT_DYNSYM"):
             continue
@@ -149,9 +145,11 @@ def _function_symbols(elf: ELFFile) -> dict[int, tuple[int, str]]:
                     or not isinstance(index, int) or index not in executable):
                 continue
             address, size, name = symbol["st_value"], symbol["st_size"], symbol.name
+            rank = name_preference(name, symbol["st_info"]["bind"].removeprefix("STB_"))
             known = functions.get(address)
-            if known is None or _symbol_preference(name) < _symbol_preference(known[1]):
+            if known is None or rank < ranks[address]:
                 functions[address] = (max(size, known[0]) if known else size, name)
+                ranks[address] = rank
     return functions
 
 

@@ -57,15 +57,21 @@ class Symbol:
 
 
 def preference(symbol: Symbol) -> tuple:
-    """Sort key choosing the name to show among aliases of one address.
+    """Sort key choosing the name to show among aliases of one address (name_preference)."""
+    return name_preference(symbol.name, symbol.binding)
+
+
+def name_preference(name: str, binding: str) -> tuple:
+    """Sort key choosing the name to show among aliases of one address: the one rule for the
+    probe table and the corpus, so both name a site alike.
 
     The name a user would write wins: fewer leading underscores (`getpid` over `__getpid`),
-    then exported over local, then unversioned, then the shorter (aliases tend to decorate:
-    `t_one` over `t_one_alias`), then alphabetical so the choice is stable.
+    then exported over local (`binding` GLOBAL, WEAK, LOCAL), then unversioned, then the
+    shorter (aliases tend to decorate: `t_one` over `t_one_alias`), then alphabetical so the
+    choice is stable.
     """
-    underscores = len(symbol.name) - len(symbol.name.lstrip("_"))
-    return (underscores, _BINDING_RANK.get(symbol.binding, 3), "@" in symbol.name,
-            len(symbol.name), symbol.name)
+    underscores = len(name) - len(name.lstrip("_"))
+    return (underscores, _BINDING_RANK.get(binding, 3), "@" in name, len(name), name)
 
 
 @dataclass(frozen=True)
