@@ -83,6 +83,23 @@ def decode(code: bytes, address: int) -> Instruction:
                        capstone=insn, plan=plan)
 
 
+def straddling(code: bytes, address: int, target: int) -> Instruction | None:
+    """Decode forward from `address` (where `code` starts) to `target`: the instruction that
+    starts before `target` and covers it, or None when `target` starts an instruction.
+
+    Why: a breakpoint must replace an instruction's first byte, and only decoding from a known
+    boundary (a function's start) tells where the boundaries are. DecodeError when bytes on
+    the way do not decode (data in the function: the boundary cannot be known).
+    """
+    pc = address
+    while pc < target:
+        insn = decode(code[pc - address:], pc)
+        if insn.next_address > target:
+            return insn
+        pc = insn.next_address
+    return None
+
+
 def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
     """Compile a plan for `insn` (an Instruction or a capstone instruction).
 

@@ -125,14 +125,11 @@ class Breakpoints:
         """Decode `symbol` from its start; `address` must be where an instruction starts."""
         size = min(address - symbol.address + 15, limit - symbol.address)
         code = self.read_original(symbol.address, size)
-        pc, insn = symbol.address, None
-        while pc < address:
-            try:
-                insn = emu.decode(code[pc - symbol.address:], pc)
-            except emu.DecodeError:
-                return  # data inside the function: the boundary cannot be known
-            pc = insn.next_address
-        if pc != address and insn is not None:
+        try:
+            insn = emu.straddling(code, symbol.address, address)
+        except emu.DecodeError:
+            return  # data inside the function: the boundary cannot be known
+        if insn is not None:
             raise StepperError(
                 f"{address:#x} is not an instruction boundary: it is inside `{insn.text}` at "
                 f"{insn.address:#x} ({symbol.name}+{insn.address - symbol.address:#x})")

@@ -339,20 +339,17 @@ def _check_boundary(spec: Spec, symbols: ElfSymbols, symbol: Symbol, offset: int
         raise OffsetError(f"probe spec {spec.text!r}: {where} is past the end of "
                           f"{symbol.name} ({symbol.size:#x} bytes)")
     code = symbols.read(symbol.value, offset + MAX_INSTRUCTION_LENGTH)
-    position = 0
-    while position < offset:
-        try:
-            insn = emu.decode(code[position:], symbol.value + position)
-        except emu.DecodeError:
-            raise OffsetError(f"probe spec {spec.text!r}: cannot decode {symbol.name} at "
-                              f"+{position:#x} to check that {where} starts an instruction"
-                              ) from None
-        if position + insn.length > offset:
-            raise OffsetError(
-                f"probe spec {spec.text!r}: {where} is inside the instruction at "
-                f"{symbol.name}+{position:#x} ({insn.text}); nearest boundaries are "
-                f"+{position:#x} and +{position + insn.length:#x}")
-        position += insn.length
+    try:
+        insn = emu.straddling(code, symbol.value, symbol.value + offset)
+    except emu.DecodeError as e:
+        raise OffsetError(f"probe spec {spec.text!r}: cannot decode {symbol.name} ({e}) to "
+                          f"check that {where} starts an instruction") from None
+    if insn is not None:
+        position = insn.address - symbol.value
+        raise OffsetError(
+            f"probe spec {spec.text!r}: {where} is inside the instruction at "
+            f"{symbol.name}+{position:#x} ({insn.text}); nearest boundaries are "
+            f"+{position:#x} and +{position + insn.length:#x}")
 
 
 def _address_probes(spec: Spec, candidate: _Candidate, vaddr: int) -> list[Probe]:

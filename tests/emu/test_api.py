@@ -115,3 +115,15 @@ def test_compile_accepts_other_register_keys():
     plan(state)
     assert state.regs[keys["rax"]] == 0x110
     assert state.regs[keys["rip"]] == CODE + 5
+
+
+def test_straddling_finds_the_instruction_covering_an_address():
+    code = bytes.fromhex("55" "4889e5" "b801000000" "c3")  # push rbp; mov rbp, rsp; mov eax, 1; ret
+    start = 0x401000
+    assert emu.straddling(code, start, start + 4) is None          # mov eax, 1 starts there
+    assert emu.straddling(code, start, start) is None
+    inside = emu.straddling(code, start, start + 2)
+    assert (inside.address, inside.mnemonic) == (start + 1, "mov")
+    assert emu.straddling(code, start, start + 6).text == "mov eax, 1"
+    with pytest.raises(emu.DecodeError):
+        emu.straddling(bytes.fromhex("0f0b") + b"\x0f", start, start + 3)
