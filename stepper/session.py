@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, located, ptrace_lean, quiet, xol
+from . import boost, located, procfs, ptrace_lean, quiet, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -130,7 +130,7 @@ class Session:
         self.root: Session = parent.root if parent is not None else self
         self.family: dict[int, Thread] = parent.family if parent is not None else {}
         self.vfork = vfork
-        self.exe = parent.exe if parent is not None else _exe_of(pid)
+        self.exe = parent.exe if parent is not None else procfs.exe_of(pid)
         self.mem = ptrace_lean.ProcMem(pid)
         self.vm = ptrace_lean.VmAccess(pid)
         self.breakpoints = Breakpoints(pid, self.mem)
@@ -181,13 +181,13 @@ class Session:
             raise StepperError(f"{pid!r} is not a process id")
         if pid == os.getpid():
             raise StepperError(f"process {pid} is stepper itself: it cannot trace itself")
-        tgid = _tgid_of(pid)
+        tgid = procfs.tgid_of(pid)
         if tgid != pid:
             raise StepperError(f"{pid} is a thread of process {tgid}: attach to {tgid}")
         done: set[int] = set()
         try:
             while True:
-                new = sorted(_tasks(pid) - done, key=lambda tid: tid != pid)
+                new = sorted(procfs.tasks(pid) - done, key=lambda tid: tid != pid)
                 if not new:
                     break
                 for tid in new:
@@ -522,7 +522,7 @@ class Session:
         self.mem.close()
         self.mem = ptrace_lean.ProcMem(self.pid)
         self.breakpoints.mem = self.mem
-        self.exe = _exe_of(self.pid)
+        self.exe = procfs.exe_of(self.pid)
         self.vfork = False
 
     def _unknown(self, tid: int, status: int) -> None:
@@ -668,7 +668,7 @@ class Session:
                 return True
             tid, status = os.waitpid(t.tid, WALL | os.WNOHANG)
             if not tid:  # nothing pending
-                if _in_trace_stop(t.tid):
+                if procfs.in_trace_stop(t.tid):
                     # Its stop was reaped by a waitpid that the interruption cut short: the
                     # reason is lost, so take it as a stop before the step or hit completed.
                     if t.step is not None:
@@ -841,35 +841,6 @@ def _is_int3(tid: int) -> bool:
     return ptrace_lean.getsiginfo(tid).code == SI_KERNEL
 
 
-def _exe_of(pid: int) -> str:
-    try:
-        return os.readlink(f"/proc/{pid}/exe")
-    except FileNotFoundError:
-        raise StepperError(f"no process {pid}") from None
-    except PermissionError:
-        raise StepperError(f"process {pid} is not yours to trace") from None
-    except OSError as e:
-        raise StepperError(f"process {pid}: {e.strerror}") from None
-
-
-def _tgid_of(pid: int) -> int:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("Tgid:"):
-                    return int(line.split()[1])
-    except (FileNotFoundError, ProcessLookupError):
-        pass
-    raise StepperError(f"no process {pid}")
-
-
-def _tasks(pid: int) -> set[int]:
-    try:
-        return {int(name) for name in os.listdir(f"/proc/{pid}/task")}
-    except FileNotFoundError:
-        raise StepperError(f"no process {pid}") from None
-
-
 def _attach_thread(pid: int, tid: int) -> bool:
     """PTRACE_ATTACH one thread and wait for its attach SIGSTOP (signals that come first are
     delivered to it, so none is lost); False if the thread is gone."""
@@ -879,7 +850,7 @@ def _attach_thread(pid: int, tid: int) -> bool:
         err = ctypes.get_errno()
         if err == errno.ESRCH:
             return False
-        if err == errno.EPERM and _thread_state(tid) in ("Z", "X", None):
+        if err == errno.EPERM and procfs.thread_state(tid) in ("Z", "X", None):
             if tid == pid:
                 raise StepperError(f"cannot attach to process {pid}: its main thread has "
                                    f"exited (a zombie thread cannot be traced)")
@@ -901,20 +872,6 @@ def _attach_thread(pid: int, tid: int) -> bool:
         ptrace_lean.cont(tid, sig)
     ptrace_lean.setoptions(tid, _FOLLOW)
     return True
-
-
-def _thread_state(tid: int) -> str | None:
-    """Thread `tid`'s state letter from /proc/TID/stat (None if it is gone)."""
-    try:
-        with open(f"/proc/{tid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return None
-
-
-def _in_trace_stop(tid: int) -> bool:
-    """Whether thread `tid` sits in a ptrace stop (state `t` in /proc/TID/stat)."""
-    return _thread_state(tid) == "t"
 
 
 def _create_child(argv: list[str], env: dict | None, create_child) -> int:

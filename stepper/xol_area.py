@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import signal
 
-from . import maps, ptrace_lean
+from . import maps, procfs, ptrace_lean
 from .errors import StepperError
 
 SYS_MMAP = 9
@@ -85,16 +85,8 @@ def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
     finally:
         ptrace_lean.setregs(tid, saved)
     for sig in pending:
-        ptrace_lean.tgkill(_tgid(tid), tid, sig)
+        ptrace_lean.tgkill(procfs.tgid_of(tid), tid, sig)
     return result
-
-
-def _tgid(tid: int) -> int:
-    with open(f"/proc/{tid}/status") as f:
-        for line in f:
-            if line.startswith("Tgid:"):
-                return int(line.split()[1])
-    return tid
 
 
 def _is_error(result: int) -> bool:
