@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 
 from .breakpoints import Breakpoint, Stats
 from .session import ExitStatus, Hit, Session
-from .strategies import MODES
+from .policy import MODES
 
 __all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]
 

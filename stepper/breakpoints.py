@@ -3,7 +3,7 @@
 Insertion refuses, with a one-line StepperError and nothing written, an address that is not
 in an executable mapping, one that is not an instruction boundary where that can be known (the
 containing function symbol is decoded forward from its start), and an instruction no strategy
-can step (see strategies.choose). INT3 bytes go through /proc/PID/mem, which writes read-only
+can step (see policy.choose). INT3 bytes go through /proc/PID/mem, which writes read-only
 text without changing its protection.
 """
 
@@ -14,7 +14,7 @@ from typing import Callable
 
 import emu
 
-from . import located, maps, strategies
+from . import located, maps, policy, strategies
 from .errors import StepperError
 from .ptrace_lean import ProcMem
 
@@ -118,7 +118,7 @@ class Breakpoints:
         symbol = located.containing_symbol(mappings, address)
         if symbol is not None:
             self._check_boundary(symbol, address, mapping.end)
-        ops = strategies.choose(mode, insn)
+        ops = policy.choose(mode, insn)
         return Breakpoint(address, insn, mode, ops, callback, symbol)
 
     def _check_boundary(self, symbol: located.Symbol, address: int, limit: int) -> None:

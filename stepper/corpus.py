@@ -39,6 +39,7 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from .errors import StepperError
+from .policy import VERDICTS, verdict
 from .symbols import name_preference
 
 DEFAULT_SAMPLE = 2000
@@ -46,7 +47,6 @@ DEFAULT_SEED = 0
 ENTRY_INSTRUCTIONS = 4
 EXAMPLES_PER_ROW = 3
 KINDS = ("entry", "sample")
-VERDICTS = ("emulate", "xol", "refused")
 MAX_INSN = 15
 SWEEP_CHUNK = 1 << 16
 
@@ -441,22 +441,18 @@ def load(path: str | os.PathLike, *, sample: int = DEFAULT_SAMPLE, seed: int = D
 def classify(code: bytes, address: int) -> tuple[str, str]:
     """(verdict, mnemonic) of the instruction `code` at `address`.
 
-    `emulate` when the emulator runs it, else `xol` when the out-of-line fallback accepts
-    it, else `refused`. Both answers come from the code that steps real breakpoints, so the
-    report cannot drift from the behaviour. Bytes that do not decode are `refused`.
+    The verdict is stepper.policy's, the function that chooses the engine's strategy under
+    `auto`, so the report cannot drift from the behaviour: `emulate` when the emulator runs it
+    on a live thread, else `xol` when it runs out of line, else `refused`. Bytes that do not
+    decode are `refused`.
     """
     import emu
-    from . import xol  # imported here: the fallback is only needed once a site is classified
 
     try:
         insn = emu.decode(code, address)
     except emu.DecodeError:
         return "refused", "(invalid)"
-    if insn.emulatable:
-        return "emulate", insn.mnemonic
-    if xol.refusal_reason(insn) is None:
-        return "xol", insn.mnemonic
-    return "refused", insn.mnemonic
+    return verdict(insn), insn.mnemonic
 
 
 @dataclass

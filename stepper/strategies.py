@@ -15,8 +15,8 @@ or `abort` (a signal arrived instead). The hit path only calls these verbs.
 - ReinsertOps: restore the byte, single-step in place, put the INT3 back. Only a baseline:
   another thread running past the address meanwhile misses the breakpoint.
 - BoostOps (stepper.boost): the probe's own slot ends with a jump back, so a hit is one trap.
-- `auto`: EmulateOps when emu runs the instruction, else BoostOps (plain XOL where boosting
-  is refused).
+
+Which ops a site gets is stepper.policy's decision, made above this module and stepper.boost.
 """
 
 from __future__ import annotations
@@ -27,13 +27,11 @@ import emu
 from emu import MemoryFault, Unsupported
 
 from . import live_vector, ptrace_lean, xol
-from .errors import StepperError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .breakpoints import Breakpoint
     from .session import Session, Thread
 
-MODES = ("auto", "emulate", "xol", "reinsert", "boost")
 _REG_ITEMS = tuple(ptrace_lean.REG_INDEX.items())
 
 
@@ -177,55 +175,3 @@ class ReinsertOps(Ops):
 
     def abort(self, s, t, bp, token) -> None:
         self.complete(s, t, bp, token)
-
-
-def _live_plan_reason(insn: emu.Instruction) -> str | None:
-    """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
-    registers run on the thread's FXSAVE image too (stepper.live_vector)."""
-    if not insn.emulatable:
-        return insn.reason or "not emulated"
-    try:
-        live_vector.compile_vector_plan(insn)
-    except Unsupported as e:
-        return f"{insn.text}: {e.reason}"
-    return None
-
-
-def _boost_ops(insn: emu.Instruction) -> Ops:
-    from .boost import BoostOps  # stepper.boost builds on this module's ops
-
-    return BoostOps(insn)
-
-
-def choose(mode: str, insn: emu.Instruction) -> Ops:
-    """The ops for `insn` under `mode`, or StepperError saying why no strategy fits.
-
-    Chosen once at insertion; the hit path never looks at the mode again.
-    """
-    if mode not in MODES:
-        raise StepperError(f"unknown strategy {mode!r}: choose one of {', '.join(MODES)}")
-    if mode == "reinsert":
-        return ReinsertOps()
-    refusal = xol.refusal_reason(insn)
-    out_of_line = XolOps(insn) if refusal is None else None
-    boosted = _boost_ops(insn) if refusal is None and mode != "xol" else None
-    fallback: Ops = out_of_line if out_of_line is not None else ReinsertOps()
-    not_emulated = _live_plan_reason(insn)
-    if mode in ("xol", "boost"):
-        if out_of_line is not None:
-            return boosted or out_of_line
-        if not_emulated is None:  # branches and calls: emulated rather than executed out of line
-            return EmulateOps(insn, ReinsertOps())
-        raise StepperError(f"{insn.text} at {insn.address:#x} cannot be stepped out of line "
-                           f"({refusal}) nor emulated ({not_emulated})")
-    if not_emulated is None:
-        # auto: a hit the emulator hands to the CPU (a fault, an atomic op while other
-        # threads run) is boosted where it may be (one trap), else plain XOL.
-        return EmulateOps(insn, boosted if mode == "auto" and boosted else fallback)
-    if mode == "emulate":
-        raise StepperError(f"{insn.text} at {insn.address:#x} is not emulated ({not_emulated}); "
-                           f"use --mode auto or xol")
-    if boosted is not None:
-        return boosted
-    raise StepperError(f"{insn.text} at {insn.address:#x} can be neither emulated "
-                       f"({not_emulated}) nor stepped out of line ({refusal})")

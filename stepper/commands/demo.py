@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from .. import toolchain
-from ..strategies import MODES
+from ..policy import MODES
 from ..symbols import ElfSymbols
 
 DEMO_SOURCE = "demo.c"

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 
 import emu
 
-from .. import api, boost, ifunc, strategies
+from .. import api, boost, ifunc, policy
 from ..errors import StepperError
 from ..output import check_writable, write_json
+from ..policy import MODES
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
-from ..strategies import MODES
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
                        r_debug_breakpoint, r_debug_state)
 
@@ -124,7 +124,7 @@ class Preflight:
         symbols = _symbols(probe.path)
         try:
             insn = emu.decode(symbols.read(probe.address, 15), probe.address)
-            strategies.choose(self.mode, insn)
+            policy.choose(self.mode, insn)
         except (StepperError, emu.EmuError) as e:
             if not pending.spec.is_glob:
                 raise StepperError(f"probe spec {pending.spec.text!r}: {probe.symbol} in "

@@ -1,0 +1,80 @@
+"""Which strategy steps a site, and why: decided once, at insertion, for the engine
+(`choose`) and for the coverage report (`verdict`), from the same rules, so the report and
+the engine cannot differ.
+
+- `auto` (the default): the emulator when it runs the instruction on a live thread (one trap,
+  nothing mapped into the program); else a boosted out-of-line copy (one trap, an area mapped
+  near the code); else plain XOL (two traps). A hit the emulator hands to the CPU (a fault, an
+  atomic instruction while other threads run) is boosted where it may be, else plain XOL.
+- `emulate`, `xol`, `boost`, `reinsert`: that strategy, or a refusal naming why it cannot
+  step the site (branches and calls are emulated under `xol` and `boost`).
+"""
+
+from __future__ import annotations
+
+import emu
+from emu import Unsupported
+
+from . import live_vector, xol
+from .boost import BoostOps
+from .errors import StepperError
+from .strategies import EmulateOps, Ops, ReinsertOps, XolOps
+
+MODES = ("auto", "emulate", "xol", "reinsert", "boost")
+#: What `verdict` answers: how `auto` steps a site.
+VERDICTS = ("emulate", "xol", "refused")
+
+
+def live_plan_reason(insn: emu.Instruction) -> str | None:
+    """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
+    registers run on the thread's FXSAVE image too (stepper.live_vector)."""
+    if not insn.emulatable:
+        return insn.reason or "not emulated"
+    try:
+        live_vector.compile_vector_plan(insn)
+    except Unsupported as e:
+        return f"{insn.text}: {e.reason}"
+    return None
+
+
+def choose(mode: str, insn: emu.Instruction) -> Ops:
+    """The ops for `insn` under `mode`, or StepperError saying why no strategy fits.
+
+    Chosen once at insertion; the hit path never looks at the mode again.
+    """
+    if mode not in MODES:
+        raise StepperError(f"unknown strategy {mode!r}: choose one of {', '.join(MODES)}")
+    if mode == "reinsert":
+        return ReinsertOps()
+    refusal = xol.refusal_reason(insn)
+    out_of_line = XolOps(insn) if refusal is None else None
+    boosted = BoostOps(insn) if refusal is None and mode != "xol" else None
+    fallback: Ops = out_of_line if out_of_line is not None else ReinsertOps()
+    not_emulated = live_plan_reason(insn)
+    if mode in ("xol", "boost"):
+        if out_of_line is not None:
+            return boosted or out_of_line
+        if not_emulated is None:  # branches and calls: emulated rather than executed out of line
+            return EmulateOps(insn, ReinsertOps())
+        raise StepperError(f"{insn.text} at {insn.address:#x} cannot be stepped out of line "
+                           f"({refusal}) nor emulated ({not_emulated})")
+    if not_emulated is None:
+        # auto: a hit the emulator hands to the CPU (a fault, an atomic op while other
+        # threads run) is boosted where it may be (one trap), else plain XOL.
+        return EmulateOps(insn, boosted if mode == "auto" and boosted else fallback)
+    if mode == "emulate":
+        raise StepperError(f"{insn.text} at {insn.address:#x} is not emulated ({not_emulated}); "
+                           f"use --mode auto or xol")
+    if boosted is not None:
+        return boosted
+    raise StepperError(f"{insn.text} at {insn.address:#x} can be neither emulated "
+                       f"({not_emulated}) nor stepped out of line ({refusal})")
+
+
+def verdict(insn: emu.Instruction) -> str:
+    """How `auto` steps `insn`: `emulate`, `xol` (boosted or plain, out of line) or `refused`."""
+    if live_plan_reason(insn) is None:
+        return "emulate"
+    if xol.refusal_reason(insn) is None:
+        return "xol"
+    return "refused"
