@@ -9,25 +9,16 @@ rather than every sample of one figure, and the ratios hold.
 
 from __future__ import annotations
 
-import datetime
-import os
-import platform
 import statistics
-import sys
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import breakdown, peers
+from . import breakdown, peers, report
 from .errors import Unmeasurable
 from .placement import PLACEMENTS, POLICY, Placement, applied, resolve
+from .report import KEYS, STRATEGIES
 from .runs import Sample, stepper_run
 from .tracee import HEADLINE, VARIANTS, Tracee, tracee
-
-#: The figures of `per_hit_us`, in table order.
-KEYS = ("emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
-        "libdebug")
-#: stepper's own strategies: the keys the variants and the policy are measured for.
-STRATEGIES = ("emulate", "xol", "boost", "reinsert")
 
 Runner = Callable[[], Sample]
 
@@ -150,8 +141,6 @@ def rotate(items: list, by: int) -> list:
 
 def run_bench(config: Config) -> dict:
     """Measure everything `config` asks for and return the report (see report.build)."""
-    from . import report
-
     say = config.progress or (lambda line: None)
     n = config.hits
     head = tracee(HEADLINE)
@@ -195,19 +184,6 @@ def _breakdown_once(t: Tracee, n: int, placement: Placement, base: Sample, timer
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.1f}"
-
-
-def machine() -> dict:
-    """What the figures were measured on."""
-    model = ""
-    try:
-        with open("/proc/cpuinfo") as f:
-            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
-    except OSError:
-        pass
-    return {"cpus": len(os.sched_getaffinity(0)), "cpu_model": model,
-            "kernel": platform.release(), "python": sys.version.split()[0],
-            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
 
 
 __all__ = ["Config", "run_bench", "KEYS", "STRATEGIES", "PLACEMENTS"]

@@ -14,7 +14,7 @@ def plot(report: dict, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise StepperError("--plot needs matplotlib: pip install -e .[bench]") from None
-    from .harness import KEYS
+    from .report import KEYS
 
     places = list(report["placements"])
     fig, ax = plt.subplots(figsize=(11, 5))

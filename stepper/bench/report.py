@@ -3,9 +3,19 @@ and the issue's targets."""
 
 from __future__ import annotations
 
+import datetime
+import os
+import platform
 import statistics
+import sys
 
 from .breakdown import PARTS
+
+#: The figures of `per_hit_us`, in table order.
+KEYS = ("emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
+        "libdebug")
+#: stepper's own strategies: the keys the variants and the policy are measured for.
+STRATEGIES = ("emulate", "xol", "boost", "reinsert")
 
 _NOT_STEPPER = "the placement policy only moves stepper; peers are in the free placement"
 
@@ -22,8 +32,6 @@ TARGETS = (
 def build(config, results, head, others, placements: list[str], first: str) -> dict:
     """Everything measured, as the JSON-ready report. Null figures have a reason in
     `null_reasons`, at the same path."""
-    from .harness import KEYS, STRATEGIES, machine
-
     per_placement, placement_reasons = {}, {}
     for name in placements:
         keys = STRATEGIES if name.endswith("+policy") else KEYS
@@ -121,8 +129,6 @@ def targets(report: dict) -> list[dict]:
 
 def table(report: dict) -> str:
     """The human summary: per-hit µs by placement, variants, breakdown, targets."""
-    from .harness import KEYS
-
     lines = [f"stepper bench: µs per breakpoint hit ({report['hits']} hits, median of "
              f"{report['repeat']}; {report['machine']['date']}, {report['machine']['cpus']} CPUs)"]
     places = list(report["placements"])
@@ -178,3 +184,15 @@ def _grid(header: list[str], rows: list[list[str]]) -> list[str]:
     fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return [fmt(header), fmt(["-" * w for w in widths]), *(fmt(r) for r in rows)]
 
+
+def machine() -> dict:
+    """What the figures were measured on."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next((l.split(":", 1)[1].strip() for l in f if l.startswith("model name")), "")
+    except OSError:
+        pass
+    return {"cpus": len(os.sched_getaffinity(0)), "cpu_model": model,
+            "kernel": platform.release(), "python": sys.version.split()[0],
+            "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
