@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .. import corpus
+from .. import corpus, coverage
 from ..output import check_writable, write_json
 
 #: The corpora committed with the project, used when `coverage` is given no input.
@@ -75,11 +75,11 @@ def run_coverage(args: argparse.Namespace) -> int:
     results = []
     for path in inputs:  # load everything first: a bad input fails before any output
         rows = corpus.load(path, sample=args.sample, seed=args.seed, eh_frame=args.eh_frame)
-        results.append((path.name, corpus.coverage(rows)))
-    total = corpus.Coverage()
+        results.append((path.name, coverage.coverage(rows)))
+    total = coverage.Coverage()
     for _, result in results:
         total.merge(result)
-    print(corpus.format_table(results, total if len(results) > 1 else None, top=args.top))
+    print(coverage.format_table(results, total if len(results) > 1 else None, top=args.top))
     if args.json:
         write_json(args.json, total.as_json())
     return 0

@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stepper import corpus
+from stepper import corpus, coverage
 from stepper.cli import main
 
 # Function entries, by hand (the first 4 instructions of each sized STT_FUNC symbol):
@@ -230,8 +230,8 @@ def test_coverage_matches_the_hand_count(built, tmp_path):
 def test_coverage_of_a_corpus_equals_coverage_of_its_binary(built, tmp_path, capsys):
     output = tmp_path / "prog.jsonl.gz"
     assert main(["corpus", "build", str(built["prog"]), "-o", str(output)]) == 0
-    from_corpus = corpus.coverage(corpus.load(output)).as_json()
-    from_binary = corpus.coverage(corpus.load(built["prog"])).as_json()
+    from_corpus = coverage.coverage(corpus.load(output)).as_json()
+    from_binary = coverage.coverage(corpus.load(built["prog"])).as_json()
     assert from_corpus == from_binary
     capsys.readouterr()
     assert main(["corpus", "coverage", str(output), str(built["hand"]), "--json", "-"]) == 0
