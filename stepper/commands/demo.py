@@ -8,11 +8,8 @@ glance that every call was seen while the program printed exactly what it prints
 
 from __future__ import annotations
 
-import os
 import shlex
-import shutil
 import sys
-from pathlib import Path
 
 from .. import toolchain
 from ..strategies import MODES
@@ -51,16 +48,10 @@ def demo_functions(exe: str) -> list[str]:
 
 
 def demo_program() -> str:
-    """The built demo, as a file called `demo` (the table's object column shows the file
-    name; the cache's name carries a hash of source and flags), in a directory of its own."""
-    built = toolchain.build(DEMO_SOURCE, DEMO_FLAGS)
-    target = Path(f"{built}.d") / "demo"
-    if not target.exists():
-        target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f"demo.{os.getpid()}.tmp")
-        shutil.copy2(built, tmp)
-        tmp.rename(target)   # atomic: a concurrent demo never runs a half-copied file
-    return str(target)
+    """The built demo, whose file is called `demo` (the table's object column shows the file
+    name; the cache's directory name carries a hash of source and flags). The path returned
+    executes the checked cache file through a descriptor (see stepper.toolchain)."""
+    return str(toolchain.build(DEMO_SOURCE, DEMO_FLAGS, filename="demo"))
 
 
 def run(args) -> int:
