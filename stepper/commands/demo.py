@@ -8,6 +8,7 @@ glance that every call was seen while the program printed exactly what it prints
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 
@@ -63,6 +64,8 @@ def run(args) -> int:
         argv += ["-p", name]
     if args.json:
         argv += ["--json", args.json]
-    argv += ["--", exe]
-    print("$ stepper " + shlex.join(argv), file=sys.stderr, flush=True)
-    return main(argv)
+    # Shown with the cache file's name (a command the user can rerun); run through the checked
+    # descriptor, which is that same file.
+    shown = [*argv, "--", os.path.realpath(exe)]
+    print("$ stepper " + shlex.join(shown), file=sys.stderr, flush=True)
+    return main([*argv, "--", exe])

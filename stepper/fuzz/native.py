@@ -84,6 +84,14 @@ class NativeOracle:
     """One sandbox process, reused for every case; `close()` kills it."""
 
     def __init__(self) -> None:
+        self.pid = 0
+        self.fp = ctypes.create_string_buffer(512)
+        self.regs = P.new_regs()
+        self.info = P.Siginfo()
+        self._start()
+
+    def _start(self) -> None:
+        """Start a sandbox: it installs its seccomp filter, then stops at its first INT3."""
         path = sandbox_path()
         pid = os.fork()
         if pid == 0:  # child: become traced and exec the sandbox, nothing else
@@ -96,19 +104,16 @@ class NativeOracle:
         self._expect_stop(signal.SIGTRAP, "exec")
         P.setoptions(pid, P.O_EXITKILL)
         P.cont(pid)
-        self._expect_stop(signal.SIGTRAP, "start")
+        self._expect_stop(signal.SIGTRAP, "start (installing its seccomp filter)")
         self.home = P.new_regs()
         P.getregs(pid, self.home)
         self.cmd = self.home[P.USER_REGS_FIELDS.index("rbx")]
         self.fp_home = ctypes.create_string_buffer(512)
         self._fp(GETFPREGS, self.fp_home)
-        self.fp = ctypes.create_string_buffer(512)
-        self.regs = P.new_regs()
         self.mapped: list[_Region] = []
         self.layout: tuple = ()  # (start, size, prot) of each mapped region
         self.loaded: dict[int, bytes] = {}  # what each mapped region holds now
         self.mem = P.ProcMem(pid)  # writes read-only pages too (FOLL_FORCE)
-        self.info = P.Siginfo()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -245,7 +250,19 @@ class NativeOracle:
             # that state (arch_prctl refuses it too), so the case is not run.
             return Outcome(error=UNLOADABLE)
         P.singlestep(self.pid)
-        sig = self._wait()
+        _, status = os.waitpid(self.pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
+            # A system call from the case's code: the seccomp filter killed the sandbox before
+            # the call acted. Reported as the signal the CPU run ended with; a fresh sandbox
+            # takes the next case.
+            self.pid = 0
+            self.mem.close()
+            self._start()
+            return Outcome(fault="signal", error=signal.SIGSYS.name)
+        if not os.WIFSTOPPED(status):
+            raise NativeError(f"the fuzz sandbox (pid {self.pid}) ended unexpectedly "
+                              f"(status {status:#x})")
+        sig = os.WSTOPSIG(status)
         fault = None
         if sig != signal.SIGTRAP:
             P.getsiginfo(self.pid, self.info)

@@ -172,6 +172,28 @@ def test_native_oracle_sets_xmm_registers(cpu):
     assert out.regs["rax"] == value & (2**64 - 1) and out.regs["xmm3"] == value
 
 
+#: (instruction, registers) of a mkdir(path) through each system call entry: 83 is mkdir in
+#: the x86-64 ABI (rdi: path), 39 in the i386 one (ebx: path).
+SYSTEM_CALLS = [("syscall", {"rax": 83}), ("int 0x80", {"rax": 39}), ("sysenter", {"rax": 39})]
+
+
+@pytest.mark.parametrize("text, regs", SYSTEM_CALLS, ids=[t for t, _ in SYSTEM_CALLS])
+def test_a_system_call_in_a_case_kills_the_sandbox_before_it_acts(cpu, tmp_path, text, regs):
+    """The sandbox's seccomp filter: a case's mkdir does not make the directory. `syscall` and
+    `int 0x80` are killed by the filter (SIGSYS); `sysenter` is too where the CPU enters the
+    kernel with it in 64-bit mode (Intel), and is #UD (SIGILL) where it does not (AMD)."""
+    made = tmp_path / "made-by-the-case"
+    path, data = 0x403000, bytes(made) + b"\0"
+    case = example_case(text, memory={path: data}, rdi=path, rbx=path, **regs)
+    out = cpu.run(judge.state_of(case))
+    assert out.fault == "signal"
+    assert out.error == "SIGSYS" or (text == "sysenter" and out.error in ("SIGILL", "SIGSEGV"))
+    assert not made.exists()
+    # A fresh sandbox takes the next case.
+    after = cpu.run(judge.state_of(example_case("push rbp", rbp=7)))
+    assert after.fault is None and after.regs["rip"] == 0x401001
+
+
 def test_alignment_check_is_a_cpu_fact_emu_does_not_model(cpu):
     """Known divergence (reported to the lead): with AC set, Linux (CR0.AM=1) raises #AC, so
     SIGBUS, on a misaligned data access. Pinned here on the CPU side only."""
