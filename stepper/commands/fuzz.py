@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..fuzz import runner
+from ..fuzz.cluster import Trust
 from ..output import check_writable, write_json
 
 
@@ -29,7 +30,15 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="worker processes (default 0: every core)")
     parser.add_argument("--cluster", metavar="ADDRESS",
-                        help="run on a Dask distributed scheduler (tcp://HOST:PORT) instead")
+                        help="run on a Dask distributed scheduler (tls://HOST:PORT) instead; "
+                             "pickles travel both ways, so both ends must trust each other")
+    parser.add_argument("--tls-ca-file", metavar="FILE",
+                        help="the CA certificate that signed the cluster's certificates")
+    parser.add_argument("--tls-cert", metavar="FILE", help="this client's certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="this client's private key (PEM)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plain tcp:// cluster address (anyone who can reach it "
+                             "can run code on either side)")
     parser.add_argument("--regressions", metavar="DIR", default=str(runner.regressions.DEFAULT_DIR),
                         help="where shrunk divergences are written (default corpus/regressions)")
     parser.set_defaults(run=run)
@@ -40,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
         check_writable(args.json)
     config = runner.Config(cases=args.cases, seed=args.seed, oracle=args.oracle,
                            corpus=args.from_corpus, workers=args.workers, cluster=args.cluster,
+                           trust=Trust(args.tls_ca_file, args.tls_cert, args.tls_key,
+                                       args.insecure),
                            regressions_dir=Path(args.regressions), progress=sys.stderr.isatty())
     try:
         report = runner.run(config)
