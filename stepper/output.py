@@ -91,7 +91,7 @@ class Output:
             os.close(self.fd)
             self.fd = None
 
-    def __enter__(self) -> "Output":
+    def __enter__(self) -> Output:
         return self
 
     def __exit__(self, *exc) -> None:

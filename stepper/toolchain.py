@@ -172,7 +172,7 @@ def _compile(gcc: str, name: str, source: str, flags: tuple[str, ...], directory
         with open(src, "w") as f:
             f.write(source)
         proc = subprocess.run([gcc, *flags, f"-ffile-prefix-map={work}={directory}", "-o", out,
-                               src], capture_output=True, text=True)
+                               src], capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             first = (proc.stderr.strip().splitlines() or ["no message"])[0]
             raise BuildError(f"gcc failed on bundled {name}: {first}")

@@ -19,8 +19,9 @@ included (every user of the host can connect to it), is refused unless the user 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING
 
 from ..errors import StepperError
 

@@ -24,8 +24,8 @@ from emu.testing.generate import Case
 from ..errors import StepperError
 from . import cases as case_source
 from .judge import SKIPPED
-from . import judge, regressions, shrink
 from . import cluster as cluster_trust
+from . import judge, regressions, shrink
 
 ORACLES = ("unicorn", "native")
 CHUNK = 512  # a multiple of cases.VARIANTS, so a template is drawn in one chunk only
