@@ -13,7 +13,7 @@ address can run code as the user of stepper, and whoever can submit to the sched
 code on the workers. Hence a `tls://` address (Dask's mutual TLS: each end proves itself with a
 certificate signed by the CA given) is the normal case, and a plain `tcp://` address, loopback
 included (every user of the host can connect to it), is refused unless the user says
-`--insecure`. See docs/fuzz.md.
+`--insecure`. See docs/security.md.
 """
 
 from __future__ import annotations

@@ -14,6 +14,11 @@ PTRACE_SINGLESTEP, GETREGS, and one process_vm_readv of every page. A case whose
 overlap the sandbox's own is reported as a collision (MAP_FIXED_NOREPLACE refuses it), one
 whose fs/gs base the kernel refuses to load as unloadable; neither is run.
 
+The sandbox installs a seccomp filter before the first case (see fuzz_sandbox.S): a system call
+made by a case's instruction (`syscall`, `int 0x80`, `sysenter`) kills it with SIGSYS before the
+call acts, whatever the generator or a corpus produced. Such a case is reported as a SIGSYS
+fault and a fresh sandbox takes the next one.
+
 Two facts of single-stepping under ptrace, not of the instruction, are undone here, and
 nothing else is adjusted: TF is never set in a case's initial rflags (the kernel sets it to
 step), and PUSHF stores the image with TF set while stepping, so that one bit is cleared
