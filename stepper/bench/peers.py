@@ -7,6 +7,7 @@ harness subtracts the same tool's run without a breakpoint.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -78,7 +79,9 @@ def libdebug(tracee: Tracee, iterations: int, probed: bool, placement: Placement
     if find_spec("libdebug") is None:
         raise Unmeasurable("libdebug is not installed (pip install -e .[bench])")
     cpu = placement.tracee if placement.tracee is not None else -1
-    argv = [sys.executable, "-m", "stepper.bench._libdebug_child", str(tracee.path),
+    # The cache file's own name, as libdebug may match the program's mappings by file name
+    # (the checked cache directory is the user's own; see stepper.toolchain).
+    argv = [sys.executable, "-m", "stepper.bench._libdebug_child", os.path.realpath(tracee.path),
             str(iterations), f"{tracee.probe:x}" if probed else "0", str(cpu)]
     out = _run(argv, "libdebug")
     match = _FLOOR_OUT.search(out)

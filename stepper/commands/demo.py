@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
-import shutil
 import sys
-from pathlib import Path
 
 from .. import toolchain
 from ..policy import MODES
@@ -52,16 +50,10 @@ def demo_functions(exe: str) -> list[str]:
 
 
 def demo_program() -> str:
-    """The built demo, as a file called `demo` (the table's object column shows the file
-    name; the cache's name carries a hash of source and flags), in a directory of its own."""
-    built = toolchain.build(DEMO_SOURCE, DEMO_FLAGS)
-    target = Path(f"{built}.d") / "demo"
-    if not target.exists():
-        target.parent.mkdir(exist_ok=True)
-        tmp = target.with_name(f"demo.{os.getpid()}.tmp")
-        shutil.copy2(built, tmp)
-        tmp.rename(target)   # atomic: a concurrent demo never runs a half-copied file
-    return str(target)
+    """The built demo, whose file is called `demo` (the table's object column shows the file
+    name; the cache's directory name carries a hash of source and flags). The path returned
+    executes the checked cache file through a descriptor (see stepper.toolchain)."""
+    return str(toolchain.build(DEMO_SOURCE, DEMO_FLAGS, filename="demo"))
 
 
 def run(args) -> int:
@@ -73,9 +65,11 @@ def run(args) -> int:
         argv += ["-p", name]
     if args.json:
         argv += ["--json", args.json]
-    argv += ["--", exe]
-    print("$ stepper " + shlex.join(argv), file=sys.stderr, flush=True)
+    # Shown with the cache file's name (a command the user can rerun); run through the checked
+    # descriptor, which is that same file.
+    shown = [*argv, "--", os.path.realpath(exe)]
+    print("$ stepper " + shlex.join(shown), file=sys.stderr, flush=True)
     parser = argparse.ArgumentParser(prog="stepper")
     probe.register(parser.add_subparsers())
-    probe_args = parser.parse_args(argv)  # exactly the command printed above
+    probe_args = parser.parse_args([*argv, "--", exe])  # the command printed above
     return probe_args.run(probe_args)

@@ -32,7 +32,15 @@ def register(subparsers) -> None:
     parser.add_argument("--workers", type=int, default=0, metavar="N",
                         help="worker processes (default 0: every core)")
     parser.add_argument("--cluster", metavar="ADDRESS",
-                        help="run on a Dask distributed scheduler (tcp://HOST:PORT) instead")
+                        help="run on a Dask distributed scheduler (tls://HOST:PORT) instead; "
+                             "pickles travel both ways, so both ends must trust each other")
+    parser.add_argument("--tls-ca-file", metavar="FILE",
+                        help="the CA certificate that signed the cluster's certificates")
+    parser.add_argument("--tls-cert", metavar="FILE", help="this client's certificate (PEM)")
+    parser.add_argument("--tls-key", metavar="FILE", help="this client's private key (PEM)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="allow a plain tcp:// cluster address (anyone who can reach it "
+                             "can run code on either side)")
     parser.add_argument("--regressions", metavar="DIR", default=str(_REGRESSIONS),
                         help="where shrunk divergences are written (default corpus/regressions)")
     parser.set_defaults(run=run)
@@ -40,11 +48,14 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..fuzz import runner  # StepperError naming the extra when it is not installed
+    from ..fuzz.cluster import Trust
 
     if args.json:
         check_writable(args.json)
     config = runner.Config(cases=args.cases, seed=args.seed, oracle=args.oracle,
                            corpus=args.from_corpus, workers=args.workers, cluster=args.cluster,
+                           trust=Trust(args.tls_ca_file, args.tls_cert, args.tls_key,
+                                       args.insecure),
                            regressions_dir=Path(args.regressions), progress=sys.stderr.isatty())
     try:
         report = runner.run(config)

@@ -14,6 +14,11 @@ PTRACE_SINGLESTEP, GETREGS, and one process_vm_readv of every page. A case whose
 overlap the sandbox's own is reported as a collision (MAP_FIXED_NOREPLACE refuses it), one
 whose fs/gs base the kernel refuses to load as unloadable; neither is run.
 
+The sandbox installs a seccomp filter before the first case (see fuzz_sandbox.S): a system call
+made by a case's instruction (`syscall`, `int 0x80`, `sysenter`) kills it with SIGSYS before the
+call acts, whatever the generator or a corpus produced. Such a case is reported as a SIGSYS
+fault and a fresh sandbox takes the next one.
+
 Two facts of single-stepping under ptrace, not of the instruction, are undone here, and
 nothing else is adjusted: TF is never set in a case's initial rflags (the kernel sets it to
 step), and PUSHF stores the image with TF set while stepping, so that one bit is cleared
@@ -84,6 +89,14 @@ class NativeOracle:
     """One sandbox process, reused for every case; `close()` kills it."""
 
     def __init__(self) -> None:
+        self.pid = 0
+        self.fp = ctypes.create_string_buffer(512)
+        self.regs = P.new_regs()
+        self.info = P.Siginfo()
+        self._start()
+
+    def _start(self) -> None:
+        """Start a sandbox: it installs its seccomp filter, then stops at its first INT3."""
         path = sandbox_path()
         pid = os.fork()
         if pid == 0:  # child: become traced and exec the sandbox, nothing else
@@ -96,19 +109,16 @@ class NativeOracle:
         self._expect_stop(signal.SIGTRAP, "exec")
         P.setoptions(pid, P.O_EXITKILL)
         P.cont(pid)
-        self._expect_stop(signal.SIGTRAP, "start")
+        self._expect_stop(signal.SIGTRAP, "start (installing its seccomp filter)")
         self.home = P.new_regs()
         P.getregs(pid, self.home)
         self.cmd = self.home[P.USER_REGS_FIELDS.index("rbx")]
         self.fp_home = ctypes.create_string_buffer(512)
         self._fp(GETFPREGS, self.fp_home)
-        self.fp = ctypes.create_string_buffer(512)
-        self.regs = P.new_regs()
         self.mapped: list[_Region] = []
         self.layout: tuple = ()  # (start, size, prot) of each mapped region
         self.loaded: dict[int, bytes] = {}  # what each mapped region holds now
         self.mem = P.ProcMem(pid)  # writes read-only pages too (FOLL_FORCE)
-        self.info = P.Siginfo()
 
     # ------------------------------------------------------------------ plumbing
 
@@ -245,7 +255,19 @@ class NativeOracle:
             # that state (arch_prctl refuses it too), so the case is not run.
             return Outcome(error=UNLOADABLE)
         P.singlestep(self.pid)
-        sig = self._wait()
+        _, status = os.waitpid(self.pid, 0)
+        if os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGSYS:
+            # A system call from the case's code: the seccomp filter killed the sandbox before
+            # the call acted. Reported as the signal the CPU run ended with; a fresh sandbox
+            # takes the next case.
+            self.pid = 0
+            self.mem.close()
+            self._start()
+            return Outcome(fault="signal", error=signal.SIGSYS.name)
+        if not os.WIFSTOPPED(status):
+            raise NativeError(f"the fuzz sandbox (pid {self.pid}) ended unexpectedly "
+                              f"(status {status:#x})")
+        sig = os.WSTOPSIG(status)
         fault = None
         if sig != signal.SIGTRAP:
             P.getsiginfo(self.pid, self.info)

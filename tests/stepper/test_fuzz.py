@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from emu.testing.generate import example_case
 from stepper import cli
 from stepper.fuzz import cases, judge, native, regressions, runner
+from stepper.fuzz.cluster import Trust
 
 AC = 0x40000
 REPORT_KEYS = {"cases", "divergences", "unsupported", "oracle", "seed", "cases_per_s"}
@@ -90,6 +92,13 @@ def test_cli_json_report_shape(tmp_path, capsys):
     (["--workers", "-1"], "--workers must be"),
     (["--from-corpus", "/no/such/corpus.jsonl.gz"], "no such file"),
     (["--json", "/no/such/dir/out.json"], "does not exist"),
+    (["--cluster", "tcp://127.0.0.1:8786"], "or add --insecure"),
+    (["--cluster", "127.0.0.1:8786"], "or add --insecure"),
+    (["--cluster", "tls://127.0.0.1:8786"], "needs --tls-ca-file, --tls-cert, --tls-key"),
+    (["--cluster", "tls://127.0.0.1:8786", "--tls-ca-file", "/no/ca.pem", "--tls-cert",
+      "/no/cert.pem", "--tls-key", "/no/key.pem"], "--tls-ca-file /no/ca.pem: no such file"),
+    (["--cluster", "tcp://127.0.0.1:8786", "--tls-cert", "c.pem"], "needs a tls:// cluster"),
+    (["--insecure"], "--insecure needs --cluster"),
 ])
 def test_bad_options_are_one_line_errors(argv, message, capsys, tmp_path):
     assert cli.main(["fuzz", "--regressions", str(tmp_path), *argv]) == 2
@@ -186,6 +195,28 @@ def test_native_oracle_sets_xmm_registers(cpu):
     assert out.regs["rax"] == value & (2**64 - 1) and out.regs["xmm3"] == value
 
 
+#: (instruction, registers) of a mkdir(path) through each system call entry: 83 is mkdir in
+#: the x86-64 ABI (rdi: path), 39 in the i386 one (ebx: path).
+SYSTEM_CALLS = [("syscall", {"rax": 83}), ("int 0x80", {"rax": 39}), ("sysenter", {"rax": 39})]
+
+
+@pytest.mark.parametrize("text, regs", SYSTEM_CALLS, ids=[t for t, _ in SYSTEM_CALLS])
+def test_a_system_call_in_a_case_kills_the_sandbox_before_it_acts(cpu, tmp_path, text, regs):
+    """The sandbox's seccomp filter: a case's mkdir does not make the directory. `syscall` and
+    `int 0x80` are killed by the filter (SIGSYS); `sysenter` is too where the CPU enters the
+    kernel with it in 64-bit mode (Intel), and is #UD (SIGILL) where it does not (AMD)."""
+    made = tmp_path / "made-by-the-case"
+    path, data = 0x403000, bytes(made) + b"\0"
+    case = example_case(text, memory={path: data}, rdi=path, rbx=path, **regs)
+    out = cpu.run(judge.state_of(case))
+    assert out.fault == "signal"
+    assert out.error == "SIGSYS" or (text == "sysenter" and out.error in ("SIGILL", "SIGSEGV"))
+    assert not made.exists()
+    # A fresh sandbox takes the next case.
+    after = cpu.run(judge.state_of(example_case("push rbp", rbp=7)))
+    assert after.fault is None and after.regs["rip"] == 0x401001
+
+
 def test_alignment_check_is_a_cpu_fact_emu_does_not_model(cpu):
     """Known divergence (reported to the lead): with AC set, Linux (CR0.AM=1) raises #AC, so
     SIGBUS, on a misaligned data access. Pinned here on the CPU side only."""
@@ -227,7 +258,44 @@ def test_cluster_run_gives_the_same_counts_as_a_local_run():
     local = _run(workers=2, **config)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                   host="127.0.0.1", dashboard_address=None) as cluster:
-        remote = _run(cluster=cluster.scheduler_address, **config)
+        remote = _run(cluster=cluster.scheduler_address, trust=Trust(insecure=True), **config)
     fields = ("cases", "divergences", "unsupported", "skipped", "unicorn_quirks", "kinds")
     assert [getattr(local, f) for f in fields] == [getattr(remote, f) for f in fields]
     assert str(remote.workers).startswith("cluster ")
+
+
+def _certificates(folder) -> dict[str, str]:
+    """A throw-away CA and one certificate it signed (for scheduler, workers and client)."""
+    def openssl(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+    key = ("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes")
+    openssl("req", "-x509", *key, "-keyout", "ca.key", "-out", "ca.pem", "-days", "1",
+            "-subj", "/CN=stepper test CA")
+    openssl("req", *key, "-keyout", "node.key", "-out", "node.csr", "-subj", "/CN=node")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "node.pem", "-days", "1")
+    return {name: str(folder / name) for name in ("ca.pem", "node.pem", "node.key")}
+
+
+def test_a_tls_cluster_runs_with_certificates(tmp_path, capsys):
+    distributed = pytest.importorskip(
+        "dask.distributed", reason="Dask distributed is not installed (pip install 'dask[distributed]')")
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl is needed to make the test certificates")
+    from distributed.security import Security
+    files = _certificates(tmp_path)
+    ca, cert, key = files["ca.pem"], files["node.pem"], files["node.key"]
+    security = Security(tls_ca_file=ca, tls_scheduler_cert=cert, tls_scheduler_key=key,
+                        tls_worker_cert=cert, tls_worker_key=key, tls_client_cert=cert,
+                        tls_client_key=key, require_encryption=True)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                  host="127.0.0.1", protocol="tls://", security=security,
+                                  dashboard_address=None) as cluster:
+        address = cluster.scheduler_address
+        assert address.startswith("tls://")
+        report = tmp_path / "report.json"
+        code = cli.main(["fuzz", "--cases", "200", "--seed", "4", "--cluster", address,
+                         "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key,
+                         "--regressions", str(tmp_path), "--json", str(report)])
+    assert code == 0, capsys.readouterr().err
+    assert json.loads(report.read_text())["cases"] == 200
