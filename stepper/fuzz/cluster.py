@@ -19,13 +19,13 @@ included (every user of the host can connect to it), is refused unless the user 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ..errors import StepperError
 
-if TYPE_CHECKING:  # the runner imports this module for `Trust` and `check`
+if TYPE_CHECKING:  # the runner imports this module, never the other way round
     from .runner import Chunk, ChunkResult
 
 
@@ -77,10 +77,10 @@ def check(address: str | None, trust: Trust) -> None:
                            f"and --tls-key, or add --insecure")
 
 
-def run_chunks(address: str, chunks: list[Chunk], trust: Trust = Trust()) -> Iterator[ChunkResult]:
-    """Run every chunk on the cluster at `address` (checked with `check` first), yielding
-    results as they complete."""
-    from .runner import run_chunk
+def run_chunks(address: str, chunks: list[Chunk], work: Callable[[Chunk], ChunkResult],
+               trust: Trust = Trust()) -> Iterator[ChunkResult]:
+    """Run `work` (the runner's run_chunk) on every chunk on the cluster at `address`
+    (checked with `check` first), yielding results as they complete."""
     check(address, trust)
     try:
         from dask.distributed import Client, as_completed
@@ -97,7 +97,7 @@ def run_chunks(address: str, chunks: list[Chunk], trust: Trust = Trust()) -> Ite
     except (OSError, TimeoutError, ValueError) as e:
         raise ClusterError(f"cannot reach the Dask scheduler at {address}: {e}") from None
     try:
-        futures = client.map(run_chunk, chunks, pure=False)
+        futures = client.map(work, chunks, pure=False)
         for future in as_completed(futures):
             yield future.result()
     finally:

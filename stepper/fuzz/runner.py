@@ -24,7 +24,7 @@ from emu.testing.generate import Case
 from ..errors import StepperError
 from . import cases as case_source
 from .judge import SKIPPED
-from . import cluster as cluster_trust
+from . import cluster as dask_cluster
 from . import judge, regressions, shrink
 
 ORACLES = ("unicorn", "native")
@@ -179,7 +179,7 @@ class Config:
     corpus: str | None = None
     workers: int = 0  # 0: every core
     cluster: str | None = None
-    trust: cluster_trust.Trust = field(default_factory=cluster_trust.Trust)  # of the cluster
+    trust: dask_cluster.Trust = field(default_factory=dask_cluster.Trust)  # of the cluster
     regressions_dir: Path | None = regressions.DEFAULT_DIR
     max_regressions: int = 10
     progress: bool = False
@@ -235,7 +235,7 @@ def validate(config: Config) -> None:
         case_source.corpus_encodings(config.corpus)
     if "native" in config.oracles() and sys.platform != "linux":
         raise FuzzError("the native oracle needs Linux x86-64")
-    cluster_trust.check(config.cluster, config.trust)
+    dask_cluster.check(config.cluster, config.trust)
 
 
 def run(config: Config) -> Report:
@@ -246,8 +246,7 @@ def run(config: Config) -> Report:
     started = time.perf_counter()
     bar = _Progress(config.cases) if config.progress else None
     if config.cluster:
-        from .cluster import run_chunks as cluster_run
-        stream = cluster_run(config.cluster, chunks, config.trust)
+        stream = dask_cluster.run_chunks(config.cluster, chunks, run_chunk, config.trust)
         workers = f"cluster {config.cluster}"
     else:
         workers = config.workers or os.cpu_count() or 1
