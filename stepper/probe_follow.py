@@ -32,10 +32,6 @@ class Traced:
     argv0: str
     images: list = field(default_factory=list)   # Inserter per image, oldest first
 
-    @property
-    def rows(self) -> list:
-        return [row for image in self.images for row in image.rows]
-
 
 class Tracker:
     """Keeps a Traced per process, through the engine's on_fork/on_exec hooks.

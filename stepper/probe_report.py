@@ -1,15 +1,16 @@
 """The results of `stepper probe`: the JSON report (every detail) and the table (for people).
 
-JSON (`--json`): `probes` has one entry per probe site (spec, object, symbol), its hits summed
-over every process that had it (address, instruction, strategy and boost note as in the
-first process that had it; `group` names the table row it is summed into); `steps` and
+JSON (`--json`): `probes` has one entry per probe site (spec, object, symbol, address), its
+hits summed over every process that had it there (a forked child has its parent's addresses;
+an exec'd image has its own; `group` names the table row it is summed into); `steps` and
 `threads` add up every process; `processes` has one entry per process of the tree, in the
 order they appeared: pid, ppid, argv0 (as of its last exec), exit_code, signal (both None
 for a process still running when stepper let it go) and per-spec hits.
 
 The table sums what one question asks about: one row per spec and function (a glob: one row
-per function it matched; the implementations probed for an IFUNC: one row for the IFUNC; the
-statement starts of a FILE:LINE in one function: one row), sorted by hits, highest first, with
+per function name it matched; the implementations probed for an IFUNC: one row for the
+IFUNC; the statement starts of a FILE:LINE in one function: one row; the count of sites
+summed is the most one image of one process had), sorted by hits, highest first, with
 the rows nobody hit folded into one line. `--verbose` lists every site with the engine's
 details instead (address, instruction, strategy, boost); `--per-process` gives each process
 its own table. The steps line ends with the wall time the program ran under trace, from its
@@ -37,6 +38,7 @@ class Site:
     """One row of one process: a breakpoint and what the report says about it."""
 
     pid: int
+    image: int   # which image of the process (0, then one more per exec)
     spec: str
     object: str
     symbol: str | None
@@ -82,14 +84,15 @@ def group_of(spec: str, symbol: str | None, ifunc: str | None) -> str | None:
 
 
 def build_report(tracker: Tracker, status, detached: bool, warnings: list[str]) -> Report:
-    sites = [Site(t.proc.pid, row.spec, row.object, row.symbol,
+    sites = [Site(t.proc.pid, n, row.spec, row.object, row.symbol,
                   group_of(row.spec, row.symbol, row.group), row.bp)
-             for t in tracker.processes.values() for row in t.rows]
+             for t in tracker.processes.values() for n, image in enumerate(t.images)
+             for row in image.rows]
     probes: dict[tuple, dict] = {}
     totals = {"emulate": 0, "xol": 0, "reinsert": 0, "fallback": 0}
     for site in sites:
         bp = site.bp
-        key = (site.spec, site.object, site.symbol)
+        key = (site.spec, site.object, site.symbol, bp.address)
         entry = probes.get(key)
         if entry is None:
             probes[key] = entry = {
@@ -161,17 +164,21 @@ def table_rows(sites: list[Site], verbose: bool = False) -> tuple[list[tuple], l
     sites counted; verbose: one row per site (spec, object, symbol) with engine details."""
     groups: dict[tuple, list[Site]] = {}
     for site in sites:
-        key = (site.spec, site.object, site.symbol if verbose else site.group)
+        key = ((site.spec, site.object, site.symbol, site.bp.address) if verbose else
+               (site.spec, site.object, site.group))
         groups.setdefault(key, []).append(site)
     rows, idle = [], []
-    for (spec, obj, name), members in groups.items():
+    for (spec, obj, name, *_), members in groups.items():
         hits = sum(s.hits for s in members)
         if verbose:
             bp = members[0].bp
             rows.append((hits, spec, obj, name or "-", f"{bp.address:#x}", bp.insn.text,
                          bp.strategy, boost.why(bp)))
             continue
-        count = len({s.symbol for s in members})   # same site in another process: one
+        per_image: dict[tuple, set] = {}
+        for s in members:   # the same site in another process or image is not another site
+            per_image.setdefault((s.pid, s.image), set()).add(s.bp.address)
+        count = max(len(addresses) for addresses in per_image.values())
         label = (name or "-") + (f" ({count} sites)" if count > 1 else "")
         if hits:
             rows.append((hits, spec, obj, label))
