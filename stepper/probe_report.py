@@ -14,7 +14,8 @@ summed is the most one image of one process had), sorted by hits, highest first,
 the rows nobody hit folded into one line. `--verbose` lists every site with the engine's
 details instead (address, instruction, strategy, boost); `--per-process` gives each process
 its own table. The steps line ends with the wall time the program ran under trace, from its
-first instruction to its end (probe insertion at the start not included).
+first instruction to its end (probe insertion at the start not included); strategies that
+stepped nothing are left out of it (the JSON has them all).
 """
 
 from __future__ import annotations
@@ -146,10 +147,11 @@ def print_table(report: Report, verbose: bool = False, per_process: bool = False
     else:
         _rows(report.sites, verbose, out)
     data = report.data
-    count = len(data["processes"])
-    print("steps: " + ", ".join(f"{k} {v:,}" for k, v in data["steps"].items())
-          + f"; {count} process{'es' if count != 1 else ''}, threads {data['threads']}"
-          + f"; {data['wall_s']:.3f} s traced wall time", file=out)
+    count, threads = len(data["processes"]), data["threads"]
+    steps = ", ".join(f"{k} {v:,}" for k, v in data["steps"].items() if v) or "none"
+    print(f"steps: {steps}; {count} process{'es' if count != 1 else ''}, {threads} "
+          f"thread{'s' if threads != 1 else ''}; {data['wall_s']:.3f} s traced wall time",
+          file=out)
     if data["detached"]:
         print("detached: the program runs on untraced", file=out)
     elif data["signal"] is not None:
