@@ -51,7 +51,13 @@ class Tracker:
 
     def _forked(self, parent: api.Process, child: api.Process) -> None:
         mine = self.processes.get(parent)
-        images = [mine.images[-1].fork(child)] if mine is not None and mine.images else []
+        images = []
+        try:
+            if mine is not None and mine.images:
+                images.append(mine.images[-1].fork(child))
+        except Exception as e:  # noqa: BLE001 - the run must go on; say what was lost
+            self.notes.append(f"process {child.pid} (forked from {parent.pid}): its probes "
+                              f"are not counted ({e})")
         self.processes[child] = Traced(child, parent.pid, mine.argv0 if mine else "?", images)
 
     def _execed(self, proc: api.Process) -> None:
