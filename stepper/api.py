@@ -37,6 +37,12 @@ class Process:
     def __init__(self, session: Session) -> None:
         self._session = session
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Process) and other._session is self._session
+
+    def __hash__(self) -> int:
+        return id(self._session)
+
     @property
     def pid(self) -> int:
         return self._session.pid
@@ -93,6 +99,28 @@ class Process:
         """The child processes followed so far (fork, vfork), each with its own breakpoints
         (copies of this one's at the fork) and its own hit counts; `exit` is how it ended."""
         return [Process(child) for child in self._session.children]
+
+    @property
+    def parent(self) -> "Process | None":
+        """The followed process this one was forked from (None for the first one)."""
+        parent = self._session.parent
+        return None if parent is None else Process(parent)
+
+    def on_fork(self, callback: Callable[["Process", "Process"], None] | None) -> None:
+        """`callback(parent, child)` whenever a process of the tree forks a followed child,
+        before the child runs: the child holds copies of the parent's breakpoints (own hit
+        counts, same callbacks; change `bp.callback` on the child's copies as needed).
+        Call it on the first process; it covers every descendant."""
+        self._session.root.on_fork = None if callback is None else (
+            lambda parent, child: callback(Process(parent), Process(child)))
+
+    def on_exec(self, callback: Callable[["Process"], None] | None) -> None:
+        """`callback(process)` whenever a process of the tree execs, at the exec stop: the
+        new image and its dynamic loader are mapped, none of their code ran, and the old
+        image's breakpoints are gone (see `retired_breakpoints`); `break_at` puts new ones.
+        Call it on the first process; it covers every descendant."""
+        self._session.root.on_exec = None if callback is None else (
+            lambda session: callback(Process(session)))
 
     @property
     def exit(self) -> ExitStatus | None:

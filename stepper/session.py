@@ -148,6 +148,10 @@ class Session:
         self._interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
         self._loop_thread: int | None = None
         self._early: dict[int, int] = {}  # root only: first stops seen before their event
+        #: root only: on_fork(parent, child) when a child is followed (before it runs),
+        #: on_exec(session) at an exec stop (new image mapped, none of it run, no breakpoints)
+        self.on_fork: Callable[["Session", "Session"], None] | None = None
+        self.on_exec: Callable[["Session"], None] | None = None
         self._add_thread(pid)
 
     # --- starting -----------------------------------------------------------------------
@@ -404,6 +408,8 @@ class Session:
             self._exec(t)
             if self.parent is not None and self.children_mode == "detach":
                 return self.abandon()  # a vfork child that exec'd: its own image, let go
+            if self.root.on_exec is not None:
+                self.root.on_exec(self)
             return self.resume(t)
         if sig == SIGSTOP and t.fresh:
             return self._first_stop(t)
@@ -493,6 +499,8 @@ class Session:
             ops, bp, token = t.step
             child.threads[pid].step = (ops, child.breakpoints.by_address.get(bp.address, bp),
                                        token)
+        if self.root.on_fork is not None:
+            self.root.on_fork(self, child)
         self.root._replay(pid)
 
     def _replay(self, tid: int) -> None:

@@ -164,6 +164,7 @@ class Probe:
     symbol: str
     address: int
     path: str = ""
+    group: str | None = None   # for an IFUNC implementation: the IFUNC symbol it stands for
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,7 @@ class Pending:
     spec: Spec
     object: str
     path: str | None = None
+    quiet: bool = False   # no warning at exit if it never loaded (an image after an exec)
 
     def matches(self, obj: LoadedObject) -> bool:
         """Whether mapped object `obj` is the one this spec waits for."""
@@ -629,6 +631,26 @@ class ProbeSet:
         return cls(waiting=waiting)
 
     @classmethod
+    def for_new_image(cls, specs: Sequence[str], executable_path: str) -> "ProbeSet":
+        """After an exec: `for_executable` for the new image, where a spec that matches
+        nothing (no such symbol, an object it never loads) is left out, not an error (the
+        program was not this one when the user wrote it); other refusals (ambiguous) become
+        `problems`. Only the objects the image may load are waited for, quietly: a library
+        it never loads is no news in an image the user did not name."""
+        probe_set = cls()
+        for text in specs:
+            try:
+                one = cls.for_executable([text], executable_path)
+            except (NoMatchError, ObjectNotFoundError, OffsetError):
+                continue
+            except StepperError as e:
+                probe_set.problems.append(f"after exec of {executable_path}: {e}")
+                continue
+            probe_set.waiting += [replace(p, quiet=True)
+                                  for p in one.waiting]
+        return probe_set
+
+    @classmethod
     def for_process(cls, specs: Sequence[str], objects: Sequence[LoadedObject]) -> "ProbeSet":
         probe_set = cls()
         for text in specs:
@@ -668,4 +690,4 @@ class ProbeSet:
     def warnings(self) -> list[str]:
         """One line per spec whose object never appeared, or appeared without a match for the
         spec (print these at exit)."""
-        return self.problems + [p.warning() for p in self.waiting]
+        return self.problems + [p.warning() for p in self.waiting if not p.quiet]

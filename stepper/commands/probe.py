@@ -17,6 +17,7 @@ the program did (same exit code, or killed by the same signal, as strace does).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import resource
@@ -27,11 +28,14 @@ from dataclasses import dataclass, field
 
 import emu
 
-from .. import api, boost, ifunc, policy
+from .. import api, ifunc, policy
+from ..binfmt import executable_image
 from ..errors import StepperError
 from ..output import check_writable, write_json
 from ..policy import MODES
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
+from ..probe_follow import Tracker, Traced, argv0_of, ppid_of
+from ..probe_report import build_report, print_table
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
                        r_debug_breakpoint, r_debug_state)
 
@@ -51,6 +55,11 @@ def register(subparsers) -> None:
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true",
                    help="print nothing but errors (no progress, table or warnings)")
+    p.add_argument("--verbose", action="store_true",
+                   help="table: every probe site with its address, instruction, strategy "
+                        "and boost note, zero-hit sites included")
+    p.add_argument("--per-process", action="store_true",
+                   help="table: one per process (fork, exec) instead of the totals")
     p.add_argument("--pid", type=int, metavar="PID",
                    help="attach to running process PID instead of starting PROGRAM")
     p.add_argument("-p", "--probe", dest="probes", action="append", nargs="+", required=True,
@@ -92,14 +101,15 @@ def split_specs(specs: list[str]) -> tuple[list[str], list[str]]:
 
 
 def find_program(name: str) -> str:
-    """The executable `name` runs (PATH searched as exec does), or a one-line error."""
+    """The ELF file `name` runs (PATH searched as exec does; a script's #! interpreter, see
+    stepper.binfmt), or a one-line error."""
     path = name if "/" in name else shutil.which(name)
     if path is None or not os.path.isfile(path):
         raise StepperError(f"cannot run {name}: no such file"
                            + ("" if "/" in name else " in PATH"))
     if not os.access(path, os.X_OK):
         raise StepperError(f"cannot run {name}: not executable")
-    return _realpath(path)
+    return executable_image(path)   # a #! script: its interpreter is what runs
 
 
 @dataclass
@@ -111,6 +121,7 @@ class Preflight:
     mode: str
     skip: set[tuple[str, int]] = field(default_factory=set)
     notes: list[str] = field(default_factory=list)
+    strict: bool = True   # False after an exec: an exact spec's refusal is a note too
 
     def check(self, waiting: list[Pending], exe: str) -> None:
         for pending in waiting:
@@ -126,7 +137,7 @@ class Preflight:
             insn = emu.decode(symbols.read(probe.address, 15), probe.address)
             policy.choose(self.mode, insn)
         except (StepperError, emu.EmuError) as e:
-            if not pending.spec.is_glob:
+            if not pending.spec.is_glob and self.strict:
                 raise StepperError(f"probe spec {pending.spec.text!r}: {probe.symbol} in "
                                    f"{probe.object}: {e}") from None
             self.skip.add((_realpath(probe.path), probe.address))
@@ -146,8 +157,8 @@ def expand_ifuncs(probes: list[Probe], obj: LoadedObject) -> list[Probe]:
         if not targets:
             result.append(probe)
             continue
-        result += [Probe(probe.spec, probe.object, s.name, obj.bias + s.value, probe.path)
-                   for s in targets]
+        result += [Probe(probe.spec, probe.object, s.name, obj.bias + s.value, probe.path,
+                         group=probe.symbol) for s in targets]
     return result
 
 
@@ -161,6 +172,7 @@ class Row:
     object: str
     symbol: str | None
     bp: api.Breakpoint
+    group: str | None = None   # the IFUNC an implementation was probed for (one table row)
 
 
 class Inserter:
@@ -222,7 +234,7 @@ class Inserter:
                                   f"{probe.object} not probed: {e}")
                 continue
             self.addresses.add(probe.address)
-            self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp))
+            self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp, probe.group))
             progress.inserted += 1
         progress.end()
 
@@ -249,6 +261,26 @@ class Inserter:
 
     def warnings(self) -> list[str]:
         return self.preflight.notes + self.notes + self.probe_set.warnings()
+
+    def fork(self, child: api.Process) -> "Inserter":
+        """The inserter of a forked child: its rows are the child's copies of this image's
+        breakpoints (own hit counts), the loader watch calls back into the child's own
+        inserter, and what is still waiting for a library is waited for in the child too."""
+        copies = {bp.address: bp for bp in child.breakpoints}
+        ps = self.probe_set
+        new = Inserter(child, dataclasses.replace(ps, waiting=list(ps.waiting),
+                                                  probes=list(ps.probes), problems=[],
+                                                  _addresses=set(ps._addresses)),
+                       self.preflight, quiet=True)
+        new.rows = [dataclasses.replace(row, bp=copies[row.bp.address]) for row in self.rows
+                    if row.bp.address in copies]
+        new.addresses = set(self.addresses)
+        new._loader_objects = list(self._loader_objects)
+        if self.internal is not None:
+            new.internal = copies.get(self.internal.address)
+            if new.internal is not None:
+                new.internal.callback = new._loader_hit
+        return new
 
 
 class Progress:
@@ -290,8 +322,8 @@ def run(args) -> int:
         raise StepperError("no program given: stepper probe -p SPEC -- PROGRAM [ARGS...]")
     addresses, named = split_specs(specs)   # before anything starts
     probe_set, preflight = ProbeSet(), Preflight(args.mode)
+    exe = find_program(argv[0])
     if named:
-        exe = find_program(argv[0])
         probe_set = ProbeSet.for_executable(named, exe)
         preflight.check(probe_set.waiting, exe)
     proc = api.spawn(argv, args.mode)
@@ -302,8 +334,28 @@ def run(args) -> int:
     except BaseException:
         proc.kill()
         raise
+    tracker = follow(args, proc, inserter, specs, argv[0], os.getpid())
     status = proc.run()
-    return finish(args, proc, inserter, status)
+    return finish(args, proc, tracker, status)
+
+
+def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0: str,
+           ppid: int) -> Tracker:
+    """Probes and counts per process: forked children carry theirs, an exec'd image gets
+    every named spec resolved again (stepper.probe_follow); bare addresses are the first
+    image's only."""
+    named = [text for text in dict.fromkeys(specs) if not _bare_address(text)]
+
+    def new_image(process: api.Process) -> Inserter:
+        probe_set = ProbeSet.for_new_image(named, process.exe)
+        preflight = Preflight(args.mode, strict=False)
+        preflight.check(probe_set.waiting, _realpath(process.exe))
+        image = Inserter(process, probe_set, preflight, quiet=True)
+        image.update(strict=False)
+        return image
+
+    return Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
+                   list(dict.fromkeys(specs)))
 
 
 def run_attached(args, specs: list[str]) -> int:
@@ -339,21 +391,28 @@ def run_attached(args, specs: list[str]) -> int:
     if not args.quiet:
         print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; Ctrl-C or "
               "SIGTERM detaches", file=sys.stderr, flush=True)
+    tracker = follow(args, proc, inserter, specs, argv0_of(args.pid) or os.path.basename(
+        proc.exe), ppid_of(args.pid))
     try:
         status = proc.run()
     except KeyboardInterrupt:
         status = None   # run() detached the process: it carries on untraced
-    return finish(args, proc, inserter, status)
+    return finish(args, proc, tracker, status)
 
 
-def finish(args, proc: api.Process, inserter: Inserter, status) -> int:
-    report = build_report(proc, inserter.rows, status, inserter.warnings())
+def _bare_address(text: str) -> bool:
+    spec = parse_spec(text)
+    return spec.kind == "address" and spec.object is None
+
+
+def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
+    report = build_report(tracker, status, _detached(status), tracker.warnings())
     if not args.quiet:
-        for line in report["warnings"]:
+        for line in report.data["warnings"]:
             print(f"stepper: warning: {line}", file=sys.stderr)
-        print_table(report)
+        print_table(report, args.verbose, args.per_process)
     if args.json:
-        write_json(args.json, report)
+        write_json(args.json, report.data)
     if _detached(status):
         return 0
     return end_like(status)
@@ -362,51 +421,6 @@ def finish(args, proc: api.Process, inserter: Inserter, status) -> int:
 def _detached(status) -> bool:
     """Whether the run ended by letting the program go (Ctrl-C, SIGTERM) rather than its end."""
     return status is None or bool(getattr(status, "detached", False))
-
-
-def build_report(proc: api.Process, rows: list[Row], status, warnings: list[str]) -> dict:
-    probes = []
-    totals = {"emulate": 0, "xol": 0, "reinsert": 0, "fallback": 0}
-    for row in rows:
-        bp = row.bp
-        probes.append({
-            "spec": row.spec,
-            "object": row.object,
-            "symbol": row.symbol,
-            "address": f"{bp.address:#x}",
-            "instruction": bp.insn.text,
-            "strategy": bp.strategy,
-            "hits": bp.stats.hits,
-            "boost": boost.why(bp),  # why this site did or did not boost
-        })
-        for key, value in bp.stats.steps.items():
-            totals[key] = totals.get(key, 0) + value
-        totals["fallback"] += sum(bp.stats.fallbacks.values())
-    detached = _detached(status)
-    return {"exit_code": None if detached else status.exit_code,
-            "signal": None if detached else status.signal,
-            "detached": detached,
-            "probes": probes, "steps": totals, "threads": proc.threads_seen,
-            "wall_s": round(proc.wall_s, 6), "warnings": warnings}
-
-
-def print_table(report: dict) -> None:
-    out = sys.stderr
-    header = ("spec", "object", "symbol", "address", "instruction", "strategy", "hits", "boost")
-    rows = [header] + [tuple("-" if p[k] is None else str(p[k]) for k in header)
-                       for p in report["probes"]]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
-    steps = report["steps"]
-    print("steps: " + ", ".join(f"{k} {v}" for k, v in steps.items())
-          + f"; threads {report['threads']}; {report['wall_s']:.3f} s", file=out)
-    if report["detached"]:
-        print("detached: the program runs on untraced", file=out)
-    elif report["signal"] is not None:
-        print(f"program killed by {signal.Signals(report['signal']).name}", file=out)
-    else:
-        print(f"program exited with {report['exit_code']}", file=out)
 
 
 def end_like(status: api.ExitStatus) -> int:

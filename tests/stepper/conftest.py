@@ -33,6 +33,8 @@ PROGRAMS = {
     "killself": (["killself.c"], ["-O1"]),
     "signals": (["signals.c"], ["-O1"]),
     "execer": (["execer.c"], ["-O1"]),
+    "family": (["family.c"], ["-O1", "-g"]),
+    "family_other": (["family.c"], ["-O1", "-DOTHER"]),
 }
 
 

@@ -180,3 +180,36 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
     status = _wait(proc.pid, 60)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == plain.returncode
     assert out.read_bytes() == plain.stdout
+
+
+def test_on_exec_puts_probes_in_the_new_image_and_on_fork_sees_the_child(build, spawn_captured):
+    """The hooks `stepper probe` follows children and execs with: on_exec at the exec stop
+    (the old image's breakpoints retired with their counts, a new one at f counts the new
+    image's 3 calls); on_fork with the child's own copies of the breakpoints."""
+    from stepper import api
+
+    exe = build("execer")
+    proc, out = spawn_captured([exe, "again"])
+    first = proc.break_at(proc.load_bias + symbol(exe, "f")[0])
+    later: list[api.Breakpoint] = []
+
+    def execed(p: api.Process) -> None:
+        assert p == proc and p.breakpoints == [] and p.retired_breakpoints == [first]
+        later.append(p.break_at(p.load_bias + symbol(exe, "f")[0]))
+
+    proc.on_exec(execed)
+    status = proc.run()
+    assert (status.exit_code, out.read_bytes()) == (5, b"n=3\nn=3\n")
+    assert first.stats.hits == 3 and [bp.stats.hits for bp in later] == [3]
+
+    family = build("family")
+    proc, out = spawn_captured([family])
+    bp = proc.break_at(proc.load_bias + symbol(family, "f")[0])
+    forks: list[tuple] = []
+    proc.on_fork(lambda parent, child: forks.append(
+        (parent, child, [c.address for c in child.breakpoints], child.parent)))
+    assert proc.run().exit_code == 3
+    assert [(p, c.pid, addresses, up) for p, c, addresses, up in forks] == [
+        (proc, child.pid, [bp.address], proc) for child in proc.children]
+    assert len(forks) == 2 and bp.stats.hits == 4   # the root's own calls only
+    assert sorted(c.breakpoints[0].stats.hits for c in proc.children) == [2, 5]
