@@ -17,6 +17,7 @@ from pathlib import Path
 from .. import toolchain
 from ..strategies import MODES
 from ..symbols import ElfSymbols
+from . import SUMMARIES
 
 DEMO_SOURCE = "demo.c"
 DEMO_FLAGS = ("-O0", "-fno-inline", "-g")
@@ -24,7 +25,7 @@ DEMO_FLAGS = ("-O0", "-fno-inline", "-g")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="probe every function of a small bundled program (what `make demo` runs)",
+        "demo", help=SUMMARIES["demo"],
         description="Build the bundled demo program with gcc (once, into the cache directory) "
                     "and run `stepper probe` on it with every one of its functions probed.")
     p.add_argument("--mode", default="auto", choices=MODES,

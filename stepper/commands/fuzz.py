@@ -8,11 +8,12 @@ from pathlib import Path
 
 from ..fuzz import runner
 from ..output import check_writable, write_json
+from . import SUMMARIES
 
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "fuzz", help="differential fuzzing of the emulator against Unicorn and the real CPU",
+        "fuzz", help=SUMMARIES["fuzz"],
         description="Run instructions with random register and memory states through the "
                     "emulator and an oracle (Unicorn, the real CPU, or both) and report every "
                     "difference. Divergences are shrunk and written to corpus/regressions/.")

@@ -34,6 +34,7 @@ from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
 from ..strategies import MODES
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
                        r_debug_breakpoint, r_debug_state)
+from . import SUMMARIES
 
 _realpath = functools.lru_cache(maxsize=256)(os.path.realpath)
 _symbols = functools.lru_cache(maxsize=64)(ElfSymbols.load)   # one run: files do not change
@@ -43,7 +44,7 @@ PROGRESS_EVERY = 100
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "probe", help="run a program with breakpoints stepped over by emulation",
+        "probe", help=SUMMARIES["probe"],
         description="Run PROGRAM (or attach to --pid) with probes at functions, lines or "
                     "addresses, and report the hits. Exits as the program did.")
     p.add_argument("--mode", choices=MODES, default="auto",
