@@ -64,6 +64,31 @@ def test_every_figure_is_a_number_or_null_with_a_reason(quick):
             assert reason is None, path
 
 
+def test_no_figure_is_zero_or_negative(quick):
+    """200 hits is where the noise of a whole run outweighs a figure (gdb_dprintf came out at
+    -387 µs): such a figure is null with its reason (checked above), never a number <= 0."""
+    assert [path for path, value, _ in _figures(quick) if value is not None and value <= 0] == []
+
+
+def test_a_figure_inside_its_noise_is_null_with_the_reason():
+    from stepper.bench.harness import Results
+
+    results = Results()
+    results.us[("same", "gdb_dprintf")] = [-387.0]        # one repeat, below zero
+    results.us[("same", "gdb")] = [40.0, 2.0, 90.0]       # spread 88 µs over a median of 40
+    results.us[("same", "xol")] = [0.0]
+    results.us[("same", "emulate")] = [3.0, 3.3, 3.1]     # spread 0.3 µs: a measurement
+    for key in ("gdb_dprintf", "gdb", "xol"):
+        assert results.median("same", key) is None, key
+        assert results.reason("same", key, "not measured").startswith("noise: "), key
+    assert results.reason("same", "gdb", "-") == ("noise: median 40.0 µs per hit, spread of "
+                                                   "the 3 repeats 88.0 µs; measure with more "
+                                                   "--hits or --repeat")
+    assert results.median("same", "emulate") == 3.1
+    assert results.reason("same", "emulate", "not measured") == "not measured"
+    assert not results.failed("same", "gdb")   # noise is judged at the end, not per repeat
+
+
 def test_every_measured_figure_saw_exactly_the_expected_hits(quick):
     counts = quick["hit_counts"]
     for path, value, _ in _figures(quick):
