@@ -38,3 +38,21 @@ def write_json(path: str, data) -> None:
             f.write(text)
     except OSError as e:
         raise StepperError(f"cannot write {path}: {e.strerror}") from None
+
+
+def claim(path: str) -> None:
+    """Create `path` (empty, 0600, if it does not exist; an existing file is left as it is)
+    and make sure the kernel accepts writes to it, or raise: called just before a program
+    starts, so that a report that could not be written never costs the program's run (its
+    exit status would be lost). A zero-length write is refused by files that take no
+    writes at all (/proc/version) and changes nothing in the others."""
+    if path == "-":
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"")
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise StepperError(f"cannot write {path}: {e.strerror}") from None

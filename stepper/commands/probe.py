@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import functools
 import os
-import resource
 import shutil
 import signal
 import sys
@@ -28,8 +27,9 @@ from dataclasses import dataclass, field
 import emu
 
 from .. import api, boost, ifunc, strategies
+from ..endings import end_like, program_decides
 from ..errors import StepperError
-from ..output import check_writable, write_json
+from ..output import check_writable, claim, write_json
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
 from ..strategies import MODES
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
@@ -281,8 +281,8 @@ def run(args) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     specs = [spec for group in args.probes for spec in group]
-    if args.json:
-        check_writable(args.json)  # before the program runs, not after
+    if args.json is not None:
+        check_json(args.json, spawned=args.pid is None)
     if args.pid is not None:
         if argv:
             raise StepperError("give either --pid PID or -- PROGRAM, not both")
@@ -295,6 +295,8 @@ def run(args) -> int:
         exe = find_program(argv[0])
         probe_set = ProbeSet.for_executable(named, exe)
         preflight.check(probe_set.waiting, exe)
+    if args.json is not None:
+        claim(args.json)   # the last check: nothing is created for a run refused above
     proc = api.spawn(argv, args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
@@ -303,8 +305,21 @@ def run(args) -> int:
     except BaseException:
         proc.kill()
         raise
-    status = proc.run()
+    with program_decides(proc.pid):   # Ctrl-C, SIGTERM: the program's to decide
+        status = proc.run()
     return finish(args, proc, inserter, status)
+
+
+def check_json(path: str, spawned: bool) -> None:
+    """--json's rules, checked before anything runs. `-` (stdout) only with --pid: a program
+    stepper starts shares stepper's stdout, and the JSON would land in the middle of the
+    program's own output (`stepper probe ... | jq` would break)."""
+    if not path:
+        raise StepperError("--json needs a file name")
+    if path == "-" and spawned:
+        raise StepperError("--json -: stdout belongs to the program; write the report to a "
+                           "file, or to another descriptor: --json /dev/fd/3 3>report.json")
+    check_writable(path)
 
 
 def run_attached(args, specs: list[str]) -> int:
@@ -326,6 +341,8 @@ def run_attached(args, specs: list[str]) -> int:
     resolved, probe_set.probes = probe_set.probes, []
     probe_set._addresses = set()
     preflight = Preflight(args.mode)
+    if args.json is not None:
+        claim(args.json)
     proc = attach(args.pid, mode=args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
@@ -356,8 +373,11 @@ def finish(args, proc: api.Process, inserter: Inserter, status) -> int:
         for line in report["warnings"]:
             print(f"stepper: warning: {line}", file=sys.stderr)
         print_table(report)
-    if args.json:
-        write_json(args.json, report)
+    if args.json is not None:
+        try:
+            write_json(args.json, report)
+        except StepperError as e:   # claimed at the start, yet failed: the table is out,
+            print(f"stepper: error: {e}", file=sys.stderr)   # the exit status is kept
     if _detached(status):
         return 0
     return end_like(status)
@@ -411,19 +431,3 @@ def print_table(report: dict) -> None:
         print(f"program killed by {signal.Signals(report['signal']).name}", file=out)
     else:
         print(f"program exited with {report['exit_code']}", file=out)
-
-
-def end_like(status: api.ExitStatus) -> int:
-    """Exit code to return, or die of the program's signal (without a core file)."""
-    if status.signal is None:
-        return status.exit_code or 0
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-    signal.signal(status.signal, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [status.signal])
-    os.kill(os.getpid(), status.signal)
-    return 128 + status.signal
