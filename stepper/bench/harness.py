@@ -101,7 +101,7 @@ def per_hit_figure(samples: list[float]) -> tuple[float | None, str | None]:
     zero is known to be noise. A null is never negative, and a figure is never made up."""
     value = statistics.median(samples)
     spread = max(samples) - min(samples)
-    if value <= 0 or spread > value:
+    if round(value, 2) <= 0 or spread > value:
         return None, (f"noise: median {value:.1f} µs per hit, spread of the {len(samples)} "
                       f"repeats {spread:.1f} µs; measure with more --hits or --repeat")
     return round(value, 2), None

@@ -76,7 +76,7 @@ def test_a_figure_inside_its_noise_is_null_with_the_reason():
     results = Results()
     results.us[("same", "gdb_dprintf")] = [-387.0]        # one repeat, below zero
     results.us[("same", "gdb")] = [40.0, 2.0, 90.0]       # spread 88 µs over a median of 40
-    results.us[("same", "xol")] = [0.0]
+    results.us[("same", "xol")] = [0.004]                 # 0.00 once rounded
     results.us[("same", "emulate")] = [3.0, 3.3, 3.1]     # spread 0.3 µs: a measurement
     for key in ("gdb_dprintf", "gdb", "xol"):
         assert results.median("same", key) is None, key
