@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import emu
 
 from .. import api, boost, ifunc, strategies
-from ..endings import end_like, program_decides
+from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
 from ..output import check_writable, claim, write_json
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
@@ -357,27 +357,40 @@ def run_attached(args, specs: list[str]) -> int:
     except BaseException:
         proc.detach()
         raise
-    if not args.quiet:
-        print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; Ctrl-C or "
-              "SIGTERM detaches", file=sys.stderr, flush=True)
-    try:
-        status = proc.run()
-    except KeyboardInterrupt:
-        status = None   # run() detached the process: it carries on untraced
+    with detaching_on(proc.detach) as detacher:
+        try:
+            if not args.quiet:
+                print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; "
+                      "Ctrl-C or SIGTERM detaches", file=sys.stderr, flush=True)
+            status = proc.run()
+        except KeyboardInterrupt:   # run() detached the process: it carries on untraced
+            proc.detach()           # (and if Ctrl-C came before run(), this lets it go)
+            status = None
+        except StepperError:
+            if not detacher.requested:
+                raise
+            status = None           # detached before run() started: nothing to run
     return finish(args, proc, inserter, status)
 
 
 def finish(args, proc: api.Process, inserter: Inserter, status) -> int:
     report = build_report(proc, inserter.rows, status, inserter.warnings())
-    if not args.quiet:
-        for line in report["warnings"]:
-            print(f"stepper: warning: {line}", file=sys.stderr)
-        print_table(report)
-    if args.json is not None:
+    failed = None
+    if args.json is not None:   # first: a terminal gone (hangup) must not cost the file
         try:
             write_json(args.json, report)
-        except StepperError as e:   # claimed at the start, yet failed: the table is out,
-            print(f"stepper: error: {e}", file=sys.stderr)   # the exit status is kept
+        except StepperError as e:   # claimed at the start, yet failed (a full disk)
+            failed = e
+    try:
+        if not args.quiet:
+            for line in report["warnings"]:
+                print(f"stepper: warning: {line}", file=sys.stderr)
+            print_table(report)
+        if failed is not None:
+            print(f"stepper: error: {failed}", file=sys.stderr)
+        sys.stderr.flush()
+    except OSError:
+        pass   # no terminal left to print on; the exit status below is still the program's
     if _detached(status):
         return 0
     return end_like(status)

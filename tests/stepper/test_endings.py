@@ -94,17 +94,20 @@ def test_program_killed_by_sigkill(build, tmp_path):
     assert probed.report["probes"][0]["hits"] == 10
 
 
-def test_ctrl_c_the_program_dies_of_it_and_stepper_too(program, tmp_path):
-    """The terminal sends SIGINT to the foreground group: the program (default disposition)
-    dies of it; stepper writes the table and JSON, then dies of SIGINT (a shell shows 130)."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_ctrl_c_the_program_dies_of_it_and_stepper_too(program, tmp_path, sig):
+    """The terminal sends SIGINT (Ctrl-C; SIGHUP on a hangup) to the foreground group: the
+    program (default disposition) dies of it; stepper writes the table and JSON, then dies
+    of the same signal (a shell shows 130 for SIGINT)."""
     report = tmp_path / "r.json"
     with _started(program, "default", report) as proc:
-        os.killpg(proc.pid, signal.SIGINT)
+        os.killpg(proc.pid, sig)
         stdout, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGINT, stderr
-    assert b"program killed by SIGINT" in stderr and b"Traceback" not in stderr
+    assert proc.returncode == -sig, stderr
+    assert b"program killed by %s" % sig.name.encode() in stderr
+    assert b"Traceback" not in stderr
     data = json.loads(report.read_text())
-    assert (data["exit_code"], data["signal"], data["detached"]) == (None, signal.SIGINT, False)
+    assert (data["exit_code"], data["signal"], data["detached"]) == (None, sig, False)
     assert data["probes"][0]["hits"] >= 1
 
 
@@ -122,12 +125,13 @@ def test_ctrl_c_the_program_handles_it_and_is_traced_to_its_end(program, tmp_pat
     assert data["probes"][0]["hits"] == _calls(stdout)
 
 
-def test_sigint_to_stepper_alone_changes_nothing(program, tmp_path):
-    """SIGINT that only stepper gets (kill -INT): the program is not touched and is traced
-    to its own end."""
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGHUP])
+def test_sigint_to_stepper_alone_changes_nothing(program, tmp_path, sig):
+    """SIGINT (or SIGHUP) that only stepper gets (kill -INT): the program is not touched and
+    is traced to its own end."""
     report = tmp_path / "r.json"
     with _started(program, "read", report, stdin=subprocess.PIPE) as proc:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         time.sleep(0.5)  # let it arrive first (without it the test passes the same way)
         stdout, stderr = proc.communicate(b"x", timeout=60)
     assert proc.returncode == 0, stderr
@@ -153,3 +157,27 @@ def test_sigterm_to_stepper_alone_is_passed_to_the_program(program, tmp_path, ho
         assert stdout.endswith(b" got=%d\n" % signal.SIGTERM)
         assert (data["exit_code"], data["signal"]) == (3, None)
         assert data["probes"][0]["hits"] == _calls(stdout)
+
+
+
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGQUIT, signal.SIGTERM])
+def test_attached_hangup_detaches_and_the_report_is_written(program, tmp_path, sig):
+    """--pid: a closed terminal (SIGHUP), Ctrl-\\ (SIGQUIT) or SIGTERM let the process go
+    with every INT3 removed (else its next call of f would kill it with SIGTRAP), and the
+    report is written."""
+    report = tmp_path / "r.json"
+    target = subprocess.Popen([program, "read"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    with ended(target):
+        assert target.stdout.readline() == b"ready\n"
+        tracer = subprocess.Popen(
+            [sys.executable, "-m", "stepper.cli", "probe", "--json", str(report), "--pid",
+             str(target.pid), "-p", "f"], stderr=subprocess.PIPE)
+        with ended(tracer):
+            assert tracer.stderr.readline().startswith(b"stepper: attached to ")
+            tracer.send_signal(sig)
+            _, stderr = tracer.communicate(timeout=60)
+        assert tracer.returncode == 0, stderr
+        data = json.loads(report.read_text())
+        assert (data["detached"], data["probes"][0]["hits"]) == (True, 0)
+        stdout, _ = target.communicate(b"x", timeout=60)
+        assert (target.returncode, stdout) == (0, b"calls=2\n")
