@@ -295,13 +295,13 @@ def run(args) -> int:
         exe = find_program(argv[0])
         probe_set = ProbeSet.for_executable(named, exe)
         preflight.check(probe_set.waiting, exe)
-    if args.json is not None:
-        claim(args.json)   # the last check: nothing is created for a run refused above
     proc = api.spawn(argv, args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
         inserter.add_addresses(addresses)
         inserter.update(strict=True)
+        if args.json is not None:
+            claim(args.json)   # the last check: nothing is created for a run refused above
     except BaseException:
         proc.kill()
         raise
@@ -341,11 +341,11 @@ def run_attached(args, specs: list[str]) -> int:
     resolved, probe_set.probes = probe_set.probes, []
     probe_set._addresses = set()
     preflight = Preflight(args.mode)
-    if args.json is not None:
-        claim(args.json)
     proc = attach(args.pid, mode=args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
+        if args.json is not None:
+            claim(args.json)
         by_path = {_realpath(o.path): o for o in objects}
         sites = []
         for probe in resolved:

@@ -64,3 +64,13 @@ def test_stdout_is_for_the_report_only_when_attached():
         check_json("-", spawned=True)
     with pytest.raises(StepperError, match="needs a file name"):
         check_json("", spawned=False)
+
+
+def test_a_refused_run_creates_no_report_file(tmp_path):
+    """The file is created last, once every probe is in: a bad spec leaves nothing behind."""
+    marker, out = tmp_path / "ran", tmp_path / "report.json"
+    run = subprocess.run([sys.executable, "-m", "stepper.cli", "probe", "--json", str(out),
+                          "-p", "libc.so.6:no_such_function_here", "--", "touch", str(marker)],
+                         capture_output=True, timeout=120)
+    assert run.returncode == 2 and b"no_such_function_here" in run.stderr
+    assert not out.exists() and not marker.exists()
