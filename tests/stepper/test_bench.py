@@ -99,23 +99,29 @@ def test_every_measured_figure_saw_exactly_the_expected_hits(quick):
         assert counts[scope][path[2]] == [HITS], path
 
 
+def _measured(report, key) -> bool:
+    """The figure ran: a number, or null only because 200 hits of one repeat left it inside
+    the noise of a busy machine (a failure or a missing tool has another reason)."""
+    same = report["placements"]["same"]
+    reason = report["null_reasons"]["placements"]["same"].get(key, "")
+    return same[key] is not None or reason.startswith("noise: ")
+
+
 def test_the_strategies_and_c_floor_were_measured(quick):
-    same = quick["placements"]["same"]
     for key in ("emulate", "xol", "reinsert", "c_floor", "c_floor_xol"):
-        assert same[key] is not None, quick["null_reasons"]["placements"]["same"].get(key)
+        assert _measured(quick, key), quick["null_reasons"]["placements"]["same"].get(key)
     if "boost" not in api.MODES:
-        assert same["boost"] is None
+        assert quick["placements"]["same"]["boost"] is None
         assert quick["null_reasons"]["per_hit_us"]["boost"] == "boost strategy not implemented"
     else:
-        assert same["boost"] is not None
+        assert _measured(quick, "boost")
 
 
 def test_peers_measured_where_installed(quick):
-    same = quick["placements"]["same"]
     if shutil.which("gdb"):
-        assert same["gdb"] is not None and same["gdb_dprintf"] is not None
+        assert _measured(quick, "gdb") and _measured(quick, "gdb_dprintf")
     if find_spec("libdebug"):
-        assert same["libdebug"] is not None, quick["null_reasons"]["per_hit_us"].get("libdebug")
+        assert _measured(quick, "libdebug"), quick["null_reasons"]["per_hit_us"].get("libdebug")
 
 
 def test_variants_probe_their_instruction(quick):
@@ -125,10 +131,13 @@ def test_variants_probe_their_instruction(quick):
     assert ins["sub_rsp"].startswith("sub rsp, ")
     assert "[rip + " in ins["rip_relative"]
     declined = quick["variants"]["declined"]
-    assert declined["emulate"] is None and declined["xol"] is not None
-    assert "not emulated" in quick["null_reasons"]["variants"]["declined"]["emulate"]
+    reasons = quick["null_reasons"]["variants"]
+    assert declined["emulate"] is None
+    assert declined["xol"] is not None or reasons["declined"]["xol"].startswith("noise: ")
+    assert "not emulated" in reasons["declined"]["emulate"]
     for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative"):
-        assert quick["variants"][variant]["emulate"] is not None, variant
+        assert quick["variants"][variant]["emulate"] is not None \
+            or reasons[variant]["emulate"].startswith("noise: "), variant
 
 
 def test_table_names_every_figure_and_the_targets(quick):
