@@ -158,6 +158,10 @@ def spawn(argv: Sequence[str], mode: str = "auto", env: dict | None = None,
     """Start `argv` (PATH is searched) under trace, stopped before its first instruction.
 
     `mode` is the default strategy of its breakpoints: auto, emulate, xol or reinsert.
+    `env`: the program's environment; None passes this process's `os.environ` as it is
+    (changes made to it included) less the LC_CTYPE that Python's own locale coercion
+    (PEP 538) adds when it starts without a locale: the program gets the environment it
+    would have had unprobed (see stepper.environment).
     `children`: "follow" (default) traces forked children with the breakpoints active in
     them; "detach" removes the breakpoints from a child and lets it go untraced."""
     _check_mode(mode)

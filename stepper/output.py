@@ -117,3 +117,19 @@ def write_json(path: str, data) -> None:
     """`data` as indented JSON to file `path`, or to stdout for `-`."""
     with open_output(path) as out:
         out.write_json(data)
+
+
+def claim(path: str) -> None:
+    """Create `path` (empty, 0600, if it does not exist; an existing file is left as it is)
+    under open_output's rules and make sure the kernel accepts writes to it, or raise: called
+    just before a program starts, so that a report that could not be written never costs the
+    program's run (its exit status would be lost). A zero-length write is refused by files
+    that take no writes at all (/proc/version) and changes nothing in the others."""
+    if path == "-":
+        return
+    with open_output(path) as out:
+        try:
+            if out.fd is not None:
+                os.write(out.fd, b"")
+        except OSError as e:
+            raise StepperError(f"cannot write {path}: {e.strerror}") from None

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, located, procfs, ptrace_lean, quiet, xol
+from . import boost, environment, located, procfs, ptrace_lean, quiet, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -166,6 +166,8 @@ class Session:
             raise StepperError("no program given")
         if children not in CHILDREN:
             raise StepperError(f"unknown children policy {children!r}: choose follow or detach")
+        if env is None:
+            env = environment.inherited()   # not the locale Python coerced for itself
         pid = _create_child(list(argv), env, createChild)
         _, status = os.waitpid(pid, WALL)
         if not os.WIFSTOPPED(status):

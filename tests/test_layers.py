@@ -4,7 +4,7 @@ one, counting every import a module can execute (function-level ones too; import
 
 The layers, from the bottom:
   emu (the pure emulator)  <  emu.testing, emu.bench (need the `fuzz` extra)
-  the stepper engine       <  stepper.api  <  stepper.corpus, .coverage, .fuzz, .bench
+  the stepper engine  <  stepper.api  <  stepper.corpus, .coverage, .probing, .fuzz, .bench
                            <  stepper.commands  <  stepper.cli
 and `import stepper.api` (what a debugger imports) needs only capstone, pyelftools and
 python-ptrace.
@@ -24,7 +24,8 @@ PACKAGES = ("emu", "stepper")
 LAYERS = (
     ("emu", 0), ("emu.testing", 1), ("emu.bench", 1),
     ("stepper", 2), ("stepper.api", 3),
-    ("stepper.corpus", 4), ("stepper.coverage", 4), ("stepper.fuzz", 4), ("stepper.bench", 4),
+    ("stepper.corpus", 4), ("stepper.coverage", 4), ("stepper.probing", 4), ("stepper.fuzz", 4),
+    ("stepper.bench", 4),
     ("stepper.commands", 5), ("stepper.cli", 6),
 )
 

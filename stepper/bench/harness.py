@@ -73,7 +73,29 @@ class Results:
     def median(self, scope: str, key: str) -> float | None:
         if self.failed(scope, key) or not self.us.get((scope, key)):
             return None
-        return round(statistics.median(self.us[(scope, key)]), 2)
+        return per_hit_figure(self.us[(scope, key)])[0]
+
+    def reason(self, scope: str, key: str, default: str) -> str:
+        """Why the figure of (scope, key) is null: its failure, its noise, or `default`."""
+        if (scope, key) in self.reasons:
+            return self.reasons[(scope, key)]
+        samples = self.us.get((scope, key))
+        return (per_hit_figure(samples)[1] if samples else None) or default
+
+
+def per_hit_figure(samples: list[float]) -> tuple[float | None, str | None]:
+    """(median µs per hit of the repeats' `samples`, None), or (None, why) when the noise is
+    larger than the figure. A figure is the difference of two whole runs divided by the hits:
+    when the probed cost is small against the runs' own variation (few --hits), it comes out
+    near zero or below, which is no measurement. The noise is the spread of the repeats
+    (largest - smallest); with one repeat there is no spread, and only a figure at or below
+    zero is known to be noise. A null is never negative, and a figure is never made up."""
+    value = statistics.median(samples)
+    spread = max(samples) - min(samples)
+    if round(value, 2) <= 0 or spread > value:
+        return None, (f"noise: median {value:.1f} µs per hit, spread of the {len(samples)} "
+                      f"repeats {spread:.1f} µs; measure with more --hits or --repeat")
+    return round(value, 2), None
 
 
 def stepper_group(t: Tracee, n: int, placement: Placement, policy: bool = False) -> Group:

@@ -36,8 +36,8 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
     for name in placements:
         keys = STRATEGIES if name.endswith("+policy") else KEYS
         figures = {k: results.median(name, k) for k in KEYS}
-        reasons = {k: results.reasons.get((name, k), _NOT_STEPPER if k not in keys else
-                                          "not measured") for k in KEYS if figures[k] is None}
+        reasons = {k: results.reason(name, k, _NOT_STEPPER if k not in keys else
+                                     "not measured") for k in KEYS if figures[k] is None}
         per_placement[name], placement_reasons[name] = figures, reasons
     if "same" in per_placement:
         per_hit, per_hit_reasons = per_placement["same"], placement_reasons["same"]
@@ -72,11 +72,11 @@ def _variants(results, head, others, first, per_placement, strategies):
     variants, reasons = {}, {}
     if first in per_placement:
         variants[head.variant] = {k: per_placement[first][k] for k in strategies}
-        reasons[head.variant] = {k: results.reasons.get((first, k), "not measured")
+        reasons[head.variant] = {k: results.reason(first, k, "not measured")
                                  for k in strategies if variants[head.variant][k] is None}
     for t in others:
         variants[t.variant] = {k: results.median(t.variant, k) for k in strategies}
-        reasons[t.variant] = {k: results.reasons.get((t.variant, k), "not measured")
+        reasons[t.variant] = {k: results.reason(t.variant, k, "not measured")
                               for k in strategies if variants[t.variant][k] is None}
     return variants, reasons
 

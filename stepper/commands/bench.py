@@ -14,6 +14,7 @@ from ..bench import Config, run_bench
 from ..bench.placement import PLACEMENTS
 from ..bench.report import table
 from ..output import check_writable, write_json
+from . import SUMMARIES
 
 #: Without --placement: both placements the issue asks for; `split` only on request.
 DEFAULT_PLACEMENTS = ("same", "free")
@@ -21,7 +22,7 @@ DEFAULT_PLACEMENTS = ("same", "free")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "bench", help="measure µs per breakpoint hit for each strategy and its peers",
+        "bench", help=SUMMARIES["bench"],
         description="Measure the per-hit overhead of stepper's strategies (emulate, xol, "
                     "boost, reinsert) on a bundled tracee, against a C floor tracer, gdb and "
                     "libdebug, under CPU placements. Figures are medians over the repeats.")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .. import corpus, coverage
 from ..output import check_writable, write_json
+from . import SUMMARIES
 
 #: The corpora committed with the project, used when `coverage` is given no input.
 COMMITTED = Path(__file__).resolve().parents[2] / "corpus"
@@ -15,7 +16,7 @@ COMMITTED = Path(__file__).resolve().parents[2] / "corpus"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "corpus", help="harvest probe-site corpora and report emulation coverage",
+        "corpus", help=SUMMARIES["corpus"],
         description="Harvest probe sites (function entries and a seeded sample of all "
                     "instructions) from ELF files, and report how many stepper emulates.")
     sub = parser.add_subparsers(dest="corpus_command", metavar="ACTION", required=True)

@@ -16,6 +16,7 @@ import sys
 from .. import toolchain
 from ..policy import MODES
 from ..symbols import ElfSymbols
+from . import SUMMARIES
 
 DEMO_SOURCE = "demo.c"
 DEMO_FLAGS = ("-O0", "-fno-inline", "-g")
@@ -23,7 +24,7 @@ DEMO_FLAGS = ("-O0", "-fno-inline", "-g")
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "demo", help="probe every function of a small bundled program (what `make demo` runs)",
+        "demo", help=SUMMARIES["demo"],
         description="Build the bundled demo program with gcc (once, into the cache directory) "
                     "and run `stepper probe` on it with every one of its functions probed.")
     p.add_argument("--mode", default="auto", choices=MODES,

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from ..output import check_writable, write_json
+from . import SUMMARIES
 
 #: corpus/regressions of the repository (stepper.fuzz.regressions.DEFAULT_DIR); the fuzz
 #: package is imported only when the command runs: it needs the `fuzz` extra.
@@ -15,7 +16,7 @@ _REGRESSIONS = Path(__file__).resolve().parents[2] / "corpus" / "regressions"
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "fuzz", help="differential fuzzing of the emulator against Unicorn and the real CPU",
+        "fuzz", help=SUMMARIES["fuzz"],
         description="Run instructions with random register and memory states through the "
                     "emulator and an oracle (Unicorn, the real CPU, or both) and report every "
                     "difference. Divergences are shrunk and written to corpus/regressions/.")

@@ -20,9 +20,7 @@ import argparse
 import dataclasses
 import functools
 import os
-import resource
 import shutil
-import signal
 import sys
 from dataclasses import dataclass, field
 
@@ -30,14 +28,16 @@ import emu
 
 from .. import api, ifunc, policy
 from ..binfmt import executable_image
+from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
-from ..output import check_writable, write_json
+from ..output import check_writable, claim, write_json
 from ..policy import MODES
 from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
-from ..probe_follow import Tracker, Traced, argv0_of, ppid_of
-from ..probe_report import build_report, print_table
+from ..probing.follow import Tracker, Traced, argv0_of, ppid_of
+from ..probing.report import build_report, print_table
 from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
                        r_debug_breakpoint, r_debug_state)
+from . import SUMMARIES
 
 _realpath = functools.lru_cache(maxsize=256)(os.path.realpath)
 _symbols = functools.lru_cache(maxsize=64)(ElfSymbols.load)   # one run: files do not change
@@ -47,7 +47,7 @@ PROGRESS_EVERY = 100
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "probe", help="run a program with breakpoints stepped over by emulation",
+        "probe", help=SUMMARIES["probe"],
         description="Run PROGRAM (or attach to --pid) with probes at functions, lines or "
                     "addresses, and report the hits. Exits as the program did.")
     p.add_argument("--mode", choices=MODES, default="auto",
@@ -312,8 +312,8 @@ def run(args) -> int:
     if argv and argv[0] == "--":
         argv = argv[1:]
     specs = [spec for group in args.probes for spec in group]
-    if args.json:
-        check_writable(args.json)  # before the program runs, not after
+    if args.json is not None:
+        check_json(args.json, spawned=args.pid is None)
     if args.pid is not None:
         if argv:
             raise StepperError("give either --pid PID or -- PROGRAM, not both")
@@ -331,18 +331,21 @@ def run(args) -> int:
     try:
         inserter.add_addresses(addresses)
         inserter.update(strict=True)
+        if args.json is not None:
+            claim(args.json)   # the last check: nothing is created for a run refused above
     except BaseException:
         proc.kill()
         raise
     tracker = follow(args, proc, inserter, specs, argv[0], os.getpid())
-    status = proc.run()
+    with program_decides(proc.pid):   # Ctrl-C, SIGTERM: the program's to decide
+        status = proc.run()
     return finish(args, proc, tracker, status)
 
 
 def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0: str,
            ppid: int) -> Tracker:
     """Probes and counts per process: forked children carry theirs, an exec'd image gets
-    every named spec resolved again (stepper.probe_follow); bare addresses are the first
+    every named spec resolved again (stepper.probing.follow); bare addresses are the first
     image's only."""
     named = [text for text in dict.fromkeys(specs) if not _bare_address(text)]
 
@@ -356,6 +359,18 @@ def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0:
 
     return Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
                    list(dict.fromkeys(specs)))
+
+
+def check_json(path: str, spawned: bool) -> None:
+    """--json's rules, checked before anything runs. `-` (stdout) only with --pid: a program
+    stepper starts shares stepper's stdout, and the JSON would land in the middle of the
+    program's own output (`stepper probe ... | jq` would break)."""
+    if not path:
+        raise StepperError("--json needs a file name")
+    if path == "-" and spawned:
+        raise StepperError("--json -: stdout belongs to the program; write the report to a "
+                           "file, or to another descriptor: --json /dev/fd/3 3>report.json")
+    check_writable(path)
 
 
 def run_attached(args, specs: list[str]) -> int:
@@ -377,6 +392,8 @@ def run_attached(args, specs: list[str]) -> int:
     proc = api.attach(args.pid, mode=args.mode)
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
+        if args.json is not None:
+            claim(args.json)
         by_path = {_realpath(o.path): o for o in objects}
         sites = []
         for probe in resolved:
@@ -388,15 +405,21 @@ def run_attached(args, specs: list[str]) -> int:
     except BaseException:
         proc.detach()
         raise
-    if not args.quiet:
-        print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; Ctrl-C or "
-              "SIGTERM detaches", file=sys.stderr, flush=True)
     tracker = follow(args, proc, inserter, specs, argv0_of(args.pid) or os.path.basename(
         proc.exe), ppid_of(args.pid))
-    try:
-        status = proc.run()
-    except KeyboardInterrupt:
-        status = None   # run() detached the process: it carries on untraced
+    with detaching_on(proc.detach) as detacher:
+        try:
+            if not args.quiet:
+                print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; "
+                      "Ctrl-C or SIGTERM detaches", file=sys.stderr, flush=True)
+            status = proc.run()
+        except KeyboardInterrupt:   # run() detached the process: it carries on untraced
+            proc.detach()           # (and if Ctrl-C came before run(), this lets it go)
+            status = None
+        except StepperError:
+            if not detacher.requested:
+                raise
+            status = None           # detached before run() started: nothing to run
     return finish(args, proc, tracker, status)
 
 
@@ -407,12 +430,22 @@ def _bare_address(text: str) -> bool:
 
 def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
     report = build_report(tracker, status, _detached(status), tracker.warnings())
-    if not args.quiet:
-        for line in report.data["warnings"]:
-            print(f"stepper: warning: {line}", file=sys.stderr)
-        print_table(report, args.verbose, args.per_process)
-    if args.json:
-        write_json(args.json, report.data)
+    failed = None
+    if args.json is not None:   # first: a terminal gone (hangup) must not cost the file
+        try:
+            write_json(args.json, report.data)
+        except StepperError as e:   # claimed at the start, yet failed (a full disk)
+            failed = e
+    try:
+        if not args.quiet:
+            for line in report.data["warnings"]:
+                print(f"stepper: warning: {line}", file=sys.stderr)
+            print_table(report, args.verbose, args.per_process)
+        if failed is not None:
+            print(f"stepper: error: {failed}", file=sys.stderr)
+        sys.stderr.flush()
+    except OSError:
+        pass   # no terminal left to print on; the exit status below is still the program's
     if _detached(status):
         return 0
     return end_like(status)
@@ -423,17 +456,3 @@ def _detached(status) -> bool:
     return status is None or bool(getattr(status, "detached", False))
 
 
-def end_like(status: api.ExitStatus) -> int:
-    """Exit code to return, or die of the program's signal (without a core file)."""
-    if status.signal is None:
-        return status.exit_code or 0
-    sys.stdout.flush()
-    sys.stderr.flush()
-    try:
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    except (ValueError, OSError):
-        pass
-    signal.signal(status.signal, signal.SIG_DFL)
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, [status.signal])
-    os.kill(os.getpid(), status.signal)
-    return 128 + status.signal

@@ -26,9 +26,9 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from . import boost
-from .specs import SpecSyntaxError, parse_spec
-from .probe_follow import Tracker, Traced
+from .. import boost
+from ..specs import SpecSyntaxError, parse_spec
+from .follow import Tracker, Traced
 
 NAMED_WHEN_FEWER = 4   # zero-hit rows folded: named when there are at most this many
 _OFFSET = re.compile(r"\+0x[0-9a-f]+$")

@@ -20,7 +20,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import api
+from .. import api
 
 
 @dataclass

@@ -1,0 +1,4 @@
+"""`stepper probe` as a library, above stepper.api: following the processes of a probed run
+(`follow`: probes carried across fork and exec, hits counted per process) and the report
+(`report`: the table and the JSON). stepper.commands.probe is the command line over these.
+"""
