@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, maps, ptrace_lean, quiet, xol
+from . import boost, maps, ptrace_lean, quiet, sigtrap, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -148,6 +148,11 @@ class Session:
         self._interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
         self._loop_thread: int | None = None
         self._early: dict[int, int] = {}  # root only: first stops seen before their event
+        # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
+        # nothing; anything else is checked after each trap of ours and put back if reset.
+        self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
+        self.trap_gadget: int | None = None
+        self.trap_warned = False
         self._add_thread(pid)
 
     # --- starting -----------------------------------------------------------------------
@@ -203,6 +208,7 @@ class Session:
                     pass
             raise
         session.attached = True
+        sigtrap.learn_at_attach(session)
         for tid in sorted(done - {pid}):
             if os.path.exists(f"/proc/{pid}/task/{tid}"):
                 session._add_thread(tid)
@@ -373,6 +379,8 @@ class Session:
                             pass  # the re-hit of a step abandoned for a signal: seen already
                         elif bp.callback is not None:
                             s._call(bp, t)
+                        if s.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
+                            sigtrap.after_trap(s, t, bp)
                         bp.ops.hit(s, t, bp)
                     else:
                         s._stopped(t, status)  # the program's own trap, passed through
@@ -421,6 +429,8 @@ class Session:
             t.step = None
             if sig == SIGTRAP and ptrace_lean.getsiginfo(t.tid).code > 0:
                 if ops.complete(self, t, bp, token):
+                    if self.trap_handler:  # the step's trap, forced like the INT3
+                        sigtrap.after_trap(self, t, bp)
                     return self.resume_stepped(t)
                 return self.single_step(t, ops, bp, token)
             # A fault of the instruction itself: the hit happened (the instruction ran and
@@ -440,6 +450,8 @@ class Session:
             if not synchronous:
                 self._abandoned(t, bp)
             return self.resume(t, sig)
+        if sig == SIGTRAP:
+            return sigtrap.deliver(self, t)  # its own SIGTRAP: its handler is noted on the way
         self.resume(t, sig)  # the program's signal, passed through unchanged
 
     def _abandoned(self, t: Thread, bp: Breakpoint) -> None:
@@ -524,6 +536,8 @@ class Session:
         self.breakpoints.mem = self.mem
         self.exe = _exe_of(self.pid)
         self.vfork = False
+        self.trap_handler = sigtrap.initial(self.pid)  # exec resets handlers, keeps SIG_IGN
+        self.trap_gadget = None
 
     def _unknown(self, tid: int, status: int) -> None:
         """A stop of a thread or child whose clone/fork event has not been seen yet: its
