@@ -1,8 +1,9 @@
 /* What a program can read back about its own SIGTRAP after probed code ran: the
  * disposition (handler, flags, mask) and the blocked mask, in and out of a SIGTRAP handler.
- * argv[1] picks the set-up: handler, nodefer, ignore, blocked, blocked_default. The probes go on
- * trap_handler (its first instruction) and on trap_callee (a function the handler and main
- * call). Everything printed must be the same probed and unprobed. */
+ * argv[1] picks the set-up: handler, nodefer, ignore, blocked (SIGTRAP caught, then blocked
+ * with sigprocmask), blocked_default (blocked while SIG_DFL), ignore_late (SIG_IGN set and a
+ * probe hit before any SIGTRAP arrives). The probes go on trap_handler (its first
+ * instruction) and on trap_callee (a function the handler and main call). */
 #define _GNU_SOURCE
 #include <signal.h>
 #include <stdio.h>
@@ -45,11 +46,12 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGUSR1);
     sa.sa_flags = SA_RESTART | (strcmp(how, "nodefer") == 0 ? SA_NODEFER : 0);
-    if (strcmp(how, "ignore") == 0)
+    int quiet_start = strcmp(how, "blocked_default") == 0 || strcmp(how, "ignore_late") == 0;
+    if (strncmp(how, "ignore", 6) == 0)
         signal(SIGTRAP, SIG_IGN);
     else if (strcmp(how, "blocked_default") != 0)
         sigaction(SIGTRAP, &sa, NULL);
-    if (strcmp(how, "blocked_default") != 0)
+    if (!quiet_start)
         raise(SIGTRAP);  /* the program's own SIGTRAP, handled or ignored */
     describe("after raise");
     if (strncmp(how, "blocked", 7) == 0) {
