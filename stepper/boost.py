@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from capstone import x86_const as X
 
-from . import ptrace_lean, quiet, xol
+from . import ptrace_lean, quiet, sigtrap, xol
 from .errors import StepperError
 from .ptrace_lean import RIP
 from .strategies import Ops, XolOps
@@ -252,6 +252,10 @@ class Boost:
             # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
             if plan is not None:
                 self._map(t, plan, 0)
+            if self.session.trap_handler:  # the step's trap is forced, as the INT3 was
+                address = plan.instruction.address if plan is not None else None
+                sigtrap.after_trap(self.session, t,
+                                   self.session.breakpoints.by_address.get(address))
             for other in held[1:]:
                 ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
             ptrace_lean.setsiginfo(t.tid, held[0])

@@ -773,6 +773,8 @@ class Session:
             if sig != SIGTRAP:
                 bp.stats.hits -= 1
                 bp.stats.abandoned += 1
+        elif self.trap_handler:  # the step's trap is forced, as the INT3 was
+            sigtrap.after_trap(self, t, bp)
         held, t.held = t.held, []
         _requeue(t, held)  # signals held for the step: kept pending for the program
 

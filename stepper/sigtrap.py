@@ -86,11 +86,14 @@ def learn_at_attach(s: "Session") -> None:
         pass
 
 
-def after_trap(s: "Session", t: "Thread", bp: "Breakpoint") -> None:
-    """A trap of ours stopped `t` in a process whose SIGTRAP is not SIG_DFL: undo the
-    kernel's reset, if it made one."""
+def after_trap(s: "Session", t: "Thread", bp: "Breakpoint | None") -> None:
+    """A trap of ours (at `bp`) stopped `t` in a process whose SIGTRAP is not SIG_DFL: undo
+    the kernel's reset, if it made one."""
     known = s.trap_handler
-    ignored, caught = status_bits(s.pid)
+    try:
+        ignored, caught = status_bits(s.pid)
+    except OSError:  # the process is gone
+        return
     if caught:  # neither blocked nor ignored at the trap: the kernel changed nothing
         if known in (SIG_DFL, SIG_IGN):
             s.trap_handler = UNKNOWN  # installed since stepper last looked
@@ -100,8 +103,9 @@ def after_trap(s: "Session", t: "Thread", bp: "Breakpoint") -> None:
         return
     if known == UNKNOWN:  # reset, and the handler's address was never seen
         s.trap_handler = SIG_DFL
+        where = bp.describe() if bp is not None else "?"
         warn(s, f"the program's SIGTRAP handler was reset to SIG_DFL by the kernel at probe "
-                f"{bp.describe()} and stepper cannot put it back (it never saw the handler's "
+                f"{where} and stepper cannot put it back (it never saw the handler's "
                 f"address); its next SIGTRAP ends it")
         return
     _set_handler(s, t.tid, known)
