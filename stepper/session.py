@@ -152,6 +152,8 @@ class Session:
         # nothing; anything else is checked after each trap of ours and put back if reset.
         self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
         self.trap_gadget: int | None = None
+        self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored
+        self.trap_status_fd: int | None = None
         self.trap_warned = False
         self._add_thread(pid)
 
@@ -537,7 +539,7 @@ class Session:
         self.exe = _exe_of(self.pid)
         self.vfork = False
         self.trap_handler = sigtrap.initial(self.pid)  # exec resets handlers, keeps SIG_IGN
-        self.trap_gadget = None
+        self.trap_gadget = self.trap_rest = None
 
     def _unknown(self, tid: int, status: int) -> None:
         """A stop of a thread or child whose clone/fork event has not been seen yet: its

@@ -34,6 +34,7 @@ import os
 import signal
 import struct
 import sys
+import weakref
 from typing import TYPE_CHECKING
 
 from . import ptrace_lean
@@ -54,24 +55,35 @@ _ACTION = struct.Struct("<QQQQ")  # struct kernel_sigaction: handler, flags, res
 _RED_ZONE = 128
 
 
-def status_bits(pid: int) -> tuple[bool, bool]:
-    """(ignored, caught) for SIGTRAP in process `pid` (the dispositions are per process)."""
-    ignored = caught = False
-    with open(f"/proc/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"SigIgn:"):
-                ignored = bool(int(line.split()[1], 16) & BIT)
-            elif line.startswith(b"SigCgt:"):
-                caught = bool(int(line.split()[1], 16) & BIT)
-                break
-    return ignored, caught
+def status_bits(pid: int, fd: int | None = None) -> tuple[bool, bool]:
+    """(ignored, caught) for SIGTRAP in process `pid` (the dispositions are per process).
+    `fd`: /proc/PID/status kept open (a pread at 0 renders it anew: a third of the cost)."""
+    if fd is None:
+        with open(f"/proc/{pid}/status", "rb") as f:
+            data = f.read()
+    else:
+        data = os.pread(fd, 8192, 0)
+    at = data.index(b"SigIgn:")
+    ignored = int(data[at + 7:data.index(b"\n", at)], 16) & BIT
+    at = data.index(b"SigCgt:")
+    caught = int(data[at + 7:data.index(b"\n", at)], 16) & BIT
+    return bool(ignored), bool(caught)
+
+
+def _bits(s: "Session") -> tuple[bool, bool]:
+    """status_bits for session `s`, through a file kept open while `s` lives."""
+    fd = s.trap_status_fd
+    if fd is None:
+        fd = s.trap_status_fd = os.open(f"/proc/{s.pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+        weakref.finalize(s, os.close, fd)
+    return status_bits(s.pid, fd)
 
 
 def initial(pid: int) -> int:
     """The handler as /proc tells it: SIG_DFL, SIG_IGN, or UNKNOWN (caught)."""
     try:
         ignored, caught = status_bits(pid)
-    except OSError:
+    except (OSError, ValueError):
         return SIG_DFL
     return SIG_IGN if ignored else UNKNOWN if caught else SIG_DFL
 
@@ -91,8 +103,8 @@ def after_trap(s: "Session", t: "Thread", bp: "Breakpoint | None") -> None:
     the kernel's reset, if it made one."""
     known = s.trap_handler
     try:
-        ignored, caught = status_bits(s.pid)
-    except OSError:  # the process is gone
+        ignored, caught = _bits(s)
+    except (OSError, ValueError):  # the process is gone
         return
     if caught:  # neither blocked nor ignored at the trap: the kernel changed nothing
         if known in (SIG_DFL, SIG_IGN):
@@ -116,8 +128,8 @@ def after_trap(s: "Session", t: "Thread", bp: "Breakpoint | None") -> None:
 def deliver(s: "Session", t: "Thread") -> None:
     """Deliver the program's own SIGTRAP (stopped `t`), learning its handler on the way."""
     try:
-        ignored, caught = status_bits(s.pid)
-    except OSError:
+        ignored, caught = _bits(s)
+    except (OSError, ValueError):
         return s.resume(t, SIGTRAP)
     if not caught:
         s.trap_handler = SIG_IGN if ignored else SIG_DFL
@@ -133,7 +145,7 @@ def deliver(s: "Session", t: "Thread") -> None:
     regs = ptrace_lean.new_regs()
     ptrace_lean.getregs(t.tid, regs)
     s.trap_handler = regs[ptrace_lean.RIP]
-    if not status_bits(s.pid)[1]:  # SA_RESETHAND: delivery itself set SIG_DFL
+    if not _bits(s)[1]:  # SA_RESETHAND: delivery itself set SIG_DFL
         s.trap_handler = SIG_DFL
     s.resume(t)
 
@@ -158,28 +170,35 @@ def warn(s: "Session", message: str) -> None:
 
 
 def _set_handler(s: "Session", tid: int, handler: int) -> None:
-    """rt_sigaction(SIGTRAP) with `handler` and the flags, restorer and mask the kernel kept."""
-    now = _action(s, tid)
-    _action(s, tid, _ACTION.pack(handler, *now[1:]))
+    """rt_sigaction(SIGTRAP) with `handler` and the flags, restorer and mask the kernel kept:
+    those of the last restore are assumed (one injected syscall) and checked against what
+    the call returns; if the program changed them meanwhile, its own are written back."""
+    rest = s.trap_rest
+    if rest is None:
+        rest = _action(s, tid)[1:]
+    old = _action(s, tid, _ACTION.pack(handler, *rest))[1:]
+    if old != rest:
+        _action(s, tid, _ACTION.pack(handler, *old))
+    s.trap_rest = old
 
 
 def _action(s: "Session", tid: int, new: bytes | None = None) -> tuple[int, ...]:
-    """Read (new None) or replace SIGTRAP's action by a syscall run in stopped `tid`. The
-    kernel_sigaction goes below the red zone, where a signal frame could go at any time; those
-    bytes are put back."""
+    """SIGTRAP's action before this call, which sets it to `new` (None: only read), by a
+    syscall run in stopped `tid`. The two kernel_sigactions go below the red zone, where a
+    signal frame could go at any time; those bytes are put back."""
     regs = ptrace_lean.new_regs()
     ptrace_lean.getregs(tid, regs)
-    buf = (regs[ptrace_lean.REG_INDEX["rsp"]] - _RED_ZONE - 2 * _ACTION.size) & ~0xF
-    saved = s.mem.read(buf, _ACTION.size)
+    size = _ACTION.size
+    buf = (regs[ptrace_lean.REG_INDEX["rsp"]] - _RED_ZONE - 2 * size) & ~0xF
+    saved = s.mem.read(buf, 2 * size)
     try:
         if new is not None:
             s.mem.write(buf, new)
-        result = inject(s, tid, SYS_RT_SIGACTION, SIGTRAP, buf if new else 0,
-                        0 if new else buf, 8)
+        result = inject(s, tid, SYS_RT_SIGACTION, SIGTRAP, buf if new else 0, buf + size, 8)
         if result >= (1 << 64) - 4095:
             raise StepperError(f"rt_sigaction(SIGTRAP) in thread {tid} failed: "
                                f"{os.strerror((1 << 64) - result)}")
-        return _ACTION.unpack(s.mem.read(buf, _ACTION.size))
+        return _ACTION.unpack(s.mem.read(buf + size, size))
     finally:
         s.mem.write(buf, saved)
 

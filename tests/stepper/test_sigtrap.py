@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_plain
+from conftest import ended, run_plain, symbol
+from stepper import api
 
 TRACEES = Path(__file__).parent / "tracees"
 MODES = ("emulate", "xol", "boost", "reinsert", "auto")
@@ -80,6 +81,30 @@ def test_reset_stepper_cannot_see_is_never_silent(tracee, tmp_path):
     assert err.count("stepper: warning:") == 1, err
     assert "trap_callee" in err and "SIGTRAP" in err
     assert got.returncode in (-5, 128 + 5)  # killed by SIGTRAP, as stepper's own status
+
+
+@pytest.mark.parametrize("mode", ["emulate", "xol", "boost"])
+def test_handler_installed_before_attach_is_read_back(tracee, mode):
+    """Attached to a program whose SIGTRAP handler was installed before, and whose SIGTRAP is
+    blocked: the first hit resets the handler, which stepper read (injected rt_sigaction) at
+    the attach, so it goes back, and the block too."""
+    exe = tracee["sigtrap_state"]
+    expected = subprocess.run([exe, "attach"], input=b"go\n", capture_output=True, timeout=60)
+    p = subprocess.Popen([exe, "attach"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    with ended(p):
+        first = b""
+        while not first.endswith(b"ready\n"):
+            first += p.stdout.readline()
+        proc = api.attach(p.pid, mode=mode)
+        bp = proc.break_at(proc.load_bias + symbol(exe, "trap_callee")[0])
+        p.stdin.write(b"go\n")
+        p.stdin.close()
+        status = proc.run()
+        rest = p.stdout.read()
+        p.wait(timeout=60)
+    assert first + rest == expected.stdout
+    assert status.exit_code == expected.returncode == 1  # one SIGTRAP handled
+    assert bp.stats.hits == 3  # main's call, blocked; then main's and the handler's
 
 
 @pytest.mark.xfail(strict=True, reason="out of reach (docs/under_fire.md): SIGTRAP blocked "

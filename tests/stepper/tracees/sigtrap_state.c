@@ -2,7 +2,9 @@
  * disposition (handler, flags, mask) and the blocked mask, in and out of a SIGTRAP handler.
  * argv[1] picks the set-up: handler, nodefer, ignore, blocked (SIGTRAP caught, then blocked
  * with sigprocmask), blocked_default (blocked while SIG_DFL), ignore_late (SIG_IGN set and a
- * probe hit before any SIGTRAP arrives). The probes go on trap_handler (its first
+ * probe hit before any SIGTRAP arrives), attach (as blocked, but the handler is installed, and
+ * SIGTRAP blocked, before the program prints "ready" and waits for a line on stdin: stepper
+ * attaches meanwhile and never sees a SIGTRAP delivered before the hit). The probes go on trap_handler (its first
  * instruction) and on trap_callee (a function the handler and main call). */
 #define _GNU_SOURCE
 #include <signal.h>
@@ -46,7 +48,8 @@ int main(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sigaddset(&sa.sa_mask, SIGUSR1);
     sa.sa_flags = SA_RESTART | (strcmp(how, "nodefer") == 0 ? SA_NODEFER : 0);
-    int quiet_start = strcmp(how, "blocked_default") == 0 || strcmp(how, "ignore_late") == 0;
+    int quiet_start = strcmp(how, "blocked_default") == 0 || strcmp(how, "ignore_late") == 0
+                      || strcmp(how, "attach") == 0;
     if (strncmp(how, "ignore", 6) == 0)
         signal(SIGTRAP, SIG_IGN);
     else if (strcmp(how, "blocked_default") != 0)
@@ -54,11 +57,18 @@ int main(int argc, char **argv) {
     if (!quiet_start)
         raise(SIGTRAP);  /* the program's own SIGTRAP, handled or ignored */
     describe("after raise");
-    if (strncmp(how, "blocked", 7) == 0) {
+    if (strncmp(how, "blocked", 7) == 0 || strcmp(how, "attach") == 0) {
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, SIGTRAP);
         sigprocmask(SIG_BLOCK, &set, NULL);
+        if (strcmp(how, "attach") == 0) {
+            char line[16];
+            printf("ready\n");
+            fflush(stdout);
+            if (!fgets(line, sizeof line, stdin))
+                return 99;
+        }
         trap_callee();
         describe("blocked");
         if (strcmp(how, "blocked_default") == 0)
