@@ -256,6 +256,7 @@ class Boost:
                 address = plan.instruction.address if plan is not None else None
                 sigtrap.after_trap(self.session, t,
                                    self.session.breakpoints.by_address.get(address))
+                sigtrap.flush(self.session, t)
             for other in held[1:]:
                 ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
             ptrace_lean.setsiginfo(t.tid, held[0])

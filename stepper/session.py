@@ -155,6 +155,7 @@ class Session:
         self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored
         self.trap_status_fd: int | None = None
         self.trap_warned = False
+        self.trap_requeue: set[int] = set()  # threads whose own SIGTRAP merged with ours
         self._add_thread(pid)
 
     # --- starting -----------------------------------------------------------------------
@@ -383,7 +384,10 @@ class Session:
                             s._call(bp, t)
                         if s.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
                             sigtrap.after_trap(s, t, bp)
-                        bp.ops.hit(s, t, bp)
+                            bp.ops.hit(s, t, bp)
+                            sigtrap.flush(s, t)
+                        else:
+                            bp.ops.hit(s, t, bp)
                     else:
                         s._stopped(t, status)  # the program's own trap, passed through
                 elif wifstopped(status):
@@ -433,6 +437,8 @@ class Session:
                 if ops.complete(self, t, bp, token):
                     if self.trap_handler:  # the step's trap, forced like the INT3
                         sigtrap.after_trap(self, t, bp)
+                        self.resume_stepped(t)
+                        return sigtrap.flush(self, t)
                     return self.resume_stepped(t)
                 return self.single_step(t, ops, bp, token)
             # A fault of the instruction itself: the hit happened (the instruction ran and
@@ -777,6 +783,7 @@ class Session:
                 bp.stats.abandoned += 1
         elif self.trap_handler:  # the step's trap is forced, as the INT3 was
             sigtrap.after_trap(self, t, bp)
+            sigtrap.flush(self, t)
         held, t.held = t.held, []
         _requeue(t, held)  # signals held for the step: kept pending for the program
 

@@ -120,9 +120,26 @@ def after_trap(s: "Session", t: "Thread", bp: "Breakpoint | None") -> None:
                 f"{where} and stepper cannot put it back (it never saw the handler's "
                 f"address); its next SIGTRAP ends it")
         return
+    # Sent by a program (SI_USER, SI_TKILL...), not by the CPU: its SIGTRAP was pending while
+    # blocked, and the trap's own merged into it (standard signals do not queue).
+    merged = ptrace_lean.getsiginfo(t.tid).code <= 0
     _set_handler(s, t.tid, known)
     if known != SIG_IGN:  # a caught SIGTRAP is reset only when it was blocked
         ptrace_lean.setsigmask(t.tid, ptrace_lean.getsigmask(t.tid) | BIT)
+        if merged:  # pending again, once no step of ours is left to merge with (flush)
+            s.trap_requeue.add(t.tid)
+
+
+def flush(s: "Session", t: "Thread") -> None:
+    """Make the program's SIGTRAP that merged with a trap of ours pending again, unless `t`
+    is still in a step (its trap would merge with it in turn). tgkill: SI_TKILL, sent by
+    stepper's pid; the thread keeps SIGTRAP blocked, so it waits for the unblock."""
+    if t.step is None and t.tid in s.trap_requeue:
+        s.trap_requeue.discard(t.tid)
+        try:
+            ptrace_lean.tgkill(s.pid, t.tid, SIGTRAP)
+        except StepperError:
+            pass
 
 
 def deliver(s: "Session", t: "Thread") -> None:
@@ -207,7 +224,12 @@ def inject(s: "Session", tid: int, nr: int, *args: int) -> int:
     """Run syscall `nr` in stopped thread `tid` through PTRACE_SYSCALL (its entry and exit
     stops are ptrace notifications, not SIGTRAPs, so nothing is forced on the program) and
     return its raw result; every register is restored. A signal that stops the thread first
-    is queued to it again."""
+    is queued to it again.
+
+    The thread is left in a signal-delivery stop again (a SIGSTOP of ours, taken before it
+    runs an instruction), as the engine expects: resuming from a syscall stop with a signal
+    would send that signal anew (siginfo lost) instead of delivering the one set with
+    PTRACE_SETSIGINFO."""
     gadget = s.trap_gadget
     if gadget is None:
         gadget = s.trap_gadget = find_syscall_gadget(s.pid, s.mem)
@@ -239,5 +261,20 @@ def inject(s: "Session", tid: int, nr: int, *args: int) -> int:
         return work[ptrace_lean.RAX]
     finally:
         ptrace_lean.setregs(tid, saved)
+        _rearm(s, tid, pending)
         for sig in pending:
             ptrace_lean.tgkill(s.pid, tid, sig)
+
+
+def _rearm(s: "Session", tid: int, pending: list[int]) -> None:
+    """From a syscall stop to a signal-delivery stop: SIGSTOP, taken (and suppressed) before
+    the thread runs an instruction; program signals dequeued first are added to `pending`."""
+    ptrace_lean.tgkill(s.pid, tid, signal.SIGSTOP)
+    while True:
+        ptrace_lean.cont(tid, 0)
+        _, status = os.waitpid(tid, ptrace_lean.WALL)
+        if not os.WIFSTOPPED(status):
+            raise StepperError(f"thread {tid} ended while stepper restored its SIGTRAP")
+        if os.WSTOPSIG(status) == signal.SIGSTOP:
+            return
+        pending.append(os.WSTOPSIG(status))

@@ -51,7 +51,7 @@ STATE_PROBES = ["sigtrap_state:trap_handler", "sigtrap_state:trap_callee"]
 
 
 @pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("setup", ["handler", "nodefer", "ignore", "blocked"])
+@pytest.mark.parametrize("setup", ["handler", "nodefer", "ignore", "blocked", "blocked_pending"])
 def test_sigtrap_disposition_and_mask_as_unprobed(tracee, tmp_path, mode, setup):
     """A probe on the SIGTRAP handler itself and on a function it (and main) calls: the
     handler, flags, action mask and blocked mask read back by the program, in the handler and
@@ -66,7 +66,7 @@ def test_sigtrap_disposition_and_mask_as_unprobed(tracee, tmp_path, mode, setup)
         assert hits["sigtrap_state:trap_callee"] == 1
     else:  # really hit, in the handler (twice) and out of it
         assert hits["sigtrap_state:trap_callee"] >= 3
-        assert hits["sigtrap_state:trap_handler"] == 2
+        assert hits["sigtrap_state:trap_handler"] == expected.returncode  # = its runs
 
 
 def test_reset_stepper_cannot_see_is_never_silent(tracee, tmp_path):

@@ -1,7 +1,8 @@
 /* What a program can read back about its own SIGTRAP after probed code ran: the
  * disposition (handler, flags, mask) and the blocked mask, in and out of a SIGTRAP handler.
  * argv[1] picks the set-up: handler, nodefer, ignore, blocked (SIGTRAP caught, then blocked
- * with sigprocmask), blocked_default (blocked while SIG_DFL), ignore_late (SIG_IGN set and a
+ * with sigprocmask), blocked_pending (and a SIGTRAP raised while blocked, pending at the
+ * hit), blocked_default (blocked while SIG_DFL), ignore_late (SIG_IGN set and a
  * probe hit before any SIGTRAP arrives), attach (as blocked, but the handler is installed, and
  * SIGTRAP blocked, before the program prints "ready" and waits for a line on stdin: stepper
  * attaches meanwhile and never sees a SIGTRAP delivered before the hit). The probes go on trap_handler (its first
@@ -62,6 +63,8 @@ int main(int argc, char **argv) {
         sigemptyset(&set);
         sigaddset(&set, SIGTRAP);
         sigprocmask(SIG_BLOCK, &set, NULL);
+        if (strcmp(how, "blocked_pending") == 0)
+            raise(SIGTRAP);  /* pending until the unblock below */
         if (strcmp(how, "attach") == 0) {
             char line[16];
             printf("ready\n");
