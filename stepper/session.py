@@ -312,6 +312,8 @@ class Session:
             deliver.insert(0, info)
         _requeue(t, deliver[1:])
         ptrace_lean.setsiginfo(t.tid, deliver[0])
+        if deliver[0].signo == SIGTRAP:
+            return sigtrap.deliver(self, t)  # the program's trap: its handler is noted
         self.resume(t, deliver[0].signo)
 
     # --- the loop -----------------------------------------------------------------------

@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ended, run_plain, symbol
+from conftest import ended, instructions, run_plain, symbol
 from stepper import api
+from stepper.errors import StepperError
 
 TRACEES = Path(__file__).parent / "tracees"
 MODES = ("emulate", "xol", "boost", "reinsert", "auto")
@@ -126,3 +127,26 @@ def test_popf_that_sets_tf_traps_as_unprobed(tracee, tmp_path, mode):
     assert got.stdout == expected.stdout, got.stderr.decode()
     assert got.returncode == expected.returncode
     assert hits["popf_tf:tf_on"] == 3
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_instruction_of_a_tf_programs_sigtrap_handler(tracee, spawn_captured, mode):
+    """The program single-steps itself (TF set by popf) and its SIGTRAP handler, probed at
+    every instruction (and main too), runs with SIGTRAP blocked: each hit there is reset by
+    the kernel and put back, each of its own traps reaches its handler, and it lands where
+    unprobed. The handler is first learned from a TF trap stepper itself delivers after a
+    probed instruction."""
+    exe = tracee["popf_tf"]
+    expected = run_plain([exe])
+    proc, out = spawn_captured([exe], mode)
+    bps = []
+    entry = proc.load_bias + symbol(exe, "on_trap")[0]
+    for insn in instructions(exe, "on_trap") + instructions(exe, "main"):
+        try:
+            bps.append(proc.break_at(proc.load_bias + insn.address))
+        except StepperError:
+            pass  # e.g. an instruction --mode emulate does not run
+    status = proc.run()
+    assert out.read_bytes() == expected.stdout
+    assert status.exit_code == expected.returncode
+    assert [bp.stats.hits for bp in bps if bp.address == entry] == [9]  # one per trap
