@@ -13,8 +13,7 @@ SIGTRAP handler as last seen:
 - at spawn, attach and exec, from /proc/PID/status (SigIgn, SigCgt); a handler installed
   before an attach is read with an injected rt_sigaction;
 - at each delivery of the program's own SIGTRAP: /proc/PID/status again, and a handler is
-  learned by delivering the signal with PTRACE_SINGLESTEP, whose stop (a ptrace notification,
-  not a trap) comes at the handler's first instruction.
+  read with an injected rt_sigaction before the signal goes on, with its siginfo.
 While it is SIG_DFL (the common case) a hit costs nothing more. Otherwise, after each trap of
 ours, /proc/PID/status tells whether the kernel reset it (a caught SIGTRAP that is no longer
 caught was blocked at the trap: the handler and the blocked bit go back; an ignored one is
@@ -50,6 +49,7 @@ BIT = 1 << (SIGTRAP - 1)
 SIG_DFL, SIG_IGN = 0, 1
 UNKNOWN = -1  # caught, by a handler whose address stepper has not seen
 SYS_RT_SIGACTION = 13
+SA_RESETHAND = 0x80000000
 PTRACE_SYSCALL = 24
 _ACTION = struct.Struct("<QQQQ")  # struct kernel_sigaction: handler, flags, restorer, mask
 _RED_ZONE = 128
@@ -143,7 +143,9 @@ def flush(s: "Session", t: "Thread") -> None:
 
 
 def deliver(s: "Session", t: "Thread") -> None:
-    """Deliver the program's own SIGTRAP (stopped `t`), learning its handler on the way."""
+    """Deliver the program's own SIGTRAP (stopped `t`, its siginfo set), reading its handler
+    on the way: an injected rt_sigaction, after which the siginfo is set again (the thread
+    is then in a signal-delivery stop of stepper's SIGSTOP, which SIGTRAP replaces)."""
     try:
         ignored, caught = _bits(s)
     except (OSError, ValueError):
@@ -153,18 +155,16 @@ def deliver(s: "Session", t: "Thread") -> None:
         if not ignored:
             _warn_fatal(s)
         return s.resume(t, SIGTRAP)
-    ptrace_lean.singlestep(t.tid, SIGTRAP)
-    _, status = os.waitpid(t.tid, ptrace_lean.WALL)
-    if not (os.WIFSTOPPED(status) and os.WSTOPSIG(status) == SIGTRAP):
-        if os.WIFSTOPPED(status):
-            return s._stopped(t, status)  # e.g. SIGSEGV: no room for the signal frame
-        return s._gone(t, status)
-    regs = ptrace_lean.new_regs()
-    ptrace_lean.getregs(t.tid, regs)
-    s.trap_handler = regs[ptrace_lean.RIP]
-    if not _bits(s)[1]:  # SA_RESETHAND: delivery itself set SIG_DFL
-        s.trap_handler = SIG_DFL
-    s.resume(t)
+    info = ptrace_lean.getsiginfo(t.tid)
+    try:
+        action = _action(s, t.tid)
+    except StepperError:
+        action = None
+    ptrace_lean.setsiginfo(t.tid, info)
+    if action is not None:
+        handler, flags = action[0], action[1]
+        s.trap_handler = SIG_DFL if flags & SA_RESETHAND else handler
+    s.resume(t, SIGTRAP)
 
 
 def _warn_fatal(s: "Session") -> None:
