@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Iterable
 
 from capstone import x86_const as X
 
-from . import ptrace_lean, quiet, xol
+from . import ptrace_lean, quiet, sigtrap, xol
 from .errors import StepperError
 from .ptrace_lean import RIP
 from .strategies import Ops, XolOps
@@ -56,6 +56,10 @@ _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.S
 #: signal's stop is recognised; `ret`/`jmp r/m` end in the program's code, `pushf` would
 #: push the step's TF.
 _HOLDABLE = ("plain", "jump")
+#: What can set TF in user mode (the SDM: TF is changed by popf and by iret): popf, every size;
+#: iret also does, but it is not run out of line at all (stepper.xol refuses far transfers),
+#: and rt_sigreturn is a syscall (never boosted).
+_SETS_TF = (X.X86_INS_POPF, X.X86_INS_POPFD, X.X86_INS_POPFQ)
 
 
 def boost_refusal(insn: "emu.Instruction", plan: xol.XolPlan) -> str | None:
@@ -64,6 +68,9 @@ def boost_refusal(insn: "emu.Instruction", plan: xol.XolPlan) -> str | None:
         return plan.boost_refusal
     if insn.capstone.group(X.X86_GRP_FPU):
         return "x87 instruction: the FPU records its address (fnstenv/fxsave would show the slot)"
+    if insn.capstone.id in _SETS_TF:
+        return ("popf may set TF: the CPU would trap after the slot's jump back, one SIGTRAP "
+                "the program never raised")
     return None
 
 
@@ -245,6 +252,11 @@ class Boost:
             # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
             if plan is not None:
                 self._map(t, plan, 0)
+            if self.session.trap_handler:  # the step's trap is forced, as the INT3 was
+                address = plan.instruction.address if plan is not None else None
+                sigtrap.after_trap(self.session, t,
+                                   self.session.breakpoints.by_address.get(address))
+                sigtrap.flush(self.session, t)
             for other in held[1:]:
                 ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
             ptrace_lean.setsiginfo(t.tid, held[0])

@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, environment, located, procfs, ptrace_lean, quiet, xol
+from . import boost, environment, located, procfs, ptrace_lean, quiet, sigtrap, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -152,6 +152,14 @@ class Session:
         #: on_exec(session) at an exec stop (new image mapped, none of it run, no breakpoints)
         self.on_fork: Callable[["Session", "Session"], None] | None = None
         self.on_exec: Callable[["Session"], None] | None = None
+        # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
+        # nothing; anything else is checked after each trap of ours and put back if reset.
+        self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
+        self.trap_gadget: int | None = None
+        self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored
+        self.trap_status_fd: int | None = None
+        self.trap_warned = False
+        self.trap_requeue: set[int] = set()  # threads whose own SIGTRAP merged with ours
         self._add_thread(pid)
 
     # --- starting -----------------------------------------------------------------------
@@ -209,6 +217,7 @@ class Session:
                     pass
             raise
         session.attached = True
+        sigtrap.learn_at_attach(session)
         for tid in sorted(done - {pid}):
             if os.path.exists(f"/proc/{pid}/task/{tid}"):
                 session._add_thread(tid)
@@ -309,6 +318,8 @@ class Session:
             deliver.insert(0, info)
         _requeue(t, deliver[1:])
         ptrace_lean.setsiginfo(t.tid, deliver[0])
+        if deliver[0].signo == SIGTRAP:
+            return sigtrap.deliver(self, t)  # the program's trap: its handler is noted
         self.resume(t, deliver[0].signo)
 
     # --- the loop -----------------------------------------------------------------------
@@ -379,7 +390,12 @@ class Session:
                             pass  # the re-hit of a step abandoned for a signal: seen already
                         elif bp.callback is not None:
                             s._call(bp, t)
-                        bp.ops.hit(s, t, bp)
+                        if s.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
+                            sigtrap.after_trap(s, t, bp)
+                            bp.ops.hit(s, t, bp)
+                            sigtrap.flush(s, t)
+                        else:
+                            bp.ops.hit(s, t, bp)
                     else:
                         s._stopped(t, status)  # the program's own trap, passed through
                 elif wifstopped(status):
@@ -429,6 +445,10 @@ class Session:
             t.step = None
             if sig == SIGTRAP and ptrace_lean.getsiginfo(t.tid).code > 0:
                 if ops.complete(self, t, bp, token):
+                    if self.trap_handler:  # the step's trap, forced like the INT3
+                        sigtrap.after_trap(self, t, bp)
+                        self.resume_stepped(t)
+                        return sigtrap.flush(self, t)
                     return self.resume_stepped(t)
                 return self.single_step(t, ops, bp, token)
             # A fault of the instruction itself: the hit happened (the instruction ran and
@@ -448,6 +468,8 @@ class Session:
             if not synchronous:
                 self._abandoned(t, bp)
             return self.resume(t, sig)
+        if sig == SIGTRAP:
+            return sigtrap.deliver(self, t)  # its own SIGTRAP: its handler is noted on the way
         self.resume(t, sig)  # the program's signal, passed through unchanged
 
     def _abandoned(self, t: Thread, bp: Breakpoint) -> None:
@@ -534,6 +556,8 @@ class Session:
         self.breakpoints.mem = self.mem
         self.exe = procfs.exe_of(self.pid)
         self.vfork = False
+        self.trap_handler = sigtrap.initial(self.pid)  # exec resets handlers, keeps SIG_IGN
+        self.trap_gadget = self.trap_rest = None
 
     def _unknown(self, tid: int, status: int) -> None:
         """A stop of a thread or child whose clone/fork event has not been seen yet: its
@@ -769,6 +793,9 @@ class Session:
             if sig != SIGTRAP:
                 bp.stats.hits -= 1
                 bp.stats.abandoned += 1
+        elif self.trap_handler:  # the step's trap is forced, as the INT3 was
+            sigtrap.after_trap(self, t, bp)
+            sigtrap.flush(self, t)
         held, t.held = t.held, []
         _requeue(t, held)  # signals held for the step: kept pending for the program
 
