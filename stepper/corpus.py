@@ -443,18 +443,20 @@ def load(path: str | os.PathLike, *, sample: int = DEFAULT_SAMPLE, seed: int = D
 def classify(code: bytes, address: int) -> tuple[str, str]:
     """(verdict, mnemonic) of the instruction `code` at `address`.
 
-    `emulate` when the emulator runs it, else `xol` when the out-of-line fallback accepts
-    it, else `refused`. Both answers come from the code that steps real breakpoints, so the
-    report cannot drift from the behaviour. Bytes that do not decode are `refused`.
+    `emulate` when the emulator runs it on a live thread (its undefined flags included,
+    computed by the host CPU), else `xol` when the out-of-line fallback accepts it, else
+    `refused`. Both answers come from the code that steps real breakpoints, so the report
+    cannot drift from the behaviour. Bytes that do not decode are `refused`.
     """
     import emu
-    from . import xol  # imported here: the fallback is only needed once a site is classified
+    # imported here: the engine's policy is only needed once a site is classified
+    from . import strategies, xol
 
     try:
         insn = emu.decode(code, address)
     except emu.DecodeError:
         return "refused", "(invalid)"
-    if insn.emulatable:
+    if strategies.live_plan_reason(insn) is None:
         return "emulate", insn.mnemonic
     if xol.refusal_reason(insn) is None:
         return "xol", insn.mnemonic

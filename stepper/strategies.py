@@ -6,8 +6,9 @@ finishes the instruction itself and resumes the thread, or starts a single-step 
 step record on the thread, after which the session calls `complete` (the step trap arrived)
 or `abort` (a signal arrived instead). The hit path only calls these verbs.
 
-- EmulateOps: the emu plan (compiled at insertion with keys = ptrace buffer indices) runs on
-  the live thread. A MemoryFault (a genuine fault, or a push that must grow the stack) falls
+- EmulateOps: the emu plan (compiled at insertion with keys = ptrace buffer indices, and the
+  host CPU as flags oracle, so the flags the SDM leaves undefined are this CPU's: see
+  stepper.host_flags) runs on the live thread. A MemoryFault (a genuine fault, or a push that must grow the stack) falls
   back, for that hit, to executing the instruction on the CPU; so does an `.atomic`
   instruction while another thread may run, because the tracer's read and write are two
   accesses that another thread could slip between.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import emu
 from emu import MemoryFault, Unsupported
 
-from . import live_vector, ptrace_lean, xol
+from . import host_flags, live_vector, ptrace_lean, xol
 from .errors import StepperError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -69,7 +70,7 @@ class EmulateOps(Ops):
 
     def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
         try:
-            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX)
+            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX, host_flags.get())
             self.vector = False
         except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
             self.plan = live_vector.compile_vector_plan(insn)
@@ -179,9 +180,10 @@ class ReinsertOps(Ops):
         self.complete(s, t, bp, token)
 
 
-def _live_plan_reason(insn: emu.Instruction) -> str | None:
+def live_plan_reason(insn: emu.Instruction) -> str | None:
     """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
-    registers run on the thread's FXSAVE image too (stepper.live_vector)."""
+    registers run on the thread's FXSAVE image too (stepper.live_vector); flags the SDM
+    leaves undefined must come from the host CPU (stepper.host_flags)."""
     if not insn.emulatable:
         return insn.reason or "not emulated"
     try:
@@ -210,7 +212,7 @@ def choose(mode: str, insn: emu.Instruction) -> Ops:
     out_of_line = XolOps(insn) if refusal is None else None
     boosted = _boost_ops(insn) if refusal is None and mode != "xol" else None
     fallback: Ops = out_of_line if out_of_line is not None else ReinsertOps()
-    not_emulated = _live_plan_reason(insn)
+    not_emulated = live_plan_reason(insn)
     if mode in ("xol", "boost"):
         if out_of_line is not None:
             return boosted or out_of_line
