@@ -8,10 +8,10 @@ or `abort` (a signal arrived instead). The hit path only calls these verbs.
 
 - EmulateOps: the emu plan (compiled at insertion with keys = ptrace buffer indices, and the
   host CPU as flags oracle, so the flags the SDM leaves undefined are this CPU's: see
-  stepper.host_flags) runs on the live thread. A MemoryFault (a genuine fault, or a push that must grow the stack) falls
-  back, for that hit, to executing the instruction on the CPU; so does an `.atomic`
-  instruction while another thread may run, because the tracer's read and write are two
-  accesses that another thread could slip between.
+  stepper.host_flags) runs on the live thread. A MemoryFault (a genuine fault, or a push
+  that must grow the stack) falls back, for that hit, to executing the instruction on the
+  CPU; so does an `.atomic` instruction while another thread may run, because the tracer's
+  read and write are two accesses that another thread could slip between.
 - XolOps: copy (rewritten by stepper.xol) into the thread's own slot, single-step, fix up.
 - ReinsertOps: restore the byte, single-step in place, put the INT3 back. Only a baseline:
   another thread running past the address meanwhile misses the breakpoint.

@@ -132,8 +132,8 @@ def _bit_test(kind: str):
     """bt/bts/btr/btc with a register or memory base and an immediate or register offset.
 
     CF receives the bit; ZF keeps its value; OF SF AF PF are undefined (left unchanged here,
-    or the flags oracle's). A memory base with a register offset addresses a bit string beyond the operand, which is
-    not emulated.
+    or the flags oracle's). A memory base with a register offset addresses a bit string
+    beyond the operand, which is not emulated.
     """
     def build(ctx: Context):
         base, offset = ctx.operands(2)

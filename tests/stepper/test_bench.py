@@ -102,7 +102,8 @@ def test_variants_probe_their_instruction(quick):
     declined = quick["variants"]["declined"]
     assert declined["emulate"] is None and declined["xol"] is not None
     assert "not emulated" in quick["null_reasons"]["variants"]["declined"]["emulate"]
-    for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative"):
+    assert ins["undefined_flags"].startswith("imul")
+    for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative", "undefined_flags"):
         assert quick["variants"][variant]["emulate"] is not None, variant
 
 
