@@ -100,7 +100,7 @@ def straddling(code: bytes, address: int, target: int) -> Instruction | None:
     return None
 
 
-def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
+def compile(insn, keys: Mapping[str, object] | None = None, flags_oracle=None) -> Plan:
     """Compile a plan for `insn` (an Instruction or a capstone instruction).
 
     `keys` maps each register name of `emu.REGISTER_NAMES` (and, optionally, of
@@ -108,6 +108,10 @@ def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
     themselves (FlatState). A live thread can pass indices into its ptrace register buffer
     instead. Raises Unsupported, also for an instruction that needs a register the mapping
     lacks.
+
+    `flags_oracle` (an emu.flag_oracle.FlagsOracle) computes the status flags of every
+    instruction whose flags the SDM leaves partly undefined; without one, emu's own model
+    does (emu.flag_oracle says why a live thread needs one).
     """
     cs_insn = insn.capstone if isinstance(insn, Instruction) else insn
     reason = refusal_reason(cs_insn)
@@ -117,7 +121,7 @@ def compile(insn, keys: Mapping[str, object] | None = None) -> Plan:
     if spec is None:
         raise Unsupported("not among the emulated instructions")
     keys = keys or DEFAULT_KEYS
-    plan = spec.build(Context(cs_insn, keys))
+    plan = spec.build(Context(cs_insn, keys, flags_oracle))
     if touches_memory(cs_insn):
         plan = _alignment_checked(plan, keys["rflags"])
     return plan

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import emu
 
-from . import ptrace_lean
+from . import host_flags, ptrace_lean
 from .live import LiveState
 
 #: Register keys of a vector-capable plan: general registers index the ptrace buffer (ints),
@@ -47,7 +47,7 @@ class VectorRegs:
 
 def compile_vector_plan(insn: emu.Instruction):
     """The plan of an SSE instruction for a live thread; raises emu.Unsupported."""
-    return emu.compile(insn, VECTOR_KEYS)
+    return emu.compile(insn, VECTOR_KEYS, host_flags.get())
 
 
 def run_vector_plan(plan, tid: int, gpr, vm) -> None:

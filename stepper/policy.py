@@ -27,7 +27,8 @@ VERDICTS = ("emulate", "xol", "refused")
 
 def live_plan_reason(insn: emu.Instruction) -> str | None:
     """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
-    registers run on the thread's FXSAVE image too (stepper.live_vector)."""
+    registers run on the thread's FXSAVE image too (stepper.live_vector); flags the SDM
+    leaves undefined must come from the host CPU (stepper.host_flags)."""
     if not insn.emulatable:
         return insn.reason or "not emulated"
     try:

@@ -6,11 +6,12 @@ finishes the instruction itself and resumes the thread, or starts a single-step 
 step record on the thread, after which the session calls `complete` (the step trap arrived)
 or `abort` (a signal arrived instead). The hit path only calls these verbs.
 
-- EmulateOps: the emu plan (compiled at insertion with keys = ptrace buffer indices) runs on
-  the live thread. A MemoryFault (a genuine fault, or a push that must grow the stack) falls
-  back, for that hit, to executing the instruction on the CPU; so does an `.atomic`
-  instruction while another thread may run, because the tracer's read and write are two
-  accesses that another thread could slip between.
+- EmulateOps: the emu plan (compiled at insertion with keys = ptrace buffer indices, and the
+  host CPU as flags oracle, so the flags the SDM leaves undefined are this CPU's: see
+  stepper.host_flags) runs on the live thread. A MemoryFault (a genuine fault, or a push
+  that must grow the stack) falls back, for that hit, to executing the instruction on the
+  CPU; so does an `.atomic` instruction while another thread may run, because the tracer's
+  read and write are two accesses that another thread could slip between.
 - XolOps: copy (rewritten by stepper.xol) into the thread's own slot, single-step, fix up.
 - ReinsertOps: restore the byte, single-step in place, put the INT3 back. Only a baseline:
   another thread running past the address meanwhile misses the breakpoint.
@@ -26,7 +27,7 @@ from typing import TYPE_CHECKING
 import emu
 from emu import MemoryFault, Unsupported
 
-from . import live_vector, ptrace_lean, xol
+from . import host_flags, live_vector, ptrace_lean, xol
 
 if TYPE_CHECKING:  # pragma: no cover
     from .breakpoints import Breakpoint
@@ -67,7 +68,7 @@ class EmulateOps(Ops):
 
     def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
         try:
-            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX)
+            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX, host_flags.get())
             self.vector = False
         except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
             self.plan = live_vector.compile_vector_plan(insn)

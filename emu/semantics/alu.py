@@ -11,7 +11,7 @@ from capstone import x86_const as X
 
 from .. import flags
 from ..errors import Unsupported
-from ..flags import AF, CF, KEEP, OF, PARITY, PF, SF, ZF
+from ..flags import AF, CF, KEEP, OF, PARITY, PF, SF, STATUS, ZF
 from .context import Context, Spec
 
 
@@ -59,11 +59,15 @@ _BINARY = {
 }
 
 
-def _binary(make_operation, writes: bool):
+def _binary(make_operation, writes: bool, name: str):
     def build(ctx: Context):
         dst, src = ctx.operands(2)
         get_d, get_s, put = dst.get, src.get, dst.put
         operation = make_operation(dst.bits)
+        if make_operation in (_and, _or, _xor):  # AF is undefined: the oracle's, if any
+            native = ctx.native_flags(name, dst.bits)
+            if native is not None:
+                operation = _with_native_flags(operation, native)
         F, RIP, nxt = ctx.FLAGS, ctx.RIP, ctx.next_ip
         if src.kind == "imm":  # an imm8/imm32 arrives sign-extended to the operand size
             imm = src.value & dst.mask
@@ -85,6 +89,13 @@ def _binary(make_operation, writes: bool):
                 r[RIP] = nxt
         return run
     return build
+
+
+def _with_native_flags(operation, native):
+    """operation(a, b, f) whose status flags come from the flags oracle."""
+    def op(a, b, f):
+        return operation(a, b, f)[0], native(a, b, f) & STATUS
+    return op
 
 
 def _unary(kind: str):
@@ -120,9 +131,9 @@ def _unary(kind: str):
 def _bit_test(kind: str):
     """bt/bts/btr/btc with a register or memory base and an immediate or register offset.
 
-    CF receives the bit; ZF keeps its value; OF SF AF PF are undefined (left unchanged here).
-    A memory base with a register offset addresses a bit string beyond the operand, which is
-    not emulated.
+    CF receives the bit; ZF keeps its value; OF SF AF PF are undefined (left unchanged here,
+    or the flags oracle's). A memory base with a register offset addresses a bit string
+    beyond the operand, which is not emulated.
     """
     def build(ctx: Context):
         base, offset = ctx.operands(2)
@@ -131,6 +142,7 @@ def _bit_test(kind: str):
         get, put, get_off = base.get, base.put, offset.get
         modulo = base.bits - 1
         F, RIP, nxt = ctx.FLAGS, ctx.RIP, ctx.next_ip
+        native = ctx.native_flags(kind, base.bits)
 
         def run(s):
             r = s.regs
@@ -143,7 +155,7 @@ def _bit_test(kind: str):
                 put(r, s, v & ~(1 << bit))
             elif kind == "btc":
                 put(r, s, v ^ (1 << bit))
-            r[F] = (r[F] & ~CF) | cf
+            r[F] = (r[F] & ~CF) | cf if native is None else native(v, bit, r[F])
             r[RIP] = nxt
         return run
     return build
@@ -152,7 +164,7 @@ def _bit_test(kind: str):
 _I = lambda name: getattr(X, f"X86_INS_{name}")  # noqa: E731
 
 SPECS = {
-    **{_I(m): Spec(_binary(op, writes), AF if op in (_and, _or, _xor) else 0)
+    **{_I(m): Spec(_binary(op, writes, m.lower()), AF if op in (_and, _or, _xor) else 0)
        for m, (op, writes) in _BINARY.items()},
     _I("INC"): Spec(_unary("inc")), _I("DEC"): Spec(_unary("dec")),
     _I("NEG"): Spec(_unary("neg")), _I("NOT"): Spec(_unary("not")),

@@ -21,12 +21,13 @@ class Spec(NamedTuple):
 class Context:
     """Everything about one instruction that does not depend on the machine state."""
 
-    __slots__ = ("insn", "keys", "next_ip", "addr32", "opsize16", "ops", "RIP", "RSP",
-                 "FLAGS", "RAX", "RCX", "RDX")
+    __slots__ = ("insn", "keys", "flags_oracle", "next_ip", "addr32", "opsize16", "ops", "RIP",
+                 "RSP", "FLAGS", "RAX", "RCX", "RDX")
 
-    def __init__(self, insn, keys: Mapping[str, object]) -> None:
+    def __init__(self, insn, keys: Mapping[str, object], flags_oracle=None) -> None:
         self.insn = insn
         self.keys = keys
+        self.flags_oracle = flags_oracle
         self.next_ip = insn.address + insn.size
         self.addr32 = X.X86_PREFIX_ADDRSIZE in insn.prefix
         # 0x66 selects 16 bits unless REX.W asks for 64 (the padded `data16 data16 rex.W call
@@ -36,6 +37,14 @@ class Context:
             compile_operand(op, self.next_ip, keys, self.addr32) for op in insn.operands]
         self.RIP, self.RSP, self.FLAGS = keys["rip"], keys["rsp"], keys["rflags"]
         self.RAX, self.RCX, self.RDX = keys["rax"], keys["rcx"], keys["rdx"]
+
+    def native_flags(self, operation: str, bits: int):
+        """The flags oracle's function for `operation` (emu.flag_oracle.OPERATIONS) on
+        `bits`-wide operands, or None when there is no oracle (emu's own model then computes
+        the undefined flags). Raises Unsupported when the oracle cannot compute it."""
+        if self.flags_oracle is None:
+            return None
+        return self.flags_oracle.operation(operation, bits)
 
     def operands(self, count: int) -> list[Operand]:
         """Exactly `count` operands, or Unsupported (a form the handler does not know)."""

@@ -1,6 +1,7 @@
 """Multiplication: mul and imul with one operand (rdx:rax = rax * src), imul with two and
 three operands (truncated product). CF = OF = "the product did not fit"; SF ZF AF PF are
-undefined, and set here from the low half the way QEMU (and so Unicorn) does.
+undefined, and set here from the low half the way QEMU (and so Unicorn) does, unless a flags
+oracle computes them (emu.flag_oracle).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ def _one_operand(signed: bool):
         (src,) = ctx.operands(1)
         get, bits, mask = src.get, src.bits, src.mask
         RAX, RDX, F, RIP, nxt = ctx.RAX, ctx.RDX, ctx.FLAGS, ctx.RIP, ctx.next_ip
+        native = ctx.native_flags("imul1" if signed else "mul", bits)
 
         def run(s):
             r = s.regs
@@ -46,7 +48,10 @@ def _one_operand(signed: bool):
             else:  # edx:eax zero-extended, or rdx:rax
                 r[RAX] = low
                 r[RDX] = high
-            r[F] = (r[F] & KEEP) | (CF | OF if overflow else 0) | result(low, bits)
+            if native is None:
+                r[F] = (r[F] & KEEP) | (CF | OF if overflow else 0) | result(low, bits)
+            else:
+                r[F] = native(a, b, r[F])
             r[RIP] = nxt
         return run
     return build
@@ -67,6 +72,7 @@ def _truncating(ctx: Context):
         imm = _signed(b_op.value & mask, bits)
         get_b = None
     F, RIP, nxt = ctx.FLAGS, ctx.RIP, ctx.next_ip
+    native = ctx.native_flags("imul2", bits)
 
     def run(s):
         r = s.regs
@@ -76,7 +82,10 @@ def _truncating(ctx: Context):
         low = full & mask
         overflow = full != _signed(low, bits)
         put(r, s, low)
-        r[F] = (r[F] & KEEP) | (CF | OF if overflow else 0) | result(low, bits)
+        if native is None:
+            r[F] = (r[F] & KEEP) | (CF | OF if overflow else 0) | result(low, bits)
+        else:
+            r[F] = native(a & mask, b & mask, r[F])
         r[RIP] = nxt
     return run
 

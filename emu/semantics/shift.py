@@ -3,6 +3,7 @@
 The count is masked to 5 bits (6 for 64-bit operands). A masked count of zero changes no
 flags, but the destination is still written (a 32-bit register is zero-extended, as the CPU
 does). Which flags are defined depends on the count, so the undefined-flag entry is a function.
+With a flags oracle (emu.flag_oracle), a nonzero count takes all six status flags from it.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ def _ror(v, c, bits, mask, f):
     return res, (f & ~(CF | OF)) | cf | (of << 11)
 
 
-def _shift(operation):
+def _shift(operation, name: str):
     def build(ctx: Context):
         ops = ctx.ops
         if len(ops) == 1:  # the implicit-1 form, if capstone reports it so
@@ -63,6 +64,7 @@ def _shift(operation):
         count_mask = 0x3F if bits == 64 else 0x1F
         get_count = count.get if count is not None else (lambda r, s: 1)
         F, RIP, nxt = ctx.FLAGS, ctx.RIP, ctx.next_ip
+        native = ctx.native_flags(name, bits)
 
         def run(s):
             r = s.regs
@@ -71,7 +73,7 @@ def _shift(operation):
             if c:
                 res, f = operation(v, c, bits, mask, r[F])
                 put(r, s, res)
-                r[F] = f
+                r[F] = f if native is None else native(v, c, r[F])
             else:
                 put(r, s, v)
             r[RIP] = nxt
@@ -112,10 +114,10 @@ def _undefined_rotate(insn, regs) -> int:
 _I = lambda name: getattr(X, f"X86_INS_{name}")  # noqa: E731
 
 SPECS = {
-    _I("SHL"): Spec(_shift(_shl), _undefined_shift),
-    _I("SAL"): Spec(_shift(_shl), _undefined_shift),
-    _I("SHR"): Spec(_shift(_shr), _undefined_shift),
-    _I("SAR"): Spec(_shift(_sar), _undefined_shift),
-    _I("ROL"): Spec(_shift(_rol), _undefined_rotate),
-    _I("ROR"): Spec(_shift(_ror), _undefined_rotate),
+    _I("SHL"): Spec(_shift(_shl, "shl"), _undefined_shift),
+    _I("SAL"): Spec(_shift(_shl, "shl"), _undefined_shift),
+    _I("SHR"): Spec(_shift(_shr, "shr"), _undefined_shift),
+    _I("SAR"): Spec(_shift(_sar, "sar"), _undefined_shift),
+    _I("ROL"): Spec(_shift(_rol, "rol"), _undefined_rotate),
+    _I("ROR"): Spec(_shift(_ror, "ror"), _undefined_rotate),
 }

@@ -101,14 +101,15 @@ def _compare(case: Case, emu: Outcome, uc: Outcome) -> list[str]:
 
 
 def state_differences(insn, before: dict[str, int], a: Outcome, b: Outcome,
-                      oracle: str = "unicorn") -> list[str]:
+                      oracle: str = "unicorn", mask_undefined: bool = True) -> list[str]:
     """How `oracle`'s outcome `b` differs from the emulator's `a`, both having run `insn` from
     registers `before`: every register (one an outcome lacks is 0), rflags but for the bits
-    `undefined_flags` masks for this instruction and these operands, every byte of every
-    region both outcomes hold. Shared with the fuzz judge, so that the test suite and
-    `stepper fuzz` hold the emulator to the same rules."""
+    `undefined_flags` masks for this instruction and these operands (every bit when
+    `mask_undefined` is False: the real CPU against the emulator as live threads run it),
+    every byte of every region both outcomes hold. Shared with the fuzz judge, so that the
+    test suite and `stepper fuzz` hold the emulator to the same rules."""
     problems = []
-    undefined = undefined_flags(insn, before)
+    undefined = undefined_flags(insn, before) if mask_undefined else 0
     for name in ALL_NAMES:
         x, y = a.regs.get(name, 0), b.regs.get(name, 0)
         if name == "rflags":

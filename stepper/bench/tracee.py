@@ -21,6 +21,7 @@ VARIANTS: dict[str, str] = {
     "sub_rsp": "BENCH_SUB",
     "rip_relative": "BENCH_RIPREL",
     "declined": "BENCH_SSE",
+    "undefined_flags": "BENCH_IMUL",
 }
 HEADLINE = "push_rbp"
 

@@ -9,6 +9,8 @@
  *   BENCH_RIPREL  mov rax, qword ptr [rip + bench_word]   (RIP-relative load)
  *   BENCH_SSE     paddq xmm0, xmmword ptr [rip + bench_vec]  (the emulator declines SSE
  *                 arithmetic; it runs out of line with its displacement rewritten)
+ *   BENCH_IMUL    imul rax, rdi, 3   (flags the SDM leaves undefined: the emulated hit asks
+ *                 the host CPU for them)
  * `bench_slot` is an executable scratch slot for the C floor's XOL twin (c_floor_xol).
  * Build with -no-pie so the symbol's address in the ELF file is its run-time address. */
 #include <stdlib.h>
@@ -19,6 +21,8 @@
 #define BENCH_BODY "sub rsp, 8\n add rsp, 8\n mov rax, rdi\n ret\n"
 #elif defined(BENCH_RIPREL)
 #define BENCH_BODY "mov rax, qword ptr [rip + bench_word]\n add rax, rdi\n ret\n"
+#elif defined(BENCH_IMUL)
+#define BENCH_BODY "imul rax, rdi, 3\n ret\n"
 #elif defined(BENCH_SSE)
 #define BENCH_BODY "paddq xmm0, xmmword ptr [rip + bench_vec]\n movq rax, xmm0\n add rax, rdi\n ret\n"
 #else

@@ -1,9 +1,11 @@
 """Run one case on the emulator and on an oracle, and say whether (and how) they disagree.
 
 The rules are the emulator test suite's (emu/testing/compare.py), extended to the xmm registers
-and to the native oracle: every register must agree; rflags except the bits
-`emu.undefined_flags` says are undefined for that instruction and those operands (nothing else
-is masked); every byte of every region. When the oracle faults, the emulator must raise
+and to the native oracle: every register must agree; every byte of every region; against
+Unicorn, rflags except the bits `emu.undefined_flags` says are undefined for that instruction
+and those operands (QEMU's undefined flags are its own); against the real CPU, every rflags
+bit, the emulator running as on live threads (`run_emu(live=True)`: the undefined flags come
+from the host CPU, stepper/host_flags.py). When the oracle faults, the emulator must raise
 MemoryFault and leave the state exactly as it was. (A real CPU reports a signal, not the kind
 of access, so against the native oracle any MemoryFault is the right answer.)
 """
@@ -91,13 +93,31 @@ class EmuResult:
     unsupported: str | None = None
 
 
-def run_emu(case: Case, state: FlatState | None = None) -> EmuResult:
+_live_plans: dict[emu.Instruction, object] = {}
+
+
+def live_plan(insn: emu.Instruction):
+    """`insn`'s plan as live threads run it: the host CPU computes its undefined flags."""
+    plan = _live_plans.get(insn)
+    if plan is None:
+        from .. import host_flags
+        if len(_live_plans) > 8192:
+            _live_plans.clear()
+        plan = _live_plans[insn] = emu.compile(insn, None, host_flags.get())
+    return plan
+
+
+def run_emu(case: Case, state: FlatState | None = None, live: bool = False) -> EmuResult:
     """Execute `case` with the emulator (on `state`, a fresh state_of(case) if not given);
-    a crash is an outcome with `error` set."""
+    a crash is an outcome with `error` set. `live`: as on a live thread (`live_plan`)."""
     state = state if state is not None else state_of(case)
     before = dict(state.regs)
     try:
-        emu.execute(instruction(case.code, case.address), state)
+        insn = instruction(case.code, case.address)
+        if live and insn.emulatable:
+            live_plan(insn)(state)
+        else:
+            emu.execute(insn, state)
     except emu.MemoryFault as e:
         changed = [n for n in before if state.regs[n] != before[n]]
         changed += [f"memory at {s:#x}" for (s, d, _), spec in zip(state.regions(), case.regions)
@@ -265,8 +285,12 @@ def unicorn_quirk(case: Case, emu_out: Outcome, oracle: Outcome) -> str | None:
     return None
 
 
-def compare(case: Case, emu_out: Outcome, oracle: Outcome, name: str) -> list[str]:
-    """What differs between the emulator's outcome and the oracle's (empty: they agree)."""
+def compare(case: Case, emu_out: Outcome, oracle: Outcome, name: str,
+            exact_flags: bool | None = None) -> list[str]:
+    """What differs between the emulator's outcome and the oracle's (empty: they agree).
+    `exact_flags` (default: for the native oracle) compares every rflags bit."""
+    if exact_flags is None:
+        exact_flags = name == "native"
     if oracle.fault is None and oracle.error:
         return [f"{name} failed: {oracle.error}"]
     if emu_out.fault is None and emu_out.error:
@@ -290,4 +314,4 @@ def compare(case: Case, emu_out: Outcome, oracle: Outcome, name: str) -> list[st
     if emu_out.fault is not None:
         return [f"emu faults ({emu_out.fault} at {emu_out.fault_address:#x}), {name} completes"]
     return state_differences(instruction(case.code, case.address), dict(case.regs), emu_out,
-                             oracle, name)
+                             oracle, name, mask_undefined=not exact_flags)

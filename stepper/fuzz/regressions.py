@@ -135,13 +135,15 @@ def load(path: str | Path) -> Regression:
 def replay(reg: Regression, oracle=None) -> list[str]:
     """Problems replaying `reg`: the emulator against the stored expected outcome, and, given
     a live oracle (judge.UnicornOracle or native.NativeOracle), that oracle against it too."""
-    emu_out = judge.run_emu(reg.case).outcome
-    problems = judge.compare(reg.case, emu_out, reg.expected, "expected")
+    exact = reg.oracle == "native"  # the real CPU's cases: every flag, as live threads run
+    emu_out = judge.run_emu(reg.case, live=exact).outcome
+    problems = judge.compare(reg.case, emu_out, reg.expected, "expected", exact_flags=exact)
     if oracle is not None:
         live = oracle.run(judge.state_of(reg.case))
         if live.error not in SKIPPED:
             problems += [f"oracle now: {p}" for p in
-                         judge.compare(reg.case, _as_emu(live), reg.expected, "expected")]
+                         judge.compare(reg.case, _as_emu(live), reg.expected, "expected",
+                                       exact_flags=exact)]
     return problems
 
 

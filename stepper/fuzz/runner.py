@@ -130,7 +130,7 @@ def case_at(seed: int, index: int, corpus: str | None, oracles: tuple[str, ...] 
 def check(case: Case, name: str) -> tuple[list[str] | None, object]:
     """(problems, oracle outcome) of `case` against oracle `name`; problems None when the case
     does not count (the emulator refuses it, or it collides with the native sandbox)."""
-    result = judge.run_emu(case)
+    result = judge.run_emu(case, live=name == "native")
     if result.unsupported is not None:
         return None, None
     out = oracle(name).run(judge.state_of(case))
@@ -150,7 +150,9 @@ def run_chunk(chunk: Chunk) -> ChunkResult:
             continue
         state = judge.state_of(case)
         outs = [(name, oracle(name).run(state)) for name in chunk.oracles]  # state untouched
-        emu_out = judge.run_emu(case, state).outcome
+        # As live threads run it when the real CPU judges (every flag compared); against
+        # Unicorn alone the undefined flags are masked, so the pure emulator is judged.
+        emu_out = judge.run_emu(case, state, live="native" in chunk.oracles).outcome
         diverged = False
         for name, out in outs:
             if out.error in SKIPPED:

@@ -135,7 +135,8 @@ def test_variants_probe_their_instruction(quick):
     assert declined["emulate"] is None
     assert declined["xol"] is not None or reasons["declined"]["xol"].startswith("noise: ")
     assert "not emulated" in reasons["declined"]["emulate"]
-    for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative"):
+    assert ins["undefined_flags"].startswith("imul")
+    for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative", "undefined_flags"):
         assert quick["variants"][variant]["emulate"] is not None \
             or reasons[variant]["emulate"].startswith("noise: "), variant
 
