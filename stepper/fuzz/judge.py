@@ -10,6 +10,7 @@ of access, so against the native oracle any MemoryFault is the right answer.)
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import random
 from dataclasses import dataclass
@@ -136,7 +137,9 @@ class UnicornOracle:
     regions are whole pages, the one holding rip is executable, a fetch fault after the
     instruction means it completed, a branch to a non-canonical address is #GP. What differs
     is speed: mappings stay in place while consecutive cases have the same regions (a
-    template's variants do), and registers go in and out in one batch call each.
+    template's variants do), their memory is this object's (`Uc.mem_map_ptr`: bytes go in
+    and out by one copy, not through `mem_write`/`mem_read`), and registers go in and out in
+    one batch call each.
     """
 
     name = "unicorn"
@@ -154,6 +157,7 @@ class UnicornOracle:
         self._fast_registers()
         self.layout: tuple = ()
         self.loaded: dict[int, bytes] = {}  # what each mapped region holds now
+        self.host: dict[int, ctypes.Array] = {}  # the memory behind each mapped region
         self.translated: int | None = None  # rip whose translation QEMU may have cached
 
     def _fast_registers(self) -> None:
@@ -176,6 +180,7 @@ class UnicornOracle:
             return
         for start, size, _, _ in self.layout:
             self.uc.mem_unmap(start, size)
+            del self.host[start]
         self.layout = ()
         self.loaded = {}
         self.translated = None
@@ -183,8 +188,10 @@ class UnicornOracle:
             if start % unicorn_oracle.PAGE or size % unicorn_oracle.PAGE:
                 raise ValueError(f"region {start:#x}+{size:#x} is not whole pages; the oracle "
                                  "maps pages and would not fault where FlatState does")
-            self.uc.mem_map(start, size, UC_PROT_READ | (UC_PROT_WRITE if writable else 0)
-                            | (UC_PROT_EXEC if code else 0))
+            host = (ctypes.c_char * size)()
+            self.uc.mem_map_ptr(start, size, UC_PROT_READ | (UC_PROT_WRITE if writable else 0)
+                                | (UC_PROT_EXEC if code else 0), ctypes.addressof(host))
+            self.host[start] = host  # kept while mapped
             self.layout += ((start, size, writable, code),)
 
     def run(self, state: FlatState) -> Outcome:
@@ -200,11 +207,11 @@ class UnicornOracle:
         except Exception:
             self.layout = ()
             raise
-        loaded = self.loaded
+        loaded, host = self.loaded, self.host
         fresh_code = False
         for start, data, _ in regions:
             if loaded.get(start) != data:  # pages keep the last case's bytes: often the same
-                uc.mem_write(start, data)
+                ctypes.memmove(host[start], data, len(data))
                 loaded[start] = data
                 fresh_code = fresh_code or start <= rip < start + len(data)
         if fresh_code or rip != self.translated:  # QEMU caches translations: drop stale ones
@@ -241,7 +248,7 @@ class UnicornOracle:
                            error="branch to a non-canonical address (#GP)")
         memory = {}
         for start, data, writable in regions:  # Unicorn enforces the protections
-            memory[start] = loaded[start] = bytes(uc.mem_read(start, len(data))) if writable else data
+            memory[start] = loaded[start] = host[start].raw if writable else data
         return Outcome(regs=after, memory=memory)
 
     def _forget_writable(self, regions) -> None:
@@ -253,6 +260,7 @@ class UnicornOracle:
     def close(self) -> None:
         for start, size, _, _ in self.layout:
             self.uc.mem_unmap(start, size)
+            del self.host[start]
         self.layout = ()
 
 
