@@ -3,7 +3,7 @@
 Why not `Uc.reg_write_batch` / `Uc.reg_read_batch`, the binding's public batch calls: they
 look up every register's ctypes class and build the value array on every call. Measured
 with Unicorn 2.1.4 for the 20 registers a case or a stopped thread has (rip, rflags, the 16
-general registers, fs and gs bases): about 40 us per public call against 1.3 us (write) and
+general registers, fs and gs bases; the xmm registers likewise): about 40 us per public call against 1.3 us (write) and
 2.2 us (read) for the C functions `uc_reg_write_batch` / `uc_reg_read_batch` called on
 arrays built once (docs/fuzz.md). Over a fuzz case that is two thirds of the budget, so the
 C calls stay; the binding has no public way to reach its library or an engine's handle, so
@@ -16,18 +16,25 @@ import ctypes
 from typing import Sequence
 
 
-class RegisterBatch:
-    """Registers `ids` of engine `uc`, as unsigned 64-bit values in `values` (a ctypes array
-    of the same order)."""
+M64 = (1 << 64) - 1
 
-    def __init__(self, uc, ids: Sequence[int]) -> None:
+
+class RegisterBatch:
+    """Registers `ids` of engine `uc`, all `width` bytes wide (8: general registers, 16: xmm),
+    held in `values`, a ctypes array of 64-bit words in the same order (little-endian words
+    for a 16-byte register, as Unicorn stores it)."""
+
+    def __init__(self, uc, ids: Sequence[int], width: int = 8) -> None:
         from unicorn.unicorn_py3 import unicorn as binding  # no public handle: see above
+        if width not in (8, 16):
+            raise ValueError(f"register width {width}: 8 or 16 bytes")
         count = len(ids)
         self._lib, self._handle, self._count = binding.uclib, uc._uch, count
+        self._wide = width == 16
         self._ids = (ctypes.c_int * count)(*ids)
-        self.values = (ctypes.c_uint64 * count)()
-        base, size = ctypes.addressof(self.values), ctypes.sizeof(ctypes.c_uint64)
-        self._ptrs = (ctypes.c_void_p * count)(*[base + i * size for i in range(count)])
+        self.values = (ctypes.c_uint64 * (count * width // 8))()
+        base = ctypes.addressof(self.values)
+        self._ptrs = (ctypes.c_void_p * count)(*[base + i * width for i in range(count)])
 
     def store(self) -> None:
         """Engine registers <- `values`."""
@@ -40,9 +47,14 @@ class RegisterBatch:
             raise RuntimeError("uc_reg_read_batch failed")
 
     def write(self, values: Sequence[int]) -> None:
-        self.values[:] = values
+        """Engine registers <- `values` (unsigned ints)."""
+        self.values[:] = [w for v in values for w in (v & M64, v >> 64)] if self._wide else values
         self.store()
 
     def read(self) -> list[int]:
+        """The engine registers, as unsigned ints."""
         self.load()
-        return self.values[:]
+        words = self.values[:]
+        if self._wide:
+            return [lo | hi << 64 for lo, hi in zip(words[::2], words[1::2])]
+        return words

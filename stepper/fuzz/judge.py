@@ -114,7 +114,7 @@ def run_emu(case: Case, state: FlatState | None = None) -> EmuResult:
     state = state if state is not None else state_of(case)
     before = dict(state.regs)
     try:
-        emu.execute(instruction(case.code, case.address), state)
+        emu.execute(instruction(case.code, before["rip"]), state)
     except emu.MemoryFault as e:
         changed = [n for n in before if state.regs[n] != before[n]]
         changed += [f"memory at {s:#x}" for (s, d, _), spec in zip(state.regions(), case.regions)
@@ -165,6 +165,7 @@ class UnicornOracle:
         says why the binding's public batch calls are not used)."""
         from emu.testing.unicorn_batch import RegisterBatch
         self._gprs = RegisterBatch(self.uc, self.gpr_ids)
+        self._xmms = RegisterBatch(self.uc, self.ids[len(self.gpr_ids):], width=16)
 
     def _write_gprs(self, values: list[int]) -> None:
         self._gprs.write(values)
@@ -223,8 +224,7 @@ class UnicornOracle:
         vector = uses_xmm(insn)
         self._write_gprs([regs[n] for n in self.gpr_names])
         if vector:
-            uc.reg_write_batch([(i, regs.get(n, 0)) for i, n in zip(self.ids, self.names)
-                                if n.startswith("xmm")])
+            self._xmms.write([regs.get(n, 0) for n in XMM])
         self.inner.invalid.clear()
         # Stop the translation block after the instruction (as the inner oracle does): else
         # QEMU translates on and an instruction before an unmapped page aborts the block.
@@ -238,7 +238,7 @@ class UnicornOracle:
                 return outcome
         after = dict(zip(self.gpr_names, self._read_gprs()))
         if vector:
-            after.update(zip(XMM, uc.reg_read_batch(self.ids[len(self.gpr_names):])))
+            after.update(zip(XMM, self._xmms.read()))
         else:  # an instruction that names no xmm register cannot change one
             for n in XMM:
                 after[n] = regs.get(n, 0)

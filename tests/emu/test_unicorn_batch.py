@@ -31,3 +31,15 @@ def test_a_batch_read_is_what_the_binding_wrote_one_by_one():
     for i, value in zip(IDS, _values()):
         uc.reg_write(i, value)
     assert RegisterBatch(uc, IDS).read() == _values()
+
+
+XMM_IDS = [getattr(U, f"UC_X86_REG_XMM{n}") for n in range(16)]
+XMM_VALUES = [(0x0123456789ABCDEF_FEDCBA9876543210 * (n + 3)) & (2**128 - 1) for n in range(16)]
+
+
+def test_sixteen_byte_registers_keep_both_halves():
+    uc = Uc(UC_ARCH_X86, UC_MODE_64)
+    RegisterBatch(uc, XMM_IDS, width=16).write(XMM_VALUES)
+    assert [uc.reg_read(i) for i in XMM_IDS] == XMM_VALUES
+    uc.reg_write(XMM_IDS[5], 2**128 - 2)
+    assert RegisterBatch(uc, XMM_IDS, width=16).read()[5] == 2**128 - 2
