@@ -1,13 +1,13 @@
-"""A fixed list of 64-bit Unicorn registers moved in one C call each way.
+"""A fixed list of Unicorn registers (64-bit, or the 128-bit xmm) moved in one C call each way.
 
 Why not `Uc.reg_write_batch` / `Uc.reg_read_batch`, the binding's public batch calls: they
 look up every register's ctypes class and build the value array on every call. Measured
 with Unicorn 2.1.4 for the 20 registers a case or a stopped thread has (rip, rflags, the 16
-general registers, fs and gs bases; the xmm registers likewise): about 40 us per public call against 1.3 us (write) and
+general registers, fs and gs bases): about 40 us per public call against 1.3 us (write) and
 2.2 us (read) for the C functions `uc_reg_write_batch` / `uc_reg_read_batch` called on
-arrays built once (docs/fuzz.md). Over a fuzz case that is two thirds of the budget, so the
-C calls stay; the binding has no public way to reach its library or an engine's handle, so
-this module, and only this one, takes them from the binding's internals (`uclib`, `_uch`).
+arrays built once (docs/fuzz.md). A whole fuzz case costs about 150 us, so the C calls stay;
+the binding has no public way to reach its library or an engine's handle, so this module,
+and only this one, takes them from the binding's internals (`uclib`, `_uch`).
 """
 
 from __future__ import annotations
