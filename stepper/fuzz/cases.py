@@ -3,7 +3,7 @@ same cases whatever the number of workers or machines.
 
 Generated cases: the emulator test suite's hypothesis strategies (`emu.testing.generate.cases`,
 every family) are drawn by seeded Hypothesis runs (public API: `@given` + `@seed`), one run
-per block of TEMPLATES drawn cases, its seed and families derived from (seed, block). A
+per block of TEMPLATES drawn cases (family included), its seed derived from (seed, block). A
 hypothesis draw costs milliseconds, so each drawn case (a *template*) is followed by
 `VARIANTS - 1` cheap variants: the same instruction and memory, with every register that does
 not form an address (and the flags) drawn afresh, all from one Random seeded by (seed,

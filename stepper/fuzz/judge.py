@@ -58,7 +58,8 @@ def state_of(case: Case) -> FlatState:
     state = _memory(case.regions).copy()
     state.regs.update(case.regs)
     if len(state.regs) != len(ALL_REGISTERS):
-        raise KeyError(f"unknown register(s): {', '.join(sorted(set(state.regs) - set(ALL_REGISTERS)))}")
+        unknown = sorted(set(state.regs) - set(ALL_REGISTERS))
+        raise KeyError(f"unknown register(s): {', '.join(unknown)}")
     return state
 
 
