@@ -59,7 +59,7 @@ def bench_emu(code: bytes, number: int, repeat: int) -> float:
 def bench_unicorn(code: bytes, number: int, repeat: int, with_state: bool = False) -> float:
     """Unicorn running the instruction. `with_state`: also load the 20 registers a stopped
     thread has before, and read them back after, each in one direct uc_reg_*_batch C call (the
-    cheapest form found; the binding's own batch wrapper is far slower): what emulating a hit
+    cheapest form found; emu.testing.unicorn_batch says why): what emulating a hit
     with Unicorn would really cost, since its CPU is not the thread's."""
     from unicorn import UC_ARCH_X86, UC_MODE_64, Uc
     from unicorn import x86_const as U
@@ -77,25 +77,18 @@ def bench_unicorn(code: bytes, number: int, repeat: int, with_state: bool = Fals
             emu_start(CODE, 0, count=1)
         return _best(step, number, repeat)
 
-    import ctypes
-
-    from unicorn.unicorn_py3 import unicorn as binding
-
     from .state import REGISTER_NAMES
+    from .testing.unicorn_batch import RegisterBatch
     names = [n for n in REGISTER_NAMES if n not in ("fs_base", "gs_base")] + ["fs_base", "gs_base"]
-    count = len(names)
-    ids = (ctypes.c_int * count)(*[getattr(U, f"UC_X86_REG_{n.upper()}") for n in names])
-    values = (ctypes.c_uint64 * count)()
-    for i, n in enumerate(names):
-        values[i] = uc.reg_read(ids[i])
-    base, size = ctypes.addressof(values), ctypes.sizeof(ctypes.c_uint64)
-    ptrs = (ctypes.c_void_p * count)(*[base + i * size for i in range(count)])
-    lib, handle = binding.uclib, uc._uch
+    ids = [getattr(U, f"UC_X86_REG_{n.upper()}") for n in names]
+    batch = RegisterBatch(uc, ids)
+    batch.values[:] = [uc.reg_read(i) for i in ids]
+    store, load = batch.store, batch.load
 
     def step_with_state():
-        lib.uc_reg_write_batch(handle, ids, ptrs, count)
+        store()
         emu_start(CODE, 0, count=1)
-        lib.uc_reg_read_batch(handle, ids, ptrs, count)
+        load()
     return _best(step_with_state, number, repeat)
 
 

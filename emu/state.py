@@ -108,7 +108,9 @@ class FlatState:
 
     def copy(self) -> "FlatState":
         """An independent copy: registers and every region."""
-        other = FlatState(dict(self.regs))
-        for start, data, writable in self.regions():
-            other.map(start, data, writable)
+        other = FlatState.__new__(FlatState)  # no re-validation: this state is valid
+        other.regs = dict(self.regs)
+        other._starts = list(self._starts)
+        other._regions = [_Region(r.start, bytearray(r.data), r.writable) for r in self._regions]
+        other._last = _Region(0, bytearray(), False)
         return other

@@ -2,11 +2,13 @@
 same cases whatever the number of workers or machines.
 
 Generated cases: the emulator test suite's hypothesis strategies (`emu.testing.generate.cases`,
-every family) are driven by a `random.Random` derived from (seed, template index). A hypothesis
-draw costs milliseconds, so each drawn case (a *template*) is followed by `VARIANTS - 1` cheap
-variants: the same instruction and memory, with every register that does not form an address
-(and the flags) drawn afresh. Address registers stay, so the template's aimed memory operand
-still lands where the generator aimed it.
+every family) are drawn by seeded Hypothesis runs (public API: `@given` + `@seed`), one run
+per block of TEMPLATES drawn cases (family included), its seed derived from (seed, block). A
+hypothesis draw costs milliseconds, so each drawn case (a *template*) is followed by
+`VARIANTS - 1` cheap variants: the same instruction and memory, with every register that does
+not form an address (and the flags) drawn afresh, all from one Random seeded by (seed,
+template number). Address registers stay, so the template's aimed memory operand still lands
+where the generator aimed it. Case i thus depends on (seed, i) only, through its block.
 
 Corpus cases: every emulatable encoding of a corpus file (corpus/README.md) in turn, placed in
 the generator's page layout at a random address, with random registers, rsp in the stack pages,
@@ -17,15 +19,13 @@ into a gap.
 from __future__ import annotations
 
 import functools
+import hashlib
 import random
-from dataclasses import replace
+import struct
 from pathlib import Path
 
 import capstone
 from capstone import x86_const as X
-from hypothesis.control import BuildContext
-from hypothesis.errors import HypothesisException, UnsatisfiedAssumption
-from hypothesis.internal.conjecture.data import ConjectureData, StopTest
 
 import emu
 from emu.registers import GPR
@@ -36,6 +36,7 @@ from ..errors import StepperError
 
 M64 = (1 << 64) - 1
 VARIANTS = 64
+TEMPLATES = 8  # templates drawn per Hypothesis run (a chunk's worth: see runner.CHUNK)
 FAMILY_NAMES = tuple(sorted(G.FAMILIES))
 CONTENT_SEEDS = 64  # corpus cases draw region contents from this many seeds (cached)
 
@@ -56,34 +57,84 @@ def _strategy(family: str):
     return G.cases(family)
 
 
-@functools.lru_cache(maxsize=4)
 def template(seed: int, number: int) -> Case:
-    """The `number`th hypothesis-drawn case of a run (retries a refused draw deterministically)."""
-    for attempt in range(1000):
-        rnd = random.Random(f"stepper-fuzz/{seed}/{number}/{attempt}")
-        family = FAMILY_NAMES[rnd.randrange(len(FAMILY_NAMES))]
-        data = ConjectureData(random=rnd)
-        try:
-            with BuildContext(data, wrapped_test=None, is_final=False):
-                return data.draw(_strategy(family))
-        except (UnsatisfiedAssumption, StopTest, HypothesisException):
-            continue
-    raise StepperError(f"the generator refused 1000 draws for case {number} of seed {seed}")
+    """The `number`th hypothesis-drawn case of a run."""
+    block, at = divmod(number, TEMPLATES)
+    return _templates(seed, block)[at]
+
+
+@functools.lru_cache(maxsize=2)
+def _templates(seed: int, block: int) -> tuple[Case, ...]:
+    """Templates [block * TEMPLATES, (block + 1) * TEMPLATES) of a run, drawn by one seeded
+    Hypothesis run through its public API (`@given` + `@seed`, generate phase only, no
+    database): the same seed gives the same examples, so a template depends on (seed, its
+    number) only. One run per block, not per template: the run's set-up is shared, and its
+    first example, always the simplest one, is drawn once and dropped."""
+    from hypothesis import HealthCheck, Phase, Verbosity, given, settings
+    from hypothesis import seed as seeded
+    from hypothesis import strategies as st
+
+    drawn: list[Case] = []
+
+    # What is drawn depends on the data only (Hypothesis checks that its examples replay).
+    @seeded(int.from_bytes(hashlib.sha256(f"stepper-fuzz/{seed}/block/{block}".encode())
+                           .digest()[:8], "little"))
+    @settings(settings.get_profile("default"), database=None, derandomize=False,
+              deadline=None, phases=[Phase.generate], max_examples=TEMPLATES + 1,
+              suppress_health_check=list(HealthCheck), verbosity=Verbosity.quiet)
+    @given(st.data())
+    def draw(data) -> None:
+        family = data.draw(st.sampled_from(FAMILY_NAMES))
+        drawn.append(data.draw(_strategy(family)))
+
+    draw()
+    if len(drawn) < TEMPLATES + 1:
+        raise StepperError(f"the generator gave {len(drawn) - 1} of {TEMPLATES} cases for "
+                           f"block {block} of seed {seed}")
+    return tuple(drawn[1:TEMPLATES + 1])
+
+
+def clear_caches() -> None:
+    """Forget the drawn templates and variants (they are drawn again, identically)."""
+    _templates.cache_clear()
+    _variants.cache_clear()
 
 
 def generated(seed: int, index: int) -> Case:
     """Case `index` of a generated run: a template, or a variant of the last template."""
     number, variant = divmod(index, VARIANTS)
+    return _variants(seed, number)[variant]
+
+
+@functools.lru_cache(maxsize=2)
+def _variants(seed: int, number: int) -> tuple[Case, ...]:
+    """Template `number` and its VARIANTS - 1 variants, drawn in one go from one Random seeded
+    by (seed, number): the per-register draws come from one block of random bytes."""
     base = template(seed, number)
-    if variant == 0:
-        return base
-    rnd = random.Random(f"stepper-fuzz/{seed}/{index}")
     keep = set(_FIXED) | _address_registers(base.code, base.address)
     layout = base.regions[0].start
-    regs = tuple((name, value if name in keep else _value(rnd, layout)) for name, value in base.regs
-                 if name != "rflags") + (("rflags", _flags(rnd)),)
-    order = {name: i for i, (name, _) in enumerate(base.regs)}
-    return replace(base, regs=tuple(sorted(regs, key=lambda kv: order[kv[0]])))
+    names = [name for name, _ in base.regs]
+    redraw = [i for i, name in enumerate(names) if name not in keep and name != "rflags"]
+    flags_at = names.index("rflags")
+    rnd = random.Random(f"stepper-fuzz/{seed}/{number}/variants")
+    unpack = struct.Struct(f"<{2 * len(redraw)}Q").unpack
+    size = 16 * len(redraw)
+    interesting, span = G.INTERESTING, G.SPAN
+    start = [value for _, value in base.regs]
+    out = [base]
+    for _ in range(VARIANTS - 1):
+        values = start[:]
+        words = unpack(rnd.randbytes(size))
+        for j, i in enumerate(redraw):
+            # what _value draws, from two words: edge case, small, anything, or a pointer
+            how, word = words[2 * j], words[2 * j + 1]
+            kind = how & 3
+            values[i] = (interesting[(how >> 2) % len(interesting)] if kind == 0
+                         else ((how >> 2) % 129 - 64) & M64 if kind == 1
+                         else word if kind == 2 else (layout + word % span) & M64)
+        values[flags_at] = _flags(rnd)
+        out.append(Case(base.family, base.text, base.code, tuple(zip(names, values)), base.regions))
+    return tuple(out)
 
 
 @functools.lru_cache(maxsize=4096)
@@ -112,9 +163,9 @@ def _value(rnd: random.Random, layout: int) -> int:
 
 
 def _flags(rnd: random.Random) -> int:
-    flags = 0x202
-    for bit in G.USER_FLAGS:
-        if rnd.getrandbits(1):
+    flags, bits = 0x202, rnd.getrandbits(len(G.USER_FLAGS))
+    for n, bit in enumerate(G.USER_FLAGS):
+        if bits >> n & 1:
             flags |= bit
     return flags
 

@@ -12,6 +12,7 @@ of access, so against the native oracle any MemoryFault is the right answer.)
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import random
 from dataclasses import dataclass
@@ -54,9 +55,21 @@ def state_of_region(spec: RegionSpec) -> bytes:
 
 
 def state_of(case: Case) -> FlatState:
-    """A fresh FlatState for `case` (region contents are cached: variants share them)."""
-    state = FlatState(dict(case.regs))
-    for spec in case.regions:
+    """A fresh FlatState for `case`: a copy of its memory, built once for the regions (variants
+    share them), with the case's registers."""
+    state = _memory(case.regions).copy()
+    state.regs.update(case.regs)
+    if len(state.regs) != len(ALL_REGISTERS):
+        unknown = sorted(set(state.regs) - set(ALL_REGISTERS))
+        raise KeyError(f"unknown register(s): {', '.join(unknown)}")
+    return state
+
+
+@functools.lru_cache(maxsize=8)
+def _memory(regions: tuple[RegionSpec, ...]) -> FlatState:
+    """The regions mapped in a FlatState with default registers (copied, never run on)."""
+    state = FlatState()
+    for spec in regions:
         state.map(spec.start, _contents(spec), spec.writable)
     return state
 
@@ -68,14 +81,19 @@ def instruction(code: bytes, address: int) -> emu.Instruction:
     """emu.decode(code, address), cached. `code` may be the exact encoding or a longer window
     read from memory: both find the same entry (decoding and compiling costs ~100 us)."""
     code = bytes(code[:15])
-    for n in range(1, len(code) + 1):
+    insn = _decoded.get((code, address))
+    if insn is not None:
+        return insn
+    for n in range(1, len(code)):
         insn = _decoded.get((code[:n], address))
         if insn is not None:
-            return insn
-    insn = emu.decode(code, address)
+            break
+    else:
+        insn = emu.decode(code, address)
     if len(_decoded) > 8192:
         _decoded.clear()
     _decoded[(insn.bytes, address)] = insn
+    _decoded[(code, address)] = insn  # the window too: the oracle asks with one each case
     return insn
 
 
@@ -113,7 +131,7 @@ def run_emu(case: Case, state: FlatState | None = None, live: bool = False) -> E
     state = state if state is not None else state_of(case)
     before = dict(state.regs)
     try:
-        insn = instruction(case.code, case.address)
+        insn = instruction(case.code, before["rip"])
         if live and insn.emulatable:
             live_plan(insn)(state)
         else:
@@ -140,7 +158,9 @@ class UnicornOracle:
     regions are whole pages, the one holding rip is executable, a fetch fault after the
     instruction means it completed, a branch to a non-canonical address is #GP. What differs
     is speed: mappings stay in place while consecutive cases have the same regions (a
-    template's variants do), and registers go in and out in one batch call each.
+    template's variants do), their memory is this object's (`Uc.mem_map_ptr`: bytes go in
+    and out by one copy, not through `mem_write`/`mem_read`), and registers go in and out in
+    one batch call each.
     """
 
     name = "unicorn"
@@ -158,30 +178,21 @@ class UnicornOracle:
         self._fast_registers()
         self.layout: tuple = ()
         self.loaded: dict[int, bytes] = {}  # what each mapped region holds now
+        self.host: dict[int, ctypes.Array] = {}  # the memory behind each mapped region
         self.translated: int | None = None  # rip whose translation QEMU may have cached
 
     def _fast_registers(self) -> None:
-        """uc_reg_{read,write}_batch called directly for the 64-bit registers: the binding's
-        per-register type dispatch costs ~90 us per batch, the C call a few."""
-        import ctypes
-        from unicorn.unicorn_py3 import unicorn as binding
-        n = len(self.gpr_ids)
-        self._lib, self._n = binding.uclib, n
-        self._ids = (ctypes.c_int * n)(*self.gpr_ids)
-        self._vals = (ctypes.c_uint64 * n)()
-        size = ctypes.sizeof(ctypes.c_uint64)
-        base = ctypes.addressof(self._vals)
-        self._ptrs = (ctypes.c_void_p * n)(*[base + i * size for i in range(n)])
+        """The 64-bit registers go in and out in one C call each (emu.testing.unicorn_batch
+        says why the binding's public batch calls are not used)."""
+        from emu.testing.unicorn_batch import RegisterBatch
+        self._gprs = RegisterBatch(self.uc, self.gpr_ids)
+        self._xmms = RegisterBatch(self.uc, self.ids[len(self.gpr_ids):], width=16)
 
     def _write_gprs(self, values: list[int]) -> None:
-        self._vals[:] = values
-        if self._lib.uc_reg_write_batch(self.uc._uch, self._ids, self._ptrs, self._n):
-            raise RuntimeError("uc_reg_write_batch failed")
+        self._gprs.write(values)
 
     def _read_gprs(self) -> list[int]:
-        if self._lib.uc_reg_read_batch(self.uc._uch, self._ids, self._ptrs, self._n):
-            raise RuntimeError("uc_reg_read_batch failed")
-        return self._vals[:]
+        return self._gprs.read()
 
     def _map(self, regions, rip: int) -> None:
         from unicorn import UC_PROT_EXEC, UC_PROT_READ, UC_PROT_WRITE
@@ -191,6 +202,7 @@ class UnicornOracle:
             return
         for start, size, _, _ in self.layout:
             self.uc.mem_unmap(start, size)
+            del self.host[start]
         self.layout = ()
         self.loaded = {}
         self.translated = None
@@ -198,8 +210,10 @@ class UnicornOracle:
             if start % unicorn_oracle.PAGE or size % unicorn_oracle.PAGE:
                 raise ValueError(f"region {start:#x}+{size:#x} is not whole pages; the oracle "
                                  "maps pages and would not fault where FlatState does")
-            self.uc.mem_map(start, size, UC_PROT_READ | (UC_PROT_WRITE if writable else 0)
-                            | (UC_PROT_EXEC if code else 0))
+            host = (ctypes.c_char * size)()
+            self.uc.mem_map_ptr(start, size, UC_PROT_READ | (UC_PROT_WRITE if writable else 0)
+                                | (UC_PROT_EXEC if code else 0), ctypes.addressof(host))
+            self.host[start] = host  # kept while mapped
             self.layout += ((start, size, writable, code),)
 
     def run(self, state: FlatState) -> Outcome:
@@ -215,11 +229,11 @@ class UnicornOracle:
         except Exception:
             self.layout = ()
             raise
-        loaded = self.loaded
+        loaded, host = self.loaded, self.host
         fresh_code = False
         for start, data, _ in regions:
             if loaded.get(start) != data:  # pages keep the last case's bytes: often the same
-                uc.mem_write(start, data)
+                ctypes.memmove(host[start], data, len(data))
                 loaded[start] = data
                 fresh_code = fresh_code or start <= rip < start + len(data)
         if fresh_code or rip != self.translated:  # QEMU caches translations: drop stale ones
@@ -231,8 +245,7 @@ class UnicornOracle:
         vector = uses_xmm(insn)
         self._write_gprs([regs[n] for n in self.gpr_names])
         if vector:
-            uc.reg_write_batch([(i, regs.get(n, 0)) for i, n in zip(self.ids, self.names)
-                                if n.startswith("xmm")])
+            self._xmms.write([regs.get(n, 0) for n in XMM])
         self.inner.invalid.clear()
         # Stop the translation block after the instruction (as the inner oracle does): else
         # QEMU translates on and an instruction before an unmapped page aborts the block.
@@ -246,16 +259,17 @@ class UnicornOracle:
                 return outcome
         after = dict(zip(self.gpr_names, self._read_gprs()))
         if vector:
-            after.update(zip(XMM, uc.reg_read_batch(self.ids[len(self.gpr_names):])))
+            after.update(zip(XMM, self._xmms.read()))
         else:  # an instruction that names no xmm register cannot change one
-            after.update((n, regs.get(n, 0)) for n in XMM)
+            for n in XMM:
+                after[n] = regs.get(n, 0)
         if not unicorn_oracle.canonical(after["rip"]):
             self._forget_writable(regions)
             return Outcome(fault="exception", fault_address=after["rip"],
                            error="branch to a non-canonical address (#GP)")
         memory = {}
         for start, data, writable in regions:  # Unicorn enforces the protections
-            memory[start] = loaded[start] = bytes(uc.mem_read(start, len(data))) if writable else data
+            memory[start] = loaded[start] = host[start].raw if writable else data
         return Outcome(regs=after, memory=memory)
 
     def _forget_writable(self, regions) -> None:
@@ -267,6 +281,7 @@ class UnicornOracle:
     def close(self) -> None:
         for start, size, _, _ in self.layout:
             self.uc.mem_unmap(start, size)
+            del self.host[start]
         self.layout = ()
 
 
@@ -313,5 +328,7 @@ def compare(case: Case, emu_out: Outcome, oracle: Outcome, name: str,
         return problems
     if emu_out.fault is not None:
         return [f"emu faults ({emu_out.fault} at {emu_out.fault_address:#x}), {name} completes"]
+    if emu_out.regs == oracle.regs and emu_out.memory == oracle.memory:
+        return []  # the same everywhere: nothing to mask or explain (the usual case)
     return state_differences(instruction(case.code, case.address), dict(case.regs), emu_out,
                              oracle, name, mask_undefined=not exact_flags)

@@ -13,7 +13,7 @@ import subprocess
 import sys
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from emu.testing.generate import example_case
@@ -36,12 +36,13 @@ def _run(**kw) -> runner.Report:
 # ------------------------------------------------------------------ cases
 
 
-@settings(max_examples=20, deadline=None)
+# The cases are drawn by Hypothesis runs of their own, nested in this one.
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.nested_given])
 @given(seed=st.integers(0, 2**32), index=st.integers(0, 10_000))
 def test_a_case_depends_only_on_seed_and_index(seed, index):
     """Case i of seed s is the same however it is reached (cold caches, other cases first)."""
     first = cases.generated(seed, index)
-    cases.template.cache_clear()
+    cases.clear_caches()
     cases.generated(seed + 1, index)  # something else in between
     assert cases.generated(seed, index) == first
 
@@ -153,6 +154,50 @@ def test_a_divergence_is_detected_shrunk_and_written(tmp_path, monkeypatch):
     assert any(p.startswith("r15") for p in regressions.replay(reg))  # still fails while broken
     monkeypatch.undo()
     assert regressions.replay(reg, judge.UnicornOracle()) == []  # and passes once fixed
+
+
+def test_the_judge_reports_one_wrong_byte_and_one_defined_flag_but_no_undefined_one():
+    """Agreeing outcomes compare in one step; any difference still gets the detailed rules."""
+    case = example_case("and rax, rbx", rax=0xF0F0, rbx=0xFF00)
+    oracle = judge.UnicornOracle()
+    try:
+        out = oracle.run(judge.state_of(case))
+    finally:
+        oracle.close()
+    emu_out = judge.run_emu(case).outcome
+    assert judge.compare(case, emu_out, out, "unicorn") == []
+    data = min(s for s in emu_out.memory if s > case.address)  # the data pages
+    wrong = dict(emu_out.memory)
+    wrong[data] = wrong[data][:-1] + bytes([wrong[data][-1] ^ 1])
+    problems = judge.compare(case, dataclasses.replace(emu_out, memory=wrong), out, "unicorn")
+    assert problems and any(f"{data + 0x1fff:#x}" in p for p in problems)
+    for bit, reported in ((0x10, False), (0x1, True)):  # AF is undefined after AND, CF is 0
+        regs = dict(emu_out.regs, rflags=emu_out.regs["rflags"] ^ bit)
+        problems = judge.compare(case, dataclasses.replace(emu_out, regs=regs), out, "unicorn")
+        assert bool(problems) == reported, problems
+
+
+def test_an_oracle_reused_across_cases_agrees_with_a_fresh_one():
+    """Mappings and their memory stay between cases with the same regions: a store by one case
+    must not leak into the next."""
+    store = example_case("mov qword ptr [rsp - 8], rax", rax=0x1122334455667788)
+    load = dataclasses.replace(store, code=example_case("mov rbx, qword ptr [rsp - 8]").code,
+                               text="mov rbx, qword ptr [rsp - 8]")
+    load = dataclasses.replace(load, regions=tuple(
+        dataclasses.replace(r, patches=tuple((store.address, load.code) if a == store.address
+                                             else (a, b) for a, b in r.patches))
+        for r in store.regions))
+    reused, fresh = judge.UnicornOracle(), judge.UnicornOracle()
+    try:
+        first = reused.run(judge.state_of(store))
+        assert first.regs is not None and first.regs["rip"] == store.address + len(store.code)
+        again = reused.run(judge.state_of(load))
+        alone = fresh.run(judge.state_of(load))
+    finally:
+        reused.close()
+        fresh.close()
+    assert again.regs == alone.regs and again.memory == alone.memory
+    assert again.regs["rbx"] == 0  # the stack as the case has it, not as the store left it
 
 
 # ------------------------------------------------------------------ the native oracle
