@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from . import ptrace_lean
 from .errors import StepperError
-from .xol_area import find_syscall_gadget
+from .xol_area import find_syscall_gadget, syscall_registers
 
 if TYPE_CHECKING:  # pragma: no cover
     from .breakpoints import Breakpoint
@@ -235,16 +235,7 @@ def inject(s: "Session", tid: int, nr: int, *args: int) -> int:
         gadget = s.trap_gadget = find_syscall_gadget(s.pid, s.mem)
         if gadget is None:
             raise StepperError("no syscall instruction found to restore SIGTRAP with")
-    saved = ptrace_lean.new_regs()
-    ptrace_lean.getregs(tid, saved)
-    work = ptrace_lean.new_regs()
-    work[:] = saved[:]
-    work[ptrace_lean.RIP] = gadget
-    work[ptrace_lean.RAX] = nr
-    work[ptrace_lean.ORIG_RAX] = (1 << 64) - 1
-    for name, value in zip(("rdi", "rsi", "rdx", "r10"), args):
-        work[ptrace_lean.REG_INDEX[name]] = value & ((1 << 64) - 1)
-    ptrace_lean.setregs(tid, work)
+    saved, work = syscall_registers(tid, gadget, nr, args)
     pending, stops = [], 0
     try:
         while stops < 2:  # the syscall's entry stop, then its exit stop

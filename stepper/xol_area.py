@@ -52,11 +52,10 @@ def find_syscall_gadget(pid: int, mem: ptrace_lean.ProcMem) -> int | None:
     return None
 
 
-def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
-                   *args: int) -> int:
-    """Run syscall `nr` in stopped thread `tid` and return its raw result; every register is
-    restored afterwards. A signal that arrives meanwhile is queued to the thread again with
-    tgkill, so none is lost."""
+def syscall_registers(tid: int, gadget: int, nr: int, args) -> tuple:
+    """Set stopped thread `tid` up to run syscall `nr` with `args` at the `syscall`
+    instruction `gadget`. Returns (saved, work): its registers as they were, to put back
+    afterwards, and the buffer it now runs with (reusable to read the result)."""
     saved = ptrace_lean.new_regs()
     ptrace_lean.getregs(tid, saved)
     work = ptrace_lean.new_regs()
@@ -67,6 +66,15 @@ def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
     for name, value in zip(_ARG_REGS, args):
         work[ptrace_lean.REG_INDEX[name]] = value & ((1 << 64) - 1)
     ptrace_lean.setregs(tid, work)
+    return saved, work
+
+
+def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
+                   *args: int) -> int:
+    """Run syscall `nr` in stopped thread `tid` and return its raw result; every register is
+    restored afterwards. A signal that arrives meanwhile is queued to the thread again with
+    tgkill, so none is lost."""
+    saved, work = syscall_registers(tid, gadget, nr, args)
     pending = []
     try:
         while True:
