@@ -117,6 +117,18 @@ def run_cli(argv: list[str], addresses: list[int], mode: str = "auto", tmp_path=
     return Run(p.stdout, p.stderr, p.returncode, report)
 
 
+def probe_specs(tmp_path, specs: list[str], argv: list[str], *options: str,
+                timeout: float = 120) -> tuple[subprocess.CompletedProcess, dict | None]:
+    """`stepper probe --json ... -p SPEC... -- ARGV` in a subprocess, text mode, with the table
+    on stderr; the JSON report read back (None if none was written)."""
+    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
+    cmd = [sys.executable, "-m", "stepper.cli", "probe", "--json", str(report), *options]
+    for spec in specs:
+        cmd += ["-p", spec]
+    run = subprocess.run(cmd + ["--", *argv], capture_output=True, timeout=timeout, text=True)
+    return run, (json.loads(report.read_text()) if report.exists() else None)
+
+
 @pytest.fixture
 def spawn_captured(tmp_path):
     """spawn_captured(argv, mode) -> (Process, path its stdout goes to), via the library."""

@@ -6,7 +6,6 @@ once per call)."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
 import sys
@@ -14,17 +13,13 @@ from collections import Counter
 
 import pytest
 
-from conftest import run_plain
+from conftest import probe_specs, run_plain
 
 
 def probe(tmp_path, specs: list[str], argv: list[str], *options: str):
-    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
-    cmd = [sys.executable, "-m", "stepper.cli", "probe", "--json", str(report), *options]
-    for spec in specs:
-        cmd += ["-p", spec]
-    run = subprocess.run(cmd + ["--", *argv], capture_output=True, timeout=120, text=True)
+    run, report = probe_specs(tmp_path, specs, argv, *options)
     assert "Traceback" not in run.stderr, run.stderr
-    return run, (json.loads(report.read_text()) if report.exists() else None)
+    return run, report
 
 
 def printed_calls(stdout: str) -> Counter:

@@ -6,26 +6,21 @@ print how many times they called f) and of ls."""
 
 from __future__ import annotations
 
-import json
 import re
 import subprocess
-import sys
 from collections import defaultdict
 from pathlib import Path
 
-from conftest import TRACEES
+from conftest import TRACEES, probe_specs
 
 ROW = re.compile(r"^\s*([\d,]+)  (\S+)\s+(\S+)\s+(\S+)(?: \((\d+) sites\))?$")
 
 
 def probe(tmp_path, specs: list[str], argv: list[str], *options: str):
-    report = tmp_path / f"report-{len(list(tmp_path.glob('report-*.json')))}.json"
-    cmd = [sys.executable, "-m", "stepper.cli", "probe", "--json", str(report), *options]
-    for spec in specs:
-        cmd += ["-p", spec]
-    run = subprocess.run(cmd + ["--", *argv], capture_output=True, timeout=180, text=True)
+    run, report = probe_specs(tmp_path, specs, argv, *options, timeout=180)
     assert run.returncode == subprocess.run(argv, capture_output=True).returncode, run.stderr
-    return run.stderr.splitlines(), json.loads(report.read_text()), run.stdout
+    assert report is not None, run.stderr
+    return run.stderr.splitlines(), report, run.stdout
 
 
 def rows(lines: list[str]) -> list[tuple]:
