@@ -34,9 +34,9 @@ from typing import TYPE_CHECKING, Iterable
 
 from capstone import x86_const as X
 
-from . import ptrace_lean, quiet, sigtrap, xol
+from . import kernel, quiet, sigtrap, xol
 from .errors import StepperError
-from .ptrace_lean import RIP
+from .kernel import RIP
 from .strategies import Ops, XolOps
 from .xol_area import AREA_SIZE, XolArea
 
@@ -113,10 +113,10 @@ class BoostOps(Ops):
                 return self.xol.hit(s, t, bp)  # boosting refused just now (note says why)
             slot = self.slot
         t.regs[RIP] = slot
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         bp.stats.boost += 1
         t.running = True
-        ptrace_lean.cont(t.tid, 0)
+        kernel.cont(t.tid, 0)
 
     def refuse(self, reason: str) -> None:
         """Step with plain XOL from now on, saying why."""
@@ -133,7 +133,7 @@ class Boost:
         self.areas: list[XolArea] = []
         self.plans: dict[int, xol.XolPlan] = {}  # slot address -> plan
         self._bounds: list[tuple[int, int]] = []
-        self._regs = ptrace_lean.new_regs()
+        self._regs = kernel.new_regs()
         self._held: dict[int, list] = {}  # tid -> siginfos held for one step
 
     # --- insertion ------------------------------------------------------------------------
@@ -182,13 +182,13 @@ class Boost:
         original stream and, for a signal-delivery stop of `sig`, fix si_addr. Returns the
         slot's plan when the thread was moved (its registers are then in `regs`)."""
         regs = self._regs if regs is None else regs
-        ptrace_lean.getregs(tid, regs)
+        kernel.getregs(tid, regs)
         rip = regs[RIP]
         plan = self.locate(rip)
         if plan is None:
             return None
         regs[RIP] = plan.original_address(rip)
-        ptrace_lean.setregs(tid, regs)
+        kernel.setregs(tid, regs)
         info = _siginfo(tid) if sig else None
         if info is not None:
             _fix_siginfo(tid, plan, rip, sig, info)
@@ -210,7 +210,7 @@ class Boost:
         if held is not None:
             return self._release(t, sig, held)
         regs = t.regs
-        ptrace_lean.getregs(t.tid, regs)
+        kernel.getregs(t.tid, regs)
         plan = self.locate(regs[RIP])
         if plan is None:
             return sig
@@ -230,7 +230,7 @@ class Boost:
         its outcome, as unprobed, and a handler returning to it runs it (and hits) anew."""
         rip = t.regs[RIP]
         t.regs[RIP] = plan.original_address(rip)
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         info = _siginfo(t.tid) if sig else None
         if info is not None:
             _fix_siginfo(t.tid, plan, rip, sig, info)
@@ -244,7 +244,7 @@ class Boost:
     def _release(self, t, sig: int, held: list) -> int | None:
         """The stop after held signals' single-step: deliver them now."""
         regs = t.regs
-        ptrace_lean.getregs(t.tid, regs)
+        kernel.getregs(t.tid, regs)
         plan = self.locate(regs[RIP])
         info = _siginfo(t.tid) if sig else None
         if sig == signal.SIGTRAP and info is not None and info.code > 0:
@@ -258,8 +258,8 @@ class Boost:
                                    self.session.breakpoints.by_address.get(address))
                 sigtrap.flush(self.session, t)
             for other in held[1:]:
-                ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
-            ptrace_lean.setsiginfo(t.tid, held[0])
+                kernel.tgkill(self.session.pid, t.tid, other.signo)
+            kernel.setsiginfo(t.tid, held[0])
             return held[0].signo
         if (plan is not None and regs[RIP] == plan.slot_address and info is not None
                 and not _synchronous(sig, info)):
@@ -275,7 +275,7 @@ class Boost:
         if plan is not None:
             self._map(t, plan, sig)
         for other in held:
-            ptrace_lean.tgkill(self.session.pid, t.tid, other.signo)
+            kernel.tgkill(self.session.pid, t.tid, other.signo)
         return sig
 
     def inherited(self, child: "Session") -> "Boost":
@@ -294,7 +294,7 @@ class Boost:
         for tid, infos in self._held.items():  # their steps were settled by the detach
             for info in infos:
                 try:
-                    ptrace_lean.tgkill(self.session.pid, tid, info.signo)
+                    kernel.tgkill(self.session.pid, tid, info.signo)
                 except StepperError:
                     pass
         self._held = {}
@@ -314,13 +314,13 @@ class Boost:
 
 def _siginfo(tid: int):
     try:
-        return ptrace_lean.getsiginfo(tid)
+        return kernel.getsiginfo(tid)
     except StepperError:  # a group-stop has no siginfo
         return None
 
 
 def _copy(info):
-    new = ptrace_lean.Siginfo()
+    new = kernel.Siginfo()
     ctypes.memmove(ctypes.addressof(new), ctypes.addressof(info), ctypes.sizeof(info))
     return new
 
@@ -339,7 +339,7 @@ def _fix_siginfo(tid: int, plan: xol.XolPlan, rip: int, sig: int, info) -> None:
     original = plan.original_address(info.addr)
     if original != info.addr:
         info.addr = original
-        ptrace_lean.setsiginfo(tid, info)
+        kernel.setsiginfo(tid, info)
 
 
 def _stopped_tid(s: "Session") -> int | None:

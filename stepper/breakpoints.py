@@ -16,7 +16,7 @@ import emu
 
 from . import located, maps, policy, strategies
 from .errors import StepperError
-from .ptrace_lean import ProcMem
+from .kernel import ProcMem
 
 INT3 = b"\xcc"
 

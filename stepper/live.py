@@ -2,7 +2,7 @@
 
 Registers: the thread's preallocated `user_regs_struct` buffer itself (read once per hit with
 PTRACE_GETREGS); the emu plan is compiled with keys = indices into that buffer
-(`ptrace_lean.REG_INDEX`), so a hit builds no dict. The caller writes the buffer back (one
+(`kernel.REG_INDEX`), so a hit builds no dict. The caller writes the buffer back (one
 PTRACE_SETREGS) only when something changed.
 
 Memory: process_vm_readv/writev, which honour the tracee's page protections: an emulated
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from emu import MemoryFault
 
-from . import ptrace_lean
+from . import kernel
 
 PAGE = 4096
 
@@ -25,7 +25,7 @@ class LiveState:
 
     __slots__ = ("tid", "regs", "vm")
 
-    def __init__(self, tid: int, regs, vm: ptrace_lean.VmAccess) -> None:
+    def __init__(self, tid: int, regs, vm: kernel.VmAccess) -> None:
         self.tid = tid
         self.regs = regs
         self.vm = vm

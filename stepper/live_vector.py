@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import emu
 
-from . import host_flags, ptrace_lean
+from . import host_flags, kernel
 from .live import LiveState
 
 #: Register keys of a vector-capable plan: general registers index the ptrace buffer (ints),
 #: xmm registers are named (strs), so one `VectorRegs.__getitem__` tells them apart by type.
 VECTOR_KEYS: dict[str, object] = {
-    **ptrace_lean.REG_INDEX, **{name: name for name in emu.VECTOR_REGISTERS}}
-_XMM_OFFSET = {name: ptrace_lean.XMM_OFFSET + 16 * n for n, name in enumerate(emu.VECTOR_REGISTERS)}
+    **kernel.REG_INDEX, **{name: name for name in emu.VECTOR_REGISTERS}}
+_XMM_OFFSET = {name: kernel.XMM_OFFSET + 16 * n for n, name in enumerate(emu.VECTOR_REGISTERS)}
 
 
 class VectorRegs:
@@ -57,9 +57,9 @@ def run_vector_plan(plan, tid: int, gpr, vm) -> None:
     plan), and writes the image back only if an xmm register changed; the caller writes the
     general registers back as for any emulated hit.
     """
-    fp = ptrace_lean.FpregsBuffer()
-    ptrace_lean.getfpregs(tid, fp)
+    fp = kernel.FpregsBuffer()
+    kernel.getfpregs(tid, fp)
     regs = VectorRegs(gpr, fp)
     plan(LiveState(tid, regs, vm))
     if regs.dirty:
-        ptrace_lean.setfpregs(tid, fp)
+        kernel.setfpregs(tid, fp)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from capstone import x86_const as X
 
-from . import ptrace_lean
+from . import kernel
 
 if TYPE_CHECKING:  # pragma: no cover
     import emu
@@ -49,11 +49,11 @@ def step(t, sig: int = 0) -> None:
     """Single-step stopped thread `t` with its asynchronous signals blocked; `end(t)` at its
     next stop puts the program's mask back."""
     if t.quiet_mask is None:
-        saved = ptrace_lean.getsigmask(t.tid)
-        ptrace_lean.setsigmask(t.tid, saved | QUIET_MASK)
+        saved = kernel.getsigmask(t.tid)
+        kernel.setsigmask(t.tid, saved | QUIET_MASK)
         t.quiet_mask = saved
     t.running = True
-    ptrace_lean.singlestep(t.tid, sig)
+    kernel.singlestep(t.tid, sig)
 
 
 def end(t) -> None:
@@ -61,4 +61,4 @@ def end(t) -> None:
     saved = t.quiet_mask
     if saved is not None:
         t.quiet_mask = None
-        ptrace_lean.setsigmask(t.tid, saved)
+        kernel.setsigmask(t.tid, saved)

@@ -8,7 +8,7 @@ is interrupted or raises, `abandon()` restores every INT3 byte, brings any threa
 step back to the original instruction stream, unmaps the XOL area and detaches every thread,
 so the program carries on untraced, unharmed.
 
-The hit path (SIGTRAP -> GETREGS -> ops.hit -> SETREGS -> CONT) uses ptrace_lean only.
+The hit path (SIGTRAP -> GETREGS -> ops.hit -> SETREGS -> CONT) uses kernel only.
 
 Under fire (docs/under_fire.md):
 - A signal that stops a thread in the middle of an out-of-line step abandons the step: the
@@ -38,29 +38,22 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, environment, located, procfs, ptrace_lean, quiet, sigtrap, xol
+from . import boost, environment, located, procfs, kernel, quiet, sigtrap, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
-from .ptrace_lean import RIP, WALL, PtraceFailed
+from .kernel import EFLAGS, RIP, RSP, SI_KERNEL, TF, TRAP_TRACE, WALL, PtraceFailed
 from .strategies import regs_dict
 from .xol_area import XolArea
 
 SIGTRAP = signal.SIGTRAP
 SIGSTOP = signal.SIGSTOP
-_EVENT_CLONE_STATUS = (ptrace_lean.EVENT_CLONE << 8) | SIGTRAP
-_EVENT_EXEC_STATUS = (ptrace_lean.EVENT_EXEC << 8) | SIGTRAP
-EVENT_FORK, EVENT_VFORK, EVENT_VFORK_DONE = 1, 2, 5
-_EVENT_FORK_STATUS = (EVENT_FORK << 8) | SIGTRAP
-_EVENT_VFORK_STATUS = (EVENT_VFORK << 8) | SIGTRAP
-_EVENT_VFORK_DONE_STATUS = (EVENT_VFORK_DONE << 8) | SIGTRAP
-O_TRACEFORK, O_TRACEVFORK = 0x02, 0x04
-_FOLLOW = (ptrace_lean.O_TRACECLONE | ptrace_lean.O_TRACEEXEC | O_TRACEFORK | O_TRACEVFORK)
-PTRACE_ATTACH = 16
-EFLAGS = ptrace_lean.REG_INDEX["rflags"]
-RSP = ptrace_lean.REG_INDEX["rsp"]
-TF = 0x100
-SI_KERNEL, TRAP_TRACE = 0x80, 2
+_EVENT_CLONE_STATUS = (kernel.EVENT_CLONE << 8) | SIGTRAP
+_EVENT_EXEC_STATUS = (kernel.EVENT_EXEC << 8) | SIGTRAP
+_EVENT_FORK_STATUS = (kernel.EVENT_FORK << 8) | SIGTRAP
+_EVENT_VFORK_STATUS = (kernel.EVENT_VFORK << 8) | SIGTRAP
+_EVENT_VFORK_DONE_STATUS = (kernel.EVENT_VFORK_DONE << 8) | SIGTRAP
+_FOLLOW = kernel.O_FOLLOW
 CHILDREN = ("follow", "detach")
 _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, SIGTRAP)
 
@@ -72,9 +65,9 @@ class Thread:
     __slots__ = ("tid", "regs", "live", "step", "running", "fresh", "session", "tf", "rehit",
                  "stop_sent", "abandons", "held", "quiet_mask")
 
-    def __init__(self, tid: int, vm: ptrace_lean.VmAccess, session: "Session") -> None:
+    def __init__(self, tid: int, vm: kernel.VmAccess, session: "Session") -> None:
         self.tid = tid
-        self.regs = ptrace_lean.new_regs()
+        self.regs = kernel.new_regs()
         self.live = LiveState(tid, self.regs, vm)
         self.step = None
         self.running = False
@@ -131,8 +124,8 @@ class Session:
         self.family: dict[int, Thread] = parent.family if parent is not None else {}
         self.vfork = vfork
         self.exe = parent.exe if parent is not None else procfs.exe_of(pid)
-        self.mem = ptrace_lean.ProcMem(pid)
-        self.vm = ptrace_lean.VmAccess(pid)
+        self.mem = kernel.ProcMem(pid)
+        self.vm = kernel.VmAccess(pid)
         self.breakpoints = Breakpoints(pid, self.mem)
         self.threads: dict[int, Thread] = {}
         self.children: list[Session] = []
@@ -180,7 +173,7 @@ class Session:
         _, status = os.waitpid(pid, WALL)
         if not os.WIFSTOPPED(status):
             raise StepperError(f"{argv[0]}: ended before it could be traced")
-        ptrace_lean.setoptions(pid, _FOLLOW | ptrace_lean.O_EXITKILL)
+        kernel.setoptions(pid, _FOLLOW | kernel.O_EXITKILL)
         return cls(pid, mode, children)
 
     @classmethod
@@ -212,7 +205,7 @@ class Session:
         except BaseException:
             for tid in done:
                 try:
-                    ptrace_lean.detach(tid, 0)
+                    kernel.detach(tid, 0)
                 except StepperError:
                     pass
             raise
@@ -292,14 +285,14 @@ class Session:
         """Let `t` run on (a thread in the middle of a step is stepped on, not continued)."""
         t.running = True
         if t.step is not None:
-            ptrace_lean.singlestep(t.tid, sig)
+            kernel.singlestep(t.tid, sig)
         else:
-            ptrace_lean.cont(t.tid, sig)
+            kernel.cont(t.tid, sig)
 
     def single_step(self, t: Thread, ops, bp: Breakpoint, token) -> None:
         t.step = (ops, bp, token)
         t.running = True
-        ptrace_lean.singlestep(t.tid)
+        kernel.singlestep(t.tid)
 
     def resume_stepped(self, t: Thread) -> None:
         """Resume `t` after its probed instruction completed. A program running with TF set
@@ -312,12 +305,12 @@ class Session:
         t.held = []
         if t.tf:
             t.tf = 0
-            info = ptrace_lean.getsiginfo(t.tid)
+            info = kernel.getsiginfo(t.tid)
             info.signo, info.errno, info.code = SIGTRAP, 0, TRAP_TRACE
             info.addr = t.regs[RIP]
             deliver.insert(0, info)
         _requeue(t, deliver[1:])
-        ptrace_lean.setsiginfo(t.tid, deliver[0])
+        kernel.setsiginfo(t.tid, deliver[0])
         if deliver[0].signo == SIGTRAP:
             return sigtrap.deliver(self, t)  # the program's trap: its handler is noted
         self.resume(t, deliver[0].signo)
@@ -365,7 +358,7 @@ class Session:
     def _loop(self) -> None:
         family = self.family
         mine = self.threads
-        getregs = ptrace_lean.getregs
+        getregs = kernel.getregs
         waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
         stopped_trap = (SIGTRAP << 8) | 0x7F
         while mine and not self._detach_requested:
@@ -415,10 +408,10 @@ class Session:
             quiet.end(t)  # the program's own signal mask, before anything looks at it
         sig, high = os.WSTOPSIG(status), status >> 8
         if high == _EVENT_CLONE_STATUS:
-            self._cloned(ptrace_lean.geteventmsg(t.tid))
+            self._cloned(kernel.geteventmsg(t.tid))
             return self.resume(t)
         if high == _EVENT_FORK_STATUS or high == _EVENT_VFORK_STATUS:
-            self._forked(t, ptrace_lean.geteventmsg(t.tid), high == _EVENT_VFORK_STATUS)
+            self._forked(t, kernel.geteventmsg(t.tid), high == _EVENT_VFORK_STATUS)
             return self.resume(t)
         if high == _EVENT_VFORK_DONE_STATUS:
             return self.resume(t)
@@ -443,7 +436,7 @@ class Session:
         if t.step is not None:
             ops, bp, token = t.step
             t.step = None
-            if sig == SIGTRAP and ptrace_lean.getsiginfo(t.tid).code > 0:
+            if sig == SIGTRAP and kernel.getsiginfo(t.tid).code > 0:
                 if ops.complete(self, t, bp, token):
                     if self.trap_handler:  # the step's trap, forced like the INT3
                         sigtrap.after_trap(self, t, bp)
@@ -456,7 +449,7 @@ class Session:
             # but a step abandoned already is finished first (a signal storm faster than a
             # step must not stop the program's progress) and the signal delivered right
             # after the instruction, which an asynchronous signal may equally hit.
-            info = ptrace_lean.getsiginfo(t.tid)
+            info = kernel.getsiginfo(t.tid)
             synchronous = sig in _FAULTS and info.code > 0
             if not synchronous and t.abandons:
                 t.held.append(_copy_info(info))
@@ -552,7 +545,7 @@ class Session:
         self._area = None
         self.boost = None
         self.mem.close()
-        self.mem = ptrace_lean.ProcMem(self.pid)
+        self.mem = kernel.ProcMem(self.pid)
         self.breakpoints.mem = self.mem
         self.exe = procfs.exe_of(self.pid)
         self.vfork = False
@@ -597,7 +590,7 @@ class Session:
             if t.running and not t.fresh and not t.stop_sent:
                 t.stop_sent = True
                 try:
-                    ptrace_lean.tgkill(t.session.pid, t.tid, SIGSTOP)
+                    kernel.tgkill(t.session.pid, t.tid, SIGSTOP)
                     return
                 except StepperError:
                     t.stop_sent = False
@@ -668,7 +661,7 @@ class Session:
                 # would then never reach its parent).
                 for t in sorted(threads, key=lambda t: t.tid == s.pid):
                     try:
-                        ptrace_lean.detach(t.tid, 0)
+                        kernel.detach(t.tid, 0)
                     except StepperError:
                         pass
                     s._drop_thread(t.tid)
@@ -712,7 +705,7 @@ class Session:
                     return True
                 if not (t.fresh or t.stop_sent):  # else a SIGSTOP is on the way already
                     t.stop_sent = True
-                    ptrace_lean.tgkill(self.pid, t.tid, SIGSTOP)
+                    kernel.tgkill(self.pid, t.tid, SIGSTOP)
                 status = None
             return self._wait_for_sigstop(t, status)
         except (StepperError, ChildProcessError):
@@ -732,10 +725,10 @@ class Session:
             sig, event = os.WSTOPSIG(status), status >> 8
             status = None
             if event == _EVENT_CLONE_STATUS:  # a thread born while leaving: detach it too
-                self._cloned(ptrace_lean.geteventmsg(t.tid))
+                self._cloned(kernel.geteventmsg(t.tid))
                 sig = 0
             elif event == _EVENT_FORK_STATUS or event == _EVENT_VFORK_STATUS:
-                self._forked(t, ptrace_lean.geteventmsg(t.tid), event == _EVENT_VFORK_STATUS)
+                self._forked(t, kernel.geteventmsg(t.tid), event == _EVENT_VFORK_STATUS)
                 sig = 0
             elif event == _EVENT_EXEC_STATUS or event == _EVENT_VFORK_DONE_STATUS:
                 if event == _EVENT_EXEC_STATUS:
@@ -757,11 +750,11 @@ class Session:
                 self.boost.map_back(t.tid, sig)
             if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
                 t.stop_sent = True
-                ptrace_lean.tgkill(self.pid, t.tid, SIGSTOP)
+                kernel.tgkill(self.pid, t.tid, SIGSTOP)
             if t.step is not None:
-                ptrace_lean.singlestep(t.tid, sig)
+                kernel.singlestep(t.tid, sig)
             else:
-                ptrace_lean.cont(t.tid, sig)
+                kernel.cont(t.tid, sig)
 
     def _next_status(self, t: Thread) -> int:
         """Wait for `t`'s next stop or exit. A process leader that exited (exit_group, or on
@@ -803,19 +796,19 @@ class Session:
         """The thread whose hit was being handled when the tracer raised: if its registers
         were not written back yet (the kernel's rip is one past the INT3 and the buffer holds
         the breakpoint address), put it back on the instruction, which then runs natively."""
-        kernel = ptrace_lean.new_regs()
-        ptrace_lean.getregs(t.tid, kernel)
-        address = kernel[RIP] - 1
+        now = kernel.new_regs()
+        kernel.getregs(t.tid, now)
+        address = now[RIP] - 1
         if t.regs[RIP] == address and address in self.breakpoints.by_address:
-            kernel[RIP] = address
-            ptrace_lean.setregs(t.tid, kernel)
+            now[RIP] = address
+            kernel.setregs(t.tid, now)
 
     def _rewind_if_ours(self, t: Thread) -> None:
         """A thread that hit one of our (now removed) INT3s: put it back on the instruction."""
-        ptrace_lean.getregs(t.tid, t.regs)
+        kernel.getregs(t.tid, t.regs)
         if t.regs[RIP] - 1 in self.breakpoints.by_address:
             t.regs[RIP] -= 1
-            ptrace_lean.setregs(t.tid, t.regs)
+            kernel.setregs(t.tid, t.regs)
 
     def kill(self) -> None:
         """End the program and its followed children (used when setting up failed)."""
@@ -856,8 +849,8 @@ def _returning(t: Thread, address: int) -> bool:
     return found
 
 
-def _copy_info(info: ptrace_lean.Siginfo) -> ptrace_lean.Siginfo:
-    copy = ptrace_lean.Siginfo()
+def _copy_info(info: kernel.Siginfo) -> kernel.Siginfo:
+    copy = kernel.Siginfo()
     ctypes.memmove(ctypes.addressof(copy), ctypes.addressof(info), ctypes.sizeof(copy))
     return copy
 
@@ -867,7 +860,7 @@ def _requeue(t: Thread, infos: list) -> None:
     becomes SI_TKILL). Used only for a second signal held during one step, or on detach."""
     for info in infos:
         try:
-            ptrace_lean.tgkill(t.session.pid, t.tid, info.signo)
+            kernel.tgkill(t.session.pid, t.tid, info.signo)
         except StepperError:
             pass
 
@@ -875,7 +868,7 @@ def _requeue(t: Thread, infos: list) -> None:
 def _is_int3(tid: int) -> bool:
     """A SIGTRAP with TF set may be the program's own single-step trap: only an INT3 has
     si_code SI_KERNEL."""
-    return ptrace_lean.getsiginfo(tid).code == SI_KERNEL
+    return kernel.getsiginfo(tid).code == SI_KERNEL
 
 
 def _attach_thread(pid: int, tid: int) -> bool:
@@ -883,7 +876,7 @@ def _attach_thread(pid: int, tid: int) -> bool:
     delivered to it, so none is lost); False if the thread is gone."""
     import ctypes
 
-    if ptrace_lean._ptrace(PTRACE_ATTACH, tid, 0, 0) == -1:
+    if kernel._ptrace(kernel.ATTACH, tid, 0, 0) == -1:
         err = ctypes.get_errno()
         if err == errno.ESRCH:
             return False
@@ -906,8 +899,8 @@ def _attach_thread(pid: int, tid: int) -> bool:
         sig = os.WSTOPSIG(status)
         if sig == SIGSTOP:
             break
-        ptrace_lean.cont(tid, sig)
-    ptrace_lean.setoptions(tid, _FOLLOW)
+        kernel.cont(tid, sig)
+    kernel.setoptions(tid, _FOLLOW)
     return True
 
 

@@ -36,7 +36,7 @@ import sys
 import weakref
 from typing import TYPE_CHECKING
 
-from . import ptrace_lean
+from . import kernel
 from .errors import StepperError
 from .xol_area import find_syscall_gadget, syscall_registers
 
@@ -50,7 +50,6 @@ SIG_DFL, SIG_IGN = 0, 1
 UNKNOWN = -1  # caught, by a handler whose address stepper has not seen
 SYS_RT_SIGACTION = 13
 SA_RESETHAND = 0x80000000
-PTRACE_SYSCALL = 24
 _ACTION = struct.Struct("<QQQQ")  # struct kernel_sigaction: handler, flags, restorer, mask
 _RED_ZONE = 128
 
@@ -122,10 +121,10 @@ def after_trap(s: "Session", t: "Thread", bp: "Breakpoint | None") -> None:
         return
     # Sent by a program (SI_USER, SI_TKILL...), not by the CPU: its SIGTRAP was pending while
     # blocked, and the trap's own merged into it (standard signals do not queue).
-    merged = ptrace_lean.getsiginfo(t.tid).code <= 0
+    merged = kernel.getsiginfo(t.tid).code <= 0
     _set_handler(s, t.tid, known)
     if known != SIG_IGN:  # a caught SIGTRAP is reset only when it was blocked
-        ptrace_lean.setsigmask(t.tid, ptrace_lean.getsigmask(t.tid) | BIT)
+        kernel.setsigmask(t.tid, kernel.getsigmask(t.tid) | BIT)
         if merged:  # pending again, once no step of ours is left to merge with (flush)
             s.trap_requeue.add(t.tid)
 
@@ -137,7 +136,7 @@ def flush(s: "Session", t: "Thread") -> None:
     if t.step is None and t.tid in s.trap_requeue:
         s.trap_requeue.discard(t.tid)
         try:
-            ptrace_lean.tgkill(s.pid, t.tid, SIGTRAP)
+            kernel.tgkill(s.pid, t.tid, SIGTRAP)
         except StepperError:
             pass
 
@@ -155,12 +154,12 @@ def deliver(s: "Session", t: "Thread") -> None:
         if not ignored:
             _warn_fatal(s)
         return s.resume(t, SIGTRAP)
-    info = ptrace_lean.getsiginfo(t.tid)
+    info = kernel.getsiginfo(t.tid)
     try:
         action = _action(s, t.tid)
     except StepperError:
         action = None
-    ptrace_lean.setsiginfo(t.tid, info)
+    kernel.setsiginfo(t.tid, info)
     if action is not None:
         handler, flags = action[0], action[1]
         s.trap_handler = SIG_DFL if flags & SA_RESETHAND else handler
@@ -203,10 +202,10 @@ def _action(s: "Session", tid: int, new: bytes | None = None) -> tuple[int, ...]
     """SIGTRAP's action before this call, which sets it to `new` (None: only read), by a
     syscall run in stopped `tid`. The two kernel_sigactions go below the red zone, where a
     signal frame could go at any time; those bytes are put back."""
-    regs = ptrace_lean.new_regs()
-    ptrace_lean.getregs(tid, regs)
+    regs = kernel.new_regs()
+    kernel.getregs(tid, regs)
     size = _ACTION.size
-    buf = (regs[ptrace_lean.REG_INDEX["rsp"]] - _RED_ZONE - 2 * size) & ~0xF
+    buf = (regs[kernel.RSP] - _RED_ZONE - 2 * size) & ~0xF
     saved = s.mem.read(buf, 2 * size)
     try:
         if new is not None:
@@ -239,31 +238,31 @@ def inject(s: "Session", tid: int, nr: int, *args: int) -> int:
     pending, stops = [], 0
     try:
         while stops < 2:  # the syscall's entry stop, then its exit stop
-            if ptrace_lean._ptrace(PTRACE_SYSCALL, tid, 0, 0) == -1:
-                ptrace_lean._check(-1, "PTRACE_SYSCALL", tid)
-            _, status = os.waitpid(tid, ptrace_lean.WALL)
+            if kernel._ptrace(kernel.SYSCALL, tid, 0, 0) == -1:
+                kernel._check(-1, "PTRACE_SYSCALL", tid)
+            _, status = os.waitpid(tid, kernel.WALL)
             if not os.WIFSTOPPED(status):
                 raise StepperError(f"thread {tid} ended while stepper restored its SIGTRAP")
-            ptrace_lean.getregs(tid, work)
-            if os.WSTOPSIG(status) == SIGTRAP and work[ptrace_lean.RIP] == gadget + 2:
+            kernel.getregs(tid, work)
+            if os.WSTOPSIG(status) == SIGTRAP and work[kernel.RIP] == gadget + 2:
                 stops += 1
             else:
                 pending.append(os.WSTOPSIG(status))
-        return work[ptrace_lean.RAX]
+        return work[kernel.RAX]
     finally:
-        ptrace_lean.setregs(tid, saved)
+        kernel.setregs(tid, saved)
         _rearm(s, tid, pending)
         for sig in pending:
-            ptrace_lean.tgkill(s.pid, tid, sig)
+            kernel.tgkill(s.pid, tid, sig)
 
 
 def _rearm(s: "Session", tid: int, pending: list[int]) -> None:
     """From a syscall stop to a signal-delivery stop: SIGSTOP, taken (and suppressed) before
     the thread runs an instruction; program signals dequeued first are added to `pending`."""
-    ptrace_lean.tgkill(s.pid, tid, signal.SIGSTOP)
+    kernel.tgkill(s.pid, tid, signal.SIGSTOP)
     while True:
-        ptrace_lean.cont(tid, 0)
-        _, status = os.waitpid(tid, ptrace_lean.WALL)
+        kernel.cont(tid, 0)
+        _, status = os.waitpid(tid, kernel.WALL)
         if not os.WIFSTOPPED(status):
             raise StepperError(f"thread {tid} ended while stepper restored its SIGTRAP")
         if os.WSTOPSIG(status) == signal.SIGSTOP:

@@ -27,13 +27,13 @@ from typing import TYPE_CHECKING
 import emu
 from emu import MemoryFault, Unsupported
 
-from . import host_flags, live_vector, ptrace_lean, xol
+from . import host_flags, live_vector, kernel, xol
 
 if TYPE_CHECKING:  # pragma: no cover
     from .breakpoints import Breakpoint
     from .session import Session, Thread
 
-_REG_ITEMS = tuple(ptrace_lean.REG_INDEX.items())
+_REG_ITEMS = tuple(kernel.REG_INDEX.items())
 
 
 def regs_dict(buf) -> dict[str, int]:
@@ -68,7 +68,7 @@ class EmulateOps(Ops):
 
     def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
         try:
-            self.plan = emu.compile(insn, ptrace_lean.REG_INDEX, host_flags.get())
+            self.plan = emu.compile(insn, kernel.REG_INDEX, host_flags.get())
             self.vector = False
         except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
             self.plan = live_vector.compile_vector_plan(insn)
@@ -89,11 +89,11 @@ class EmulateOps(Ops):
         except Unsupported as e:
             return self._fall_back(s, t, bp, f"unsupported: {e.reason}")
         bp.stats.emulate += 1
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         if t.tf:  # the program single-steps itself: it expects a trap after this instruction
             return s.resume_stepped(t)
         t.running = True
-        ptrace_lean.cont(t.tid, 0)
+        kernel.cont(t.tid, 0)
 
     def _fall_back(self, s, t, bp, reason: str) -> None:
         # The plan left the state untouched on failure; rip is still bp.address.
@@ -125,13 +125,13 @@ class XolOps(Ops):
         regs = regs_dict(t.regs)
         token = plan.pre(regs)
         store_regs(regs, t.regs)
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         bp.stats.xol += 1
         s.single_step(t, self, bp, (plan, slot, token))
 
     def complete(self, s, t, bp, token) -> bool:
         plan, slot, inner = token
-        ptrace_lean.getregs(t.tid, t.regs)
+        kernel.getregs(t.tid, t.regs)
         regs = regs_dict(t.regs)
         if plan.in_progress(regs) and plan.kind == "plain":
             # A rep string op traps after every iteration with RIP still at the slot: step
@@ -139,23 +139,23 @@ class XolOps(Ops):
             return False
         plan.post(regs, inner, s.mem.read, s.mem.write)
         store_regs(regs, t.regs)
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         return True
 
     def abort(self, s, t, bp, token) -> None:
         plan, slot, inner = token
-        ptrace_lean.getregs(t.tid, t.regs)
+        kernel.getregs(t.tid, t.regs)
         regs = regs_dict(t.regs)
         plan.abort(regs, inner, s.mem.read, s.mem.write)
         store_regs(regs, t.regs)
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         # SIGILL/SIGFPE/SIGTRAP carry the faulting RIP in si_addr: the program must see the
         # original instruction's address, never the slot's.
-        info = ptrace_lean.getsiginfo(t.tid)
+        info = kernel.getsiginfo(t.tid)
         original = plan.original_address(info.addr)
         if original != info.addr:
             info.addr = original
-            ptrace_lean.setsiginfo(t.tid, info)
+            kernel.setsiginfo(t.tid, info)
 
 
 class ReinsertOps(Ops):
@@ -165,7 +165,7 @@ class ReinsertOps(Ops):
 
     def hit(self, s, t, bp) -> None:
         s.mem.write(bp.address, bp.original)
-        ptrace_lean.setregs(t.tid, t.regs)
+        kernel.setregs(t.tid, t.regs)
         bp.stats.reinsert += 1
         s.single_step(t, self, bp, None)
 

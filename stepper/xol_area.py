@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import signal
 
-from . import maps, procfs, ptrace_lean
+from . import maps, procfs, kernel
 from .errors import StepperError
 
 SYS_MMAP = 9
@@ -34,7 +34,7 @@ GAP = 1 << 20
 _ARG_REGS = ("rdi", "rsi", "rdx", "r10", "r8", "r9")
 
 
-def find_syscall_gadget(pid: int, mem: ptrace_lean.ProcMem) -> int | None:
+def find_syscall_gadget(pid: int, mem: kernel.ProcMem) -> int | None:
     """Address of bytes 0f 05 in an executable mapping the program does not own (vDSO first,
     then the dynamic loader, then any executable file mapping)."""
     mappings = [m for m in maps.read(pid) if m.executable and m.readable]
@@ -56,20 +56,20 @@ def syscall_registers(tid: int, gadget: int, nr: int, args) -> tuple:
     """Set stopped thread `tid` up to run syscall `nr` with `args` at the `syscall`
     instruction `gadget`. Returns (saved, work): its registers as they were, to put back
     afterwards, and the buffer it now runs with (reusable to read the result)."""
-    saved = ptrace_lean.new_regs()
-    ptrace_lean.getregs(tid, saved)
-    work = ptrace_lean.new_regs()
+    saved = kernel.new_regs()
+    kernel.getregs(tid, saved)
+    work = kernel.new_regs()
     work[:] = saved[:]
-    work[ptrace_lean.RIP] = gadget
-    work[ptrace_lean.RAX] = nr
-    work[ptrace_lean.ORIG_RAX] = (1 << 64) - 1  # not in a syscall: no restart logic
+    work[kernel.RIP] = gadget
+    work[kernel.RAX] = nr
+    work[kernel.ORIG_RAX] = (1 << 64) - 1  # not in a syscall: no restart logic
     for name, value in zip(_ARG_REGS, args):
-        work[ptrace_lean.REG_INDEX[name]] = value & ((1 << 64) - 1)
-    ptrace_lean.setregs(tid, work)
+        work[kernel.REG_INDEX[name]] = value & ((1 << 64) - 1)
+    kernel.setregs(tid, work)
     return saved, work
 
 
-def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
+def inject_syscall(tid: int, mem: kernel.ProcMem, gadget: int, nr: int,
                    *args: int) -> int:
     """Run syscall `nr` in stopped thread `tid` and return its raw result; every register is
     restored afterwards. A signal that arrives meanwhile is queued to the thread again with
@@ -78,22 +78,22 @@ def inject_syscall(tid: int, mem: ptrace_lean.ProcMem, gadget: int, nr: int,
     pending = []
     try:
         while True:
-            ptrace_lean.singlestep(tid)
-            _, status = os.waitpid(tid, ptrace_lean.WALL)
+            kernel.singlestep(tid)
+            _, status = os.waitpid(tid, kernel.WALL)
             if not os.WIFSTOPPED(status):
                 raise StepperError(f"thread {tid} ended while stepper mapped its XOL area")
-            ptrace_lean.getregs(tid, work)
-            if work[ptrace_lean.RIP] != gadget:
+            kernel.getregs(tid, work)
+            if work[kernel.RIP] != gadget:
                 break
             if os.WSTOPSIG(status) != signal.SIGTRAP:
                 pending.append(os.WSTOPSIG(status))
         if os.WSTOPSIG(status) != signal.SIGTRAP:
             pending.append(os.WSTOPSIG(status))
-        result = work[ptrace_lean.RAX]
+        result = work[kernel.RAX]
     finally:
-        ptrace_lean.setregs(tid, saved)
+        kernel.setregs(tid, saved)
     for sig in pending:
-        ptrace_lean.tgkill(procfs.tgid_of(tid), tid, sig)
+        kernel.tgkill(procfs.tgid_of(tid), tid, sig)
     return result
 
 
@@ -104,7 +104,7 @@ def _is_error(result: int) -> bool:
 class XolArea:
     """The area of one traced process: mapped on first need, slots handed to threads."""
 
-    def __init__(self, pid: int, exe: str, mem: ptrace_lean.ProcMem,
+    def __init__(self, pid: int, exe: str, mem: kernel.ProcMem,
                  slot_size: int = 64, near: int | None = None) -> None:
         self.pid = pid
         self.exe = exe
@@ -194,7 +194,7 @@ class XolArea:
             self.mem.write(slot, code)
             self._slot_code[slot] = code
 
-    def inherited(self, pid: int, mem: ptrace_lean.ProcMem) -> "XolArea":
+    def inherited(self, pid: int, mem: kernel.ProcMem) -> "XolArea":
         """The area as forked child `pid` has it: the same address and contents (fork copied
         them), every slot free except reserved ones (the parent's threads are not its)."""
         import copy

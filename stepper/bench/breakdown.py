@@ -1,7 +1,7 @@
 """Where the time of one emulate hit goes, step by step.
 
 A copy of the engine's emulate hit path (stepper.session._loop + strategies.EmulateOps.hit),
-built from the same parts: ptrace_lean's calls on one preallocated register buffer, the
+built from the same parts: kernel's calls on one preallocated register buffer, the
 instruction's emu plan compiled for that buffer, and LiveState for memory. Between steps it
 reads perf_counter_ns, and memory I/O is timed inside the VmAccess the plan writes through.
 The engine itself is not instrumented, so its own figure stays clean; `engine_extra` is what
@@ -26,10 +26,10 @@ import time
 
 import emu
 
-from .. import ptrace_lean
+from .. import kernel
 from ..errors import StepperError
 from ..live import LiveState
-from ..ptrace_lean import RIP, WALL
+from ..kernel import RIP, WALL
 from .placement import Placement, place_tracee
 from .runs import Sample
 from .tracee import Tracee
@@ -39,7 +39,7 @@ PARTS = ("wait", "get_registers", "bookkeeping", "emulate", "memory_io", "set_re
 _STOPPED_TRAP = (5 << 8) | 0x7F
 
 
-class _TimedVm(ptrace_lean.VmAccess):
+class _TimedVm(kernel.VmAccess):
     """VmAccess that adds the time of each transfer to `ns`."""
 
     def __init__(self, pid: int) -> None:
@@ -72,19 +72,19 @@ def lean_run(tracee: Tracee, iterations: int, placement: Placement) -> tuple[Sam
     """One instrumented run with a breakpoint on `probed` (whose instruction must emulate).
     Returns the run's Sample and the summed ns of each part."""
     pid = _spawn_stopped(tracee.argv(iterations))
-    mem = ptrace_lean.ProcMem(pid)
+    mem = kernel.ProcMem(pid)
     place_tracee(placement, pid)
     original = mem.read(tracee.probe, 15)
     insn = emu.decode(original, tracee.probe)
-    plan = emu.compile(insn, ptrace_lean.REG_INDEX)
-    regs = ptrace_lean.new_regs()
+    plan = emu.compile(insn, kernel.REG_INDEX)
+    regs = kernel.new_regs()
     vm = _TimedVm(pid)
     live = LiveState(pid, regs, vm)
     mem.write(tracee.probe, b"\xcc")
     sites = {tracee.probe: [0]}
     parts = dict.fromkeys(PARTS, 0)
     clock, waitpid = time.perf_counter_ns, os.waitpid
-    getregs, setregs, cont = ptrace_lean.getregs, ptrace_lean.setregs, ptrace_lean.cont
+    getregs, setregs, cont = kernel.getregs, kernel.setregs, kernel.cont
     start = clock()
     cont(pid, 0)
     while True:
@@ -132,7 +132,7 @@ def _spawn_stopped(argv: list[str]) -> int:
     _, status = os.waitpid(pid, WALL)
     if not os.WIFSTOPPED(status):
         raise StepperError(f"{argv[0]} ended before it could be traced")
-    ptrace_lean.setoptions(pid, ptrace_lean.O_EXITKILL)
+    kernel.setoptions(pid, kernel.O_EXITKILL)
     return pid
 
 

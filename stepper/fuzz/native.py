@@ -37,12 +37,12 @@ from capstone import x86_const as X
 
 from emu.testing.unicorn_oracle import Outcome
 
-from .. import ptrace_lean as P
+from .. import kernel as P
 from .. import toolchain
 from ..errors import StepperError
 
 PAGE = 0x1000
-TF = 0x100
+TF = P.TF  # the trap flag (stepper.kernel)
 SANDBOX_SOURCE = "fuzz_sandbox.S"
 SANDBOX_FLAGS = ("-nostdlib", "-static", "-no-pie", "-Wl,-Ttext-segment=0x6ff000000000",
                  "-Wl,--build-id=none")
@@ -61,7 +61,7 @@ OP_MUNMAP, OP_MMAP, OP_COPY, OP_MPROTECT = 1, 2, 3, 4
 PROT_READ, PROT_WRITE, PROT_EXEC = 1, 2, 4
 
 TRACEME = 0
-# The libc binding and the FXSAVE layout are the hot path's (stepper.ptrace_lean), bound once.
+# The libc binding and the FXSAVE layout are the hot path's (stepper.kernel), bound once.
 GETFPREGS, SETFPREGS, XMM_OFFSET = P.GETFPREGS, P.SETFPREGS, P.XMM_OFFSET
 _ptrace, _readv, _writev = P._ptrace, P._process_vm_readv, P._process_vm_writev
 

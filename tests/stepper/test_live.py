@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import emu
-from stepper import maps, ptrace_lean
+from stepper import maps, kernel
 from stepper.live import LiveState
 
 PAGE = 4096
@@ -33,12 +33,12 @@ def stopped_layout(build, tmp_path_factory):
         os.close(saved)
         os.close(fd)
     pid = session.pid
-    ptrace_lean.cont(pid)
-    _, status = os.waitpid(pid, ptrace_lean.WALL)
+    kernel.cont(pid)
+    _, status = os.waitpid(pid, kernel.WALL)
     assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
     base = int(out.read_text(), 16)
     thread = session.threads[pid]
-    ptrace_lean.getregs(pid, thread.regs)
+    kernel.getregs(pid, thread.regs)
     yield thread.live, session.mem, base
     session.kill()
 
@@ -46,8 +46,8 @@ def stopped_layout(build, tmp_path_factory):
 def test_regs_are_the_ptrace_buffer(stopped_layout):
     state, _, _ = stopped_layout
     assert isinstance(state, LiveState)
-    assert state.regs[ptrace_lean.REG_INDEX["rsp"]] % 8 == 0
-    assert set(ptrace_lean.REG_INDEX) == set(emu.REGISTER_NAMES)
+    assert state.regs[kernel.REG_INDEX["rsp"]] % 8 == 0
+    assert set(kernel.REG_INDEX) == set(emu.REGISTER_NAMES)
 
 
 def test_protections(stopped_layout):

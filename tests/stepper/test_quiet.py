@@ -8,8 +8,8 @@ import signal
 
 import pytest
 
-from stepper import ptrace_lean, quiet
-from stepper.ptrace_lean import RIP, WALL
+from stepper import kernel, quiet
+from stepper.kernel import RIP, WALL
 
 
 @pytest.fixture
@@ -17,7 +17,7 @@ def stopped_thread(build, spawn_captured):
     """The layout tracee at its SIGSTOP (just after the raise() system call), and its Thread."""
     proc, _ = spawn_captured([build("layout")])
     session = proc._session
-    ptrace_lean.cont(session.pid)
+    kernel.cont(session.pid)
     _, status = os.waitpid(session.pid, WALL)
     assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
     return session.threads[session.pid]
@@ -34,27 +34,27 @@ def test_a_pending_signal_stops_a_plain_step_before_it_runs(stopped_thread):
     storm that always has one pending starves it)."""
     t = stopped_thread
     before = _rip(t.tid)
-    ptrace_lean.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
-    ptrace_lean.singlestep(t.tid)
+    kernel.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
+    kernel.singlestep(t.tid)
     assert _next_stop(t.tid) == (signal.SIGUSR1, before)
 
 
 def test_a_quiet_step_runs_and_the_signal_follows_it(stopped_thread):
     t = stopped_thread
     before = _rip(t.tid)
-    mask = ptrace_lean.getsigmask(t.tid)
-    ptrace_lean.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
+    mask = kernel.getsigmask(t.tid)
+    kernel.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
     quiet.step(t)
     sig, rip = _next_stop(t.tid)
     assert sig == signal.SIGTRAP and rip != before  # the instruction ran
-    assert ptrace_lean.getsiginfo(t.tid).code > 0  # the kernel's step trap, not a kill
+    assert kernel.getsiginfo(t.tid).code > 0  # the kernel's step trap, not a kill
     quiet.end(t)
-    assert ptrace_lean.getsigmask(t.tid) == mask and t.quiet_mask is None
-    ptrace_lean.cont(t.tid)
+    assert kernel.getsigmask(t.tid) == mask and t.quiet_mask is None
+    kernel.cont(t.tid)
     assert _next_stop(t.tid) == (signal.SIGUSR1, rip)  # still pending: delivered next
 
 
 def _rip(tid: int) -> int:
-    regs = ptrace_lean.new_regs()
-    ptrace_lean.getregs(tid, regs)
+    regs = kernel.new_regs()
+    kernel.getregs(tid, regs)
     return regs[RIP]

@@ -164,13 +164,13 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
     that thread in the unmapped XOL area (SIGSEGV, no output)."""
     import sys
 
-    from stepper import ptrace_lean, strategies
+    from stepper import kernel, strategies
 
     exe = build("threads")
     plain = run_plain([exe, "40000"])
     proc, out = spawn_captured([exe, "40000"], "xol")
     proc.break_at(proc.load_bias + symbol(exe, "work")[0])
-    setregs, calls = ptrace_lean.setregs, []
+    setregs, calls = kernel.setregs, []
 
     def setregs_then_sigint(tid, regs):
         setregs(tid, regs)
@@ -179,7 +179,7 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
             if len(calls) == 500:  # RIP is in the slot now; t.step is not set yet
                 signal.raise_signal(signal.SIGINT)  # handled at the next bytecode, in here
 
-    monkeypatch.setattr(strategies.ptrace_lean, "setregs", setregs_then_sigint)
+    monkeypatch.setattr(strategies.kernel, "setregs", setregs_then_sigint)
     with pytest.raises(KeyboardInterrupt):
         proc.run()
     monkeypatch.undo()

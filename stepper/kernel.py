@@ -1,4 +1,6 @@
-"""The hot-path ptrace boundary: the few calls a breakpoint hit makes, bound once with ctypes.
+"""The kernel boundary: every ptrace request, wait flag, event and register index the engine
+uses, and the few calls a breakpoint hit makes, bound once with ctypes. One home, so that no
+other module defines a ptrace constant by hand.
 
 Why not python-ptrace here: its object layers cost several microseconds per hit (see
 docs/costs.md). This module binds libc's `ptrace` once *without* argtypes (ctypes then passes
@@ -35,7 +37,9 @@ GETREGS = 12
 SETREGS = 13
 GETFPREGS = 14
 SETFPREGS = 15
+ATTACH = 16
 DETACH = 17
+SYSCALL = 24
 SETOPTIONS = 0x4200
 GETEVENTMSG = 0x4201
 GETSIGINFO = 0x4202
@@ -43,12 +47,26 @@ SETSIGINFO = 0x4203
 GETSIGMASK = 0x420A
 SETSIGMASK = 0x420B
 
-# Options and events.
+# Options and events (PTRACE_O_*, PTRACE_EVENT_*).
+O_TRACEFORK = 0x02
+O_TRACEVFORK = 0x04
 O_TRACECLONE = 0x08
 O_TRACEEXEC = 0x10
 O_EXITKILL = 0x100000
+#: What the engine follows: threads, child processes, exec.
+O_FOLLOW = O_TRACECLONE | O_TRACEEXEC | O_TRACEFORK | O_TRACEVFORK
+EVENT_FORK = 1
+EVENT_VFORK = 2
 EVENT_CLONE = 3
 EVENT_EXEC = 4
+EVENT_VFORK_DONE = 5
+EVENT_EXIT = 6
+
+# siginfo si_code values of a SIGTRAP: an INT3 (SI_KERNEL), a single-step trap (TRAP_TRACE).
+SI_KERNEL = 0x80
+TRAP_TRACE = 2
+#: The trap flag in rflags.
+TF = 0x100
 
 # waitpid: also wait for threads (clone children).
 WALL = 0x40000000
@@ -69,6 +87,8 @@ REG_INDEX: dict[str, int] = {
 }
 RIP = REG_INDEX["rip"]
 RAX = REG_INDEX["rax"]
+RSP = REG_INDEX["rsp"]
+EFLAGS = REG_INDEX["rflags"]
 ORIG_RAX = USER_REGS_FIELDS.index("orig_rax")
 
 
