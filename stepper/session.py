@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, environment, located, procfs, kernel, quiet, sigtrap, xol
+from . import boost, environment, kernel, located, procfs, quiet, sigtrap, stops, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -48,11 +48,6 @@ from .xol_area import XolArea
 
 SIGTRAP = signal.SIGTRAP
 SIGSTOP = signal.SIGSTOP
-_EVENT_CLONE_STATUS = (kernel.EVENT_CLONE << 8) | SIGTRAP
-_EVENT_EXEC_STATUS = (kernel.EVENT_EXEC << 8) | SIGTRAP
-_EVENT_FORK_STATUS = (kernel.EVENT_FORK << 8) | SIGTRAP
-_EVENT_VFORK_STATUS = (kernel.EVENT_VFORK << 8) | SIGTRAP
-_EVENT_VFORK_DONE_STATUS = (kernel.EVENT_VFORK_DONE << 8) | SIGTRAP
 _FOLLOW = kernel.O_FOLLOW
 CHILDREN = ("follow", "detach")
 _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, SIGTRAP)
@@ -360,7 +355,7 @@ class Session:
         mine = self.threads
         getregs = kernel.getregs
         waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
-        stopped_trap = (SIGTRAP << 8) | 0x7F
+        stopped_trap = stops.TRAP_STATUS
         while mine and not self._detach_requested:
             tid, status = waitpid(-1, WALL)
             t = family.get(tid)
@@ -406,21 +401,19 @@ class Session:
     def _stopped(self, t: Thread, status: int) -> None:
         if t.quiet_mask is not None:
             quiet.end(t)  # the program's own signal mask, before anything looks at it
-        sig, high = os.WSTOPSIG(status), status >> 8
-        if high == _EVENT_CLONE_STATUS:
-            self._cloned(kernel.geteventmsg(t.tid))
-            return self.resume(t)
-        if high == _EVENT_FORK_STATUS or high == _EVENT_VFORK_STATUS:
-            self._forked(t, kernel.geteventmsg(t.tid), high == _EVENT_VFORK_STATUS)
-            return self.resume(t)
-        if high == _EVENT_VFORK_DONE_STATUS:
-            return self.resume(t)
-        if high == _EVENT_EXEC_STATUS:
-            self._exec(t)
-            if self.parent is not None and self.children_mode == "detach":
-                return self.abandon()  # a vfork child that exec'd: its own image, let go
-            if self.root.on_exec is not None:
-                self.root.on_exec(self)
+        stop = stops.decode(status)
+        sig, event = stop.signal, stop.event
+        if event is not None:
+            if event == "clone":
+                self._cloned(kernel.geteventmsg(t.tid))
+            elif event == "fork" or event == "vfork":
+                self._forked(t, kernel.geteventmsg(t.tid), event == "vfork")
+            elif event == "exec":
+                self._exec(t)
+                if self.parent is not None and self.children_mode == "detach":
+                    return self.abandon()  # a vfork child that exec'd: its own image, let go
+                if self.root.on_exec is not None:
+                    self.root.on_exec(self)
             return self.resume(t)
         if sig == SIGSTOP and t.fresh:
             return self._first_stop(t)
@@ -717,21 +710,20 @@ class Session:
         while True:
             if status is None:
                 status = self._next_status(t)
-            if not os.WIFSTOPPED(status):
+            stop = stops.decode(status)
+            if not stop.stopped:
                 self._drop_thread(t.tid)
                 if t.tid == self.pid:
                     self.exit = ExitStatus.from_wait(status)
                 return False
-            sig, event = os.WSTOPSIG(status), status >> 8
+            sig, event = stop.signal, stop.event
             status = None
-            if event == _EVENT_CLONE_STATUS:  # a thread born while leaving: detach it too
-                self._cloned(kernel.geteventmsg(t.tid))
-                sig = 0
-            elif event == _EVENT_FORK_STATUS or event == _EVENT_VFORK_STATUS:
-                self._forked(t, kernel.geteventmsg(t.tid), event == _EVENT_VFORK_STATUS)
-                sig = 0
-            elif event == _EVENT_EXEC_STATUS or event == _EVENT_VFORK_DONE_STATUS:
-                if event == _EVENT_EXEC_STATUS:
+            if event is not None:
+                if event == "clone":  # a thread born while leaving: detach it too
+                    self._cloned(kernel.geteventmsg(t.tid))
+                elif event == "fork" or event == "vfork":
+                    self._forked(t, kernel.geteventmsg(t.tid), event == "vfork")
+                elif event == "exec":
                     self._exec(t)
                 sig = 0
             elif sig == SIGSTOP and (t.fresh or t.stop_sent):
