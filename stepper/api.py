@@ -24,8 +24,8 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from .breakpoints import Breakpoint, Stats
-from .session import ExitStatus, Hit, Session
+from .records import Breakpoint, ExitStatus, Hit, Stats
+from .session import Session
 from .policy import MODES
 
 __all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]

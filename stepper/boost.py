@@ -43,7 +43,7 @@ from .xol_area import AREA_SIZE, XolArea
 if TYPE_CHECKING:  # pragma: no cover
     import emu
 
-    from .breakpoints import Breakpoint
+    from .records import Breakpoint
     from .session import Session
 
 #: How far an area may be from a probe and still serve it (±2 GiB, less a margin for the
@@ -134,7 +134,6 @@ class Boost:
         self.plans: dict[int, xol.XolPlan] = {}  # slot address -> plan
         self._bounds: list[tuple[int, int]] = []
         self._regs = kernel.new_regs()
-        self._held: dict[int, list] = {}  # tid -> siginfos held for one step
 
     # --- insertion ------------------------------------------------------------------------
 
@@ -206,8 +205,9 @@ class Boost:
         is delivered after it, with its own siginfo. Otherwise a signal coming faster than a
         hit costs the tracer (SIGALRM every 50 us) would be pending at every re-hit, or at the
         held step, and the thread would never get past the probe."""
-        held = self._held.pop(t.tid, None)
+        held = t.boost_held
         if held is not None:
+            t.boost_held = None
             return self._release(t, sig, held)
         regs = t.regs
         kernel.getregs(t.tid, regs)
@@ -218,7 +218,7 @@ class Boost:
                 and quiet.can_quiet(plan.instruction)):
             info = _siginfo(t.tid)
             if info is not None and not _synchronous(sig, info):
-                self._held[t.tid] = [_copy(info)]
+                t.boost_held = [_copy(info)]
                 quiet.step(t)  # no further signal can cut the step short
                 return None
         self._map(t, plan, sig)
@@ -267,7 +267,7 @@ class Boost:
             # signal already held is pending once, as the kernel would keep it) and step.
             if sig >= signal.SIGRTMIN or all(h.signo != sig for h in held):
                 held.append(_copy(info))
-            self._held[t.tid] = held
+            t.boost_held = held
             quiet.step(t)
             return None
         # The instruction faulted (or the step was otherwise cut short): that signal goes
@@ -291,13 +291,13 @@ class Boost:
     def leave(self, stopped: Iterable, unmap: bool = True) -> None:
         """Detach: move every (stopped) thread out of the slots, then unmap the areas."""
         threads = list(stopped)
-        for tid, infos in self._held.items():  # their steps were settled by the detach
-            for info in infos:
+        for t in threads:  # their steps were settled by the detach
+            held, t.boost_held = t.boost_held, None
+            for info in held or ():
                 try:
-                    kernel.tgkill(self.session.pid, tid, info.signo)
+                    kernel.tgkill(self.session.pid, t.tid, info.signo)
                 except StepperError:
                     pass
-        self._held = {}
         for t in threads:
             try:
                 self.map_back(t.tid)

@@ -9,68 +9,16 @@ text without changing its protection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Callable
 
 import emu
 
-from . import located, maps, policy, strategies
+from . import located, maps, policy
 from .errors import StepperError
 from .kernel import ProcMem
+from .records import Breakpoint
 
 INT3 = b"\xcc"
-
-
-@dataclass(eq=False)
-class Stats:
-    """What happened at one breakpoint: hits, steps by strategy, fall-backs by reason."""
-
-    hits: int = 0
-    emulate: int = 0
-    xol: int = 0
-    reinsert: int = 0
-    fallbacks: dict[str, int] = field(default_factory=dict)
-    #: steps abandoned because a signal arrived first (the thread was put back at the
-    #: breakpoint and hit it again after the handler: `hits` counts that hit once)
-    abandoned: int = 0
-    boost: int = 0  # boosted out-of-line steps (stepper.boost)
-
-    @property
-    def steps(self) -> dict[str, int]:
-        return {"emulate": self.emulate, "xol": self.xol, "reinsert": self.reinsert,
-                "boost": self.boost}
-
-    def as_dict(self) -> dict:
-        return {"hits": self.hits, "steps": self.steps, "fallbacks": dict(self.fallbacks),
-                "abandoned": self.abandoned}
-
-
-@dataclass(eq=False)
-class Breakpoint:
-    """One INT3 at `address`, with its instruction decoded and its ops chosen."""
-
-    address: int
-    insn: emu.Instruction
-    mode: str
-    ops: strategies.Ops
-    callback: Callable | None = None
-    symbol: located.Symbol | None = None
-    stats: Stats = field(default_factory=Stats)
-    inserted: bool = False
-
-    @property
-    def original(self) -> bytes:
-        return self.insn.bytes[:1]
-
-    @property
-    def strategy(self) -> str:
-        return self.ops.name
-
-    def describe(self) -> str:
-        where = ""
-        if self.symbol is not None:
-            where = f" <{self.symbol.name}+{self.address - self.symbol.address:#x}>"
-        return f"{self.address:#x}{where}: {self.insn.text}"
 
 
 class Breakpoints:

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Callable, Iterator
 
 if TYPE_CHECKING:
-    from .session import ExitStatus
+    from .records import ExitStatus
 
 #: Sent by the terminal to the foreground group (the program has its own copy): left to it.
 #: SIGHUP too: on a hangup the kernel and the shell send it to every job's process group.

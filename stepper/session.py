@@ -35,13 +35,12 @@ import os
 import signal
 import threading
 import time
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from . import boost, environment, kernel, located, procfs, quiet, sigtrap, stops, xol
-from .breakpoints import Breakpoint, Breakpoints
+from .breakpoints import Breakpoints
 from .errors import StepperError
-from .live import LiveState
+from .records import Breakpoint, ExitStatus, Hit, Step, Thread
 from .kernel import EFLAGS, RIP, RSP, SI_KERNEL, TF, TRAP_TRACE, WALL, PtraceFailed
 from .strategies import regs_dict
 from .xol_area import XolArea
@@ -51,55 +50,6 @@ SIGSTOP = signal.SIGSTOP
 _FOLLOW = kernel.O_FOLLOW
 CHILDREN = ("follow", "detach")
 _FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, SIGTRAP)
-
-
-class Thread:
-    """A traced thread: its register buffer (reused on every hit), the emu State over it,
-    and the step in progress, if any (ops, breakpoint, token)."""
-
-    __slots__ = ("tid", "regs", "live", "step", "running", "fresh", "session", "tf", "rehit",
-                 "stop_sent", "abandons", "held", "quiet_mask")
-
-    def __init__(self, tid: int, vm: kernel.VmAccess, session: "Session") -> None:
-        self.tid = tid
-        self.regs = kernel.new_regs()
-        self.live = LiveState(tid, self.regs, vm)
-        self.step = None
-        self.running = False
-        self.fresh = False  # created, its initial SIGSTOP not seen yet
-        self.session = session
-        self.tf = 0  # the program's own trap flag when the current hit began
-        self.rehit: list[tuple[int, int]] | None = None  # (address, rsp): abandoned steps
-        self.stop_sent = False  # a SIGSTOP of ours is on its way to this thread
-        self.abandons = 0  # steps abandoned for a signal since the last completed one
-        self.held: list = []  # signals (siginfo) held until the current step completes
-        self.quiet_mask: int | None = None  # the program's signal mask during a quiet step
-
-
-@dataclass(frozen=True)
-class ExitStatus:
-    """How the program ended: `exit_code` (normal exit) or `signal` (killed), the other None."""
-
-    exit_code: int | None
-    signal: int | None
-    detached: bool = False  # run() let the program go on untraced (both fields are None)
-
-    @classmethod
-    def from_wait(cls, status: int) -> "ExitStatus":
-        if os.WIFSIGNALED(status):
-            return cls(None, os.WTERMSIG(status))
-        return cls(os.WEXITSTATUS(status), None)
-
-
-@dataclass(frozen=True)
-class Hit:
-    """What a breakpoint callback receives: the thread, its registers at the breakpoint
-    (rip = the breakpoint address; a copy, changing it changes nothing) and `read`."""
-
-    tid: int
-    address: int
-    regs: dict[str, int]
-    read: Callable[[int, int], bytes]
 
 
 class Session:
@@ -279,25 +229,24 @@ class Session:
     def resume(self, t: Thread, sig: int = 0) -> None:
         """Let `t` run on (a thread in the middle of a step is stepped on, not continued)."""
         t.running = True
-        if t.step is not None:
+        if t.stepping is not None:
             kernel.singlestep(t.tid, sig)
         else:
             kernel.cont(t.tid, sig)
 
-    def single_step(self, t: Thread, ops, bp: Breakpoint, token) -> None:
-        t.step = (ops, bp, token)
+    def single_step(self, t: Thread, step: Step) -> None:
+        t.stepping = step
         t.running = True
         kernel.singlestep(t.tid)
 
-    def resume_stepped(self, t: Thread) -> None:
+    def resume_stepped(self, t: Thread, held: list | None = None) -> None:
         """Resume `t` after its probed instruction completed. A program running with TF set
         expects the CPU's single-step trap after that instruction: deliver it (TRAP_TRACE,
         si_addr = the next instruction, as the kernel reports a #DB single-step)."""
         t.abandons = 0
-        if not t.tf and not t.held:
+        if not t.tf and not held:
             return self.resume(t)
-        deliver = t.held
-        t.held = []
+        deliver = list(held) if held else []
         if t.tf:
             t.tf = 0
             info = kernel.getsiginfo(t.tid)
@@ -365,7 +314,7 @@ class Session:
             t.running = False
             s = t.session
             try:
-                if status == stopped_trap and t.step is None:
+                if status == stopped_trap and t.stepping is None:
                     regs = t.regs
                     getregs(tid, regs)
                     address = regs[RIP] - 1
@@ -419,24 +368,25 @@ class Session:
             return self._first_stop(t)
         if sig == SIGSTOP and t.stop_sent:  # ours: a detach was requested
             t.stop_sent = False
-            if t.step is not None:
+            if t.stepping is not None:
                 self._settle(t, SIGSTOP)
             return None
-        if self.boost is not None and t.step is None:
+        if self.boost is not None and t.stepping is None:
             sig = self.boost.stopped(t, sig)  # a RIP inside a boost slot is mapped back first
             if sig is None:
                 return None  # boost resumed it: a signal waits for the slot's instruction
-        if t.step is not None:
-            ops, bp, token = t.step
-            t.step = None
+        step = t.stepping
+        if step is not None:
+            ops, bp, token = step.ops, step.bp, step.token
+            t.stepping = None
             if sig == SIGTRAP and kernel.getsiginfo(t.tid).code > 0:
                 if ops.complete(self, t, bp, token):
                     if self.trap_handler:  # the step's trap, forced like the INT3
                         sigtrap.after_trap(self, t, bp)
-                        self.resume_stepped(t)
+                        self.resume_stepped(t, step.held)
                         return sigtrap.flush(self, t)
-                    return self.resume_stepped(t)
-                return self.single_step(t, ops, bp, token)
+                    return self.resume_stepped(t, step.held)
+                return self.single_step(t, step)
             # A fault of the instruction itself: the hit happened (the instruction ran and
             # faulted, as unprobed). Any other signal came before the step ran: abandon it;
             # but a step abandoned already is finished first (a signal storm faster than a
@@ -445,8 +395,8 @@ class Session:
             info = kernel.getsiginfo(t.tid)
             synchronous = sig in _FAULTS and info.code > 0
             if not synchronous and t.abandons:
-                t.held.append(_copy_info(info))
-                t.step = (ops, bp, token)
+                step.held.append(_copy_info(info))
+                t.stepping = step
                 if quiet.can_quiet(bp.insn):  # no further signal can cut the step short
                     return quiet.step(t)
                 return self.resume(t)  # steps on, the signal suppressed for now
@@ -471,10 +421,10 @@ class Session:
     def _first_stop(self, t: Thread) -> None:
         """The initial stop of a new thread or child process."""
         t.fresh = False
-        if t.step is not None:  # forked in the middle of an out-of-line syscall: finish it
-            ops, bp, token = t.step
-            t.step = None
-            ops.complete(self, t, bp, token)
+        step = t.stepping
+        if step is not None:  # forked in the middle of an out-of-line syscall: finish it
+            t.stepping = None
+            step.ops.complete(self, t, step.bp, step.token)
         if (t.tid == self.pid and self.parent is not None and self.children_mode == "detach"
                 and not self.vfork):
             return self.abandon()
@@ -505,10 +455,10 @@ class Session:
             child._area = self._area_object()
         elif self._area is not None and self._area.mapped:
             child._area = self._area.inherited(pid, child.mem)
-        if t.step is not None:
-            ops, bp, token = t.step
-            child.threads[pid].step = (ops, child.breakpoints.by_address.get(bp.address, bp),
-                                       token)
+        if t.stepping is not None:
+            step = t.stepping
+            child.threads[pid].stepping = Step(
+                step.ops, child.breakpoints.by_address.get(step.bp.address, step.bp), step.token)
         if self.root.on_fork is not None:
             self.root.on_fork(self, child)
         self.root._replay(pid)
@@ -537,6 +487,7 @@ class Session:
         self.breakpoints.by_address.clear()
         self._area = None
         self.boost = None
+        t.boost_held = None  # held for slots that went with the old image
         self.mem.close()
         self.mem = kernel.ProcMem(self.pid)
         self.breakpoints.mem = self.mem
@@ -681,7 +632,7 @@ class Session:
             if early is not None:
                 return self._wait_for_sigstop(t, early)
             if not t.running:
-                if t.step is not None:
+                if t.stepping is not None:
                     self._settle(t)
                 else:
                     self._rewind_interrupted_hit(t)
@@ -691,7 +642,7 @@ class Session:
                 if procfs.in_trace_stop(t.tid):
                     # Its stop was reaped by a waitpid that the interruption cut short: the
                     # reason is lost, so take it as a stop before the step or hit completed.
-                    if t.step is not None:
+                    if t.stepping is not None:
                         self._settle(t, SIGSTOP)
                     else:
                         self._rewind_if_ours(t)
@@ -728,22 +679,22 @@ class Session:
                 sig = 0
             elif sig == SIGSTOP and (t.fresh or t.stop_sent):
                 t.fresh = t.stop_sent = False
-                if t.step is not None:
+                if t.stepping is not None:
                     self._settle(t, SIGSTOP)
                 return True
-            elif t.step is not None:
+            elif t.stepping is not None:
                 self._settle(t, sig)
                 if sig == SIGTRAP:
                     sig = 0
             elif sig == SIGTRAP:
                 self._rewind_if_ours(t)
                 sig = 0
-            if sig and t.step is None and self.boost is not None:
+            if sig and t.stepping is None and self.boost is not None:
                 self.boost.map_back(t.tid, sig)
             if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
                 t.stop_sent = True
                 kernel.tgkill(self.pid, t.tid, SIGSTOP)
-            if t.step is not None:
+            if t.stepping is not None:
                 kernel.singlestep(t.tid, sig)
             else:
                 kernel.cont(t.tid, sig)
@@ -768,11 +719,12 @@ class Session:
 
     def _settle(self, t: Thread, sig: int = SIGTRAP) -> None:
         """Finish (step trap) or abort (any other stop) a step in progress."""
-        if t.step is None:
+        step = t.stepping
+        if step is None:
             return
         quiet.end(t)
-        ops, bp, token = t.step
-        t.step = None
+        ops, bp, token = step.ops, step.bp, step.token
+        t.stepping = None
         if sig != SIGTRAP or not ops.complete(self, t, bp, token):
             ops.abort(self, t, bp, token)
             if sig != SIGTRAP:
@@ -781,8 +733,7 @@ class Session:
         elif self.trap_handler:  # the step's trap is forced, as the INT3 was
             sigtrap.after_trap(self, t, bp)
             sigtrap.flush(self, t)
-        held, t.held = t.held, []
-        _requeue(t, held)  # signals held for the step: kept pending for the program
+        _requeue(t, step.held)  # signals held for the step: kept pending for the program
 
     def _rewind_interrupted_hit(self, t: Thread) -> None:
         """The thread whose hit was being handled when the tracer raised: if its registers

@@ -41,8 +41,8 @@ from .errors import StepperError
 from .xol_area import find_syscall_gadget, syscall_registers
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .breakpoints import Breakpoint
-    from .session import Session, Thread
+    from .records import Breakpoint, Thread
+    from .session import Session
 
 SIGTRAP = signal.SIGTRAP
 BIT = 1 << (SIGTRAP - 1)
@@ -133,7 +133,7 @@ def flush(s: "Session", t: "Thread") -> None:
     """Make the program's SIGTRAP that merged with a trap of ours pending again, unless `t`
     is still in a step (its trap would merge with it in turn). tgkill: SI_TKILL, sent by
     stepper's pid; the thread keeps SIGTRAP blocked, so it waits for the unblock."""
-    if t.step is None and t.tid in s.trap_requeue:
+    if t.stepping is None and t.tid in s.trap_requeue:
         s.trap_requeue.discard(t.tid)
         try:
             kernel.tgkill(s.pid, t.tid, SIGTRAP)

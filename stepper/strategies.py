@@ -27,11 +27,13 @@ from typing import TYPE_CHECKING
 import emu
 from emu import MemoryFault, Unsupported
 
-from . import host_flags, live_vector, kernel, xol
+from . import host_flags, kernel, live_vector, xol
+from .records import Step
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .breakpoints import Breakpoint
-    from .session import Session, Thread
+    from .records import Breakpoint
+    from .records import Thread
+    from .session import Session
 
 _REG_ITEMS = tuple(kernel.REG_INDEX.items())
 
@@ -127,7 +129,7 @@ class XolOps(Ops):
         store_regs(regs, t.regs)
         kernel.setregs(t.tid, t.regs)
         bp.stats.xol += 1
-        s.single_step(t, self, bp, (plan, slot, token))
+        s.single_step(t, Step(self, bp, (plan, slot, token)))
 
     def complete(self, s, t, bp, token) -> bool:
         plan, slot, inner = token
@@ -167,7 +169,7 @@ class ReinsertOps(Ops):
         s.mem.write(bp.address, bp.original)
         kernel.setregs(t.tid, t.regs)
         bp.stats.reinsert += 1
-        s.single_step(t, self, bp, None)
+        s.single_step(t, Step(self, bp))
 
     def complete(self, s, t, bp, token) -> bool:
         if bp.inserted:

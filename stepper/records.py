@@ -1,0 +1,139 @@
+"""The engine's plain records, near the bottom of the layers: what a breakpoint is and what
+happened at it, how a program ended, what a callback receives, a traced thread, and the
+thread's step in progress. They hold state; the modules above them (strategies, stepping,
+the tracer) decide what to do with it. Nothing here issues a ptrace request.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable
+
+import emu
+
+from . import kernel, located
+from .live import LiveState
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .strategies.base import Ops
+
+
+@dataclass(eq=False)
+class Stats:
+    """What happened at one breakpoint: hits, steps by strategy, fall-backs by reason."""
+
+    hits: int = 0
+    emulate: int = 0
+    xol: int = 0
+    reinsert: int = 0
+    fallbacks: dict[str, int] = field(default_factory=dict)
+    #: steps abandoned because a signal arrived first (the thread was put back at the
+    #: breakpoint and hit it again after the handler: `hits` counts that hit once)
+    abandoned: int = 0
+    boost: int = 0  # boosted out-of-line steps (stepper.strategies.boost)
+
+    @property
+    def steps(self) -> dict[str, int]:
+        return {"emulate": self.emulate, "xol": self.xol, "reinsert": self.reinsert,
+                "boost": self.boost}
+
+    def as_dict(self) -> dict:
+        return {"hits": self.hits, "steps": self.steps, "fallbacks": dict(self.fallbacks),
+                "abandoned": self.abandoned}
+
+
+@dataclass(eq=False)
+class Breakpoint:
+    """One INT3 at `address`, with its instruction decoded and its ops chosen."""
+
+    address: int
+    insn: emu.Instruction
+    mode: str
+    ops: "Ops"
+    callback: Callable | None = None
+    symbol: located.Symbol | None = None
+    stats: Stats = field(default_factory=Stats)
+    inserted: bool = False
+
+    @property
+    def original(self) -> bytes:
+        return self.insn.bytes[:1]
+
+    @property
+    def strategy(self) -> str:
+        return self.ops.name
+
+    def describe(self) -> str:
+        where = ""
+        if self.symbol is not None:
+            where = f" <{self.symbol.name}+{self.address - self.symbol.address:#x}>"
+        return f"{self.address:#x}{where}: {self.insn.text}"
+
+
+@dataclass(frozen=True)
+class ExitStatus:
+    """How the program ended: `exit_code` (normal exit) or `signal` (killed), the other None."""
+
+    exit_code: int | None
+    signal: int | None
+    detached: bool = False  # run() let the program go on untraced (both fields are None)
+
+    @classmethod
+    def from_wait(cls, status: int) -> "ExitStatus":
+        if os.WIFSIGNALED(status):
+            return cls(None, os.WTERMSIG(status))
+        return cls(os.WEXITSTATUS(status), None)
+
+
+@dataclass(frozen=True)
+class Hit:
+    """What a breakpoint callback receives: the thread, its registers at the breakpoint
+    (rip = the breakpoint address; a copy, changing it changes nothing) and `read`."""
+
+    tid: int
+    address: int
+    regs: dict[str, int]
+    read: Callable[[int, int], bytes]
+
+
+@dataclass(slots=True, eq=False)
+class Step:
+    """A thread's single-step in progress: the ops that started it (they complete or abort
+    it), its breakpoint, the ops' own token (e.g. the XOL plan and slot), and the program's
+    signals held until the instruction has run (delivered right after it)."""
+
+    ops: "Ops"
+    bp: Breakpoint
+    token: Any = None
+    held: list = field(default_factory=list)
+
+
+class Thread:
+    """A traced thread: its register buffer (reused on every hit), the emu State over it,
+    and its step in progress, if any (`stepping`).
+
+    Besides the step, a few facts outlive one step and stay here: `tf` (the program's own
+    trap flag when the current hit began), `rehit`/`abandons` (steps abandoned for a signal,
+    recognised when the thread comes back to them), `quiet_mask` (the program's signal mask
+    while a quiet step runs, stepper.quiet), `boost_held` (signals held while a boost slot's
+    first instruction is stepped) and the stop bookkeeping (`running`, `fresh`, `stop_sent`).
+    """
+
+    __slots__ = ("tid", "regs", "live", "stepping", "running", "fresh", "session", "tf",
+                 "rehit", "stop_sent", "abandons", "quiet_mask", "boost_held")
+
+    def __init__(self, tid: int, vm: kernel.VmAccess, session: Any) -> None:
+        self.tid = tid
+        self.regs = kernel.new_regs()
+        self.live = LiveState(tid, self.regs, vm)
+        self.stepping: Step | None = None
+        self.running = False
+        self.fresh = False  # created, its initial SIGSTOP not seen yet
+        self.session = session  # the traced process this thread belongs to
+        self.tf = 0  # the program's own trap flag when the current hit began
+        self.rehit: list[tuple[int, int]] | None = None  # (address, rsp): abandoned steps
+        self.stop_sent = False  # a SIGSTOP of ours is on its way to this thread
+        self.abandons = 0  # steps abandoned for a signal since the last completed one
+        self.quiet_mask: int | None = None  # the program's signal mask during a quiet step
+        self.boost_held: list | None = None  # siginfos held for a boost slot's step
