@@ -16,9 +16,13 @@ import emu
 from emu import Unsupported
 
 from . import live_vector, xol
-from .boost import BoostOps
 from .errors import StepperError
-from .strategies import EmulateOps, Ops, ReinsertOps, XolOps
+from .records import Breakpoint
+from .strategies.base import Ops
+from .strategies.boost import BoostOps
+from .strategies.emulate import EmulateOps
+from .strategies.reinsert import ReinsertOps
+from .strategies.xol import XolOps
 
 MODES = ("auto", "emulate", "xol", "reinsert", "boost")
 #: What `verdict` answers: how `auto` steps a site.
@@ -79,3 +83,15 @@ def verdict(insn: emu.Instruction) -> str:
     if xol.refusal_reason(insn) is None:
         return "xol"
     return "refused"
+
+
+def why(bp: Breakpoint) -> str:
+    """One line for the strategy table: why this site did or did not boost."""
+    ops = bp.ops
+    if isinstance(ops, BoostOps):
+        return ops.note
+    if ops.name == "emulate":
+        if isinstance(getattr(ops, "fallback", None), BoostOps):
+            return "not boosted: emulated (one trap, no slot); boosted when it falls back"
+        return "not boosted: emulated (one trap per hit without a slot)"
+    return f"not boosted: --mode {bp.mode}"

@@ -29,7 +29,6 @@ Under fire (docs/under_fire.md):
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import signal
@@ -37,19 +36,19 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from . import boost, environment, kernel, located, procfs, quiet, sigtrap, stops, xol
+from . import environment, kernel, located, procfs, quiet, sigtrap, stepping, stops, xol
 from .breakpoints import Breakpoints
 from .errors import StepperError
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
 from .kernel import EFLAGS, RIP, RSP, SI_KERNEL, TF, TRAP_TRACE, WALL, PtraceFailed
-from .strategies import regs_dict
+from .strategies.base import regs_dict
+from .strategies.boost import Boost
 from .xol_area import XolArea
 
 SIGTRAP = signal.SIGTRAP
 SIGSTOP = signal.SIGSTOP
 _FOLLOW = kernel.O_FOLLOW
 CHILDREN = ("follow", "detach")
-_FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE, signal.SIGILL, SIGTRAP)
 
 
 class Session:
@@ -80,7 +79,7 @@ class Session:
         self.wall_s = 0.0
         self.attached = False
         self._area: XolArea | None = None
-        self.boost = None  # stepper.boost.Boost: the boost slots, once a probe has one
+        self.boost = Boost(self)  # the boost slots' registry (areas mapped on first need)
         self._closed = False
         self._detach_requested = False
         self._interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
@@ -196,7 +195,7 @@ class Session:
         The process must be stopped (before `run`, or from a callback).
         """
         bp = self.breakpoints.prepare(address, mode or self.mode, callback)
-        boost.install(self, bp)  # a boosted probe's slot is written once, before its INT3
+        self.boost.prepare(bp)  # a boosted probe's slot is written once, before its INT3
         self.breakpoints.insert(bp)
         return bp
 
@@ -253,7 +252,7 @@ class Session:
             info.signo, info.errno, info.code = SIGTRAP, 0, TRAP_TRACE
             info.addr = t.regs[RIP]
             deliver.insert(0, info)
-        _requeue(t, deliver[1:])
+        stepping.requeue(t, deliver[1:])
         kernel.setsiginfo(t.tid, deliver[0])
         if deliver[0].signo == SIGTRAP:
             return sigtrap.deliver(self, t)  # the program's trap: its handler is noted
@@ -302,7 +301,8 @@ class Session:
     def _loop(self) -> None:
         family = self.family
         mine = self.threads
-        getregs = kernel.getregs
+        getregs, cont = kernel.getregs, kernel.cont
+        returning = stepping.returning
         waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
         stopped_trap = stops.TRAP_STATUS
         while mine and not self._detach_requested:
@@ -323,16 +323,23 @@ class Session:
                         regs[RIP] = address
                         t.tf = regs[EFLAGS] & TF
                         bp.stats.hits += 1
-                        if t.rehit is not None and _returning(t, address):
+                        if t.rehit is not None and returning(t, address):
                             pass  # the re-hit of a step abandoned for a signal: seen already
                         elif bp.callback is not None:
                             s._call(bp, t)
                         if s.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
                             sigtrap.after_trap(s, t, bp)
-                            bp.ops.hit(s, t, bp)
+                            s._go_on(t, bp.ops.hit(s, t, bp))
                             sigtrap.flush(s, t)
-                        else:
-                            bp.ops.hit(s, t, bp)
+                        else:  # s._go_on, inlined: the hot path
+                            step = bp.ops.hit(s, t, bp)
+                            if step is not None:
+                                s.single_step(t, step)
+                            elif t.tf:
+                                s.resume_stepped(t)
+                            else:
+                                t.running = True
+                                cont(tid, 0)
                     else:
                         s._stopped(t, status)  # the program's own trap, passed through
                 elif wifstopped(status):
@@ -343,6 +350,17 @@ class Session:
                 if e.errno != errno.ESRCH:
                     raise
                 t.running = True  # killed meanwhile: its exit is reported next
+
+    def _go_on(self, t: Thread, step: Step | None) -> None:
+        """Act on a hit's verdict: single-step the Step the ops prepared, or resume the thread
+        (the instruction ran; a program running with TF gets its trap)."""
+        if step is not None:
+            self.single_step(t, step)
+        elif t.tf:
+            self.resume_stepped(t)
+        else:
+            t.running = True
+            kernel.cont(t.tid, 0)
 
     def _call(self, bp: Breakpoint, t: Thread) -> None:
         bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), self.read_memory))
@@ -371,7 +389,7 @@ class Session:
             if t.stepping is not None:
                 self._settle(t, SIGSTOP)
             return None
-        if self.boost is not None and t.stepping is None:
+        if self.boost.areas and t.stepping is None:
             sig = self.boost.stopped(t, sig)  # a RIP inside a boost slot is mapped back first
             if sig is None:
                 return None  # boost resumed it: a signal waits for the slot's instruction
@@ -393,30 +411,20 @@ class Session:
             # step must not stop the program's progress) and the signal delivered right
             # after the instruction, which an asynchronous signal may equally hit.
             info = kernel.getsiginfo(t.tid)
-            synchronous = sig in _FAULTS and info.code > 0
+            synchronous = stepping.synchronous(sig, info)
             if not synchronous and t.abandons:
-                step.held.append(_copy_info(info))
+                step.held.append(stepping.copy_info(info))
                 t.stepping = step
                 if quiet.can_quiet(bp.insn):  # no further signal can cut the step short
                     return quiet.step(t)
                 return self.resume(t)  # steps on, the signal suppressed for now
             ops.abort(self, t, bp, token)
             if not synchronous:
-                self._abandoned(t, bp)
+                stepping.abandoned(t, bp)
             return self.resume(t, sig)
         if sig == SIGTRAP:
             return sigtrap.deliver(self, t)  # its own SIGTRAP: its handler is noted on the way
         self.resume(t, sig)  # the program's signal, passed through unchanged
-
-    def _abandoned(self, t: Thread, bp: Breakpoint) -> None:
-        """The step at `bp` was abandoned (a signal arrived first): the thread is back at
-        bp.address and will hit it again; that hit is the one counted."""
-        bp.stats.hits -= 1
-        bp.stats.abandoned += 1
-        t.abandons += 1
-        if t.rehit is None:
-            t.rehit = []
-        t.rehit.append((bp.address, t.regs[RSP]))
 
     def _first_stop(self, t: Thread) -> None:
         """The initial stop of a new thread or child process."""
@@ -449,8 +457,7 @@ class Session:
             copy = Breakpoint(bp.address, bp.insn, bp.mode, bp.ops, bp.callback, bp.symbol,
                               inserted=bp.inserted)
             child.breakpoints.by_address[bp.address] = copy
-        if self.boost is not None:
-            child.boost = self.boost.inherited(child)
+        child.boost = self.boost.inherited(child)
         if vfork:  # the same memory: the same area and slots
             child._area = self._area_object()
         elif self._area is not None and self._area.mapped:
@@ -486,7 +493,7 @@ class Session:
         self.retired += self.breakpoints.by_address.values()
         self.breakpoints.by_address.clear()
         self._area = None
-        self.boost = None
+        self.boost = Boost(self)
         t.boost_held = None  # held for slots that went with the old image
         self.mem.close()
         self.mem = kernel.ProcMem(self.pid)
@@ -591,7 +598,7 @@ class Session:
                         quiet.end(t)  # a held step cut short: the program's own mask back
                     except StepperError:
                         pass
-                if s.boost is not None:  # every thread out of the boost slots, then unmap
+                if s.boost.areas:  # every thread out of the boost slots, then unmap
                     s.boost.leave(threads, unmap=not s.vfork)
                 area = s._area
                 if threads and area is not None and area.mapped and not s.vfork:
@@ -689,7 +696,7 @@ class Session:
             elif sig == SIGTRAP:
                 self._rewind_if_ours(t)
                 sig = 0
-            if sig and t.stepping is None and self.boost is not None:
+            if sig and t.stepping is None and self.boost.areas:
                 self.boost.map_back(t.tid, sig)
             if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
                 t.stop_sent = True
@@ -733,7 +740,7 @@ class Session:
         elif self.trap_handler:  # the step's trap is forced, as the INT3 was
             sigtrap.after_trap(self, t, bp)
             sigtrap.flush(self, t)
-        _requeue(t, step.held)  # signals held for the step: kept pending for the program
+        stepping.requeue(t, step.held)  # signals held for the step: kept pending for the program
 
     def _rewind_interrupted_hit(self, t: Thread) -> None:
         """The thread whose hit was being handled when the tracer raised: if its registers
@@ -771,41 +778,6 @@ class Session:
         for s in self.tree():
             s._closed = True
             s.mem.close()
-
-
-def _returning(t: Thread, address: int) -> bool:
-    """Whether this hit is `t` coming back to a step it abandoned for a signal (same
-    address, same stack pointer: the handler has returned). Marks are a stack: a handler can
-    itself be interrupted mid-step. A hit inside a handler runs below the signal frame, so
-    marks above the stack pointer are kept; a mark at or below it that does not match is a
-    handler that never returned there (longjmp): dropped."""
-    now = t.regs[RSP]
-    marks = t.rehit
-    found = False
-    while marks and marks[-1][1] <= now:
-        where, rsp = marks.pop()
-        if where == address and rsp == now:
-            found = True
-            break
-    if not marks:
-        t.rehit = None
-    return found
-
-
-def _copy_info(info: kernel.Siginfo) -> kernel.Siginfo:
-    copy = kernel.Siginfo()
-    ctypes.memmove(ctypes.addressof(copy), ctypes.addressof(info), ctypes.sizeof(copy))
-    return copy
-
-
-def _requeue(t: Thread, infos: list) -> None:
-    """Queue signals to thread `t` again (tgkill: the signal number is kept, its siginfo
-    becomes SI_TKILL). Used only for a second signal held during one step, or on detach."""
-    for info in infos:
-        try:
-            kernel.tgkill(t.session.pid, t.tid, info.signo)
-        except StepperError:
-            pass
 
 
 def _is_int3(tid: int) -> bool:

@@ -26,7 +26,7 @@ import signal
 import sys
 from dataclasses import dataclass
 
-from .. import boost
+from .. import policy
 from ..specs import SpecSyntaxError, parse_spec
 from .follow import Tracker, Traced
 
@@ -100,7 +100,7 @@ def build_report(tracker: Tracker, status, detached: bool, warnings: list[str]) 
                 "spec": site.spec, "object": site.object, "symbol": site.symbol,
                 "address": f"{bp.address:#x}", "instruction": bp.insn.text,
                 "strategy": bp.strategy, "hits": 0,
-                "boost": boost.why(bp),  # why this site did or did not boost
+                "boost": policy.why(bp),  # why this site did or did not boost
                 "group": site.group}
         entry["hits"] += site.hits
         for k, value in bp.stats.steps.items():
@@ -175,7 +175,7 @@ def table_rows(sites: list[Site], verbose: bool = False) -> tuple[list[tuple], l
         if verbose:
             bp = members[0].bp
             rows.append((hits, spec, obj, name or "-", f"{bp.address:#x}", bp.insn.text,
-                         bp.strategy, boost.why(bp)))
+                         bp.strategy, policy.why(bp)))
             continue
         per_image: dict[tuple, set] = {}
         for s in members:   # the same site in another process or image is not another site

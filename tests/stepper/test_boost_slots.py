@@ -16,7 +16,8 @@ import unicorn as uc
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stepper import boost, xol
+from stepper import xol
+from stepper.strategies import boost
 from test_xol_plan import (DATA, DATA_SIZE, FAR_SLOT, GPRS, MEMORY_FAULTS, NEAR_SLOT, ORIG,
                            RSP, _diff, decode, initial_regs, ks, new_machine, observable,
                            pattern, regs_of, riprel)

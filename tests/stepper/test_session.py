@@ -164,7 +164,8 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
     that thread in the unmapped XOL area (SIGSEGV, no output)."""
     import sys
 
-    from stepper import kernel, strategies
+    from stepper import kernel
+    from stepper.strategies import xol as xol_ops
 
     exe = build("threads")
     plain = run_plain([exe, "40000"])
@@ -174,12 +175,12 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
 
     def setregs_then_sigint(tid, regs):
         setregs(tid, regs)
-        if sys._getframe(1).f_code is strategies.XolOps.hit.__code__:
+        if sys._getframe(1).f_code is xol_ops.XolOps.hit.__code__:
             calls.append(tid)
-            if len(calls) == 500:  # RIP is in the slot now; t.step is not set yet
+            if len(calls) == 500:  # RIP is in the slot now; t.stepping is not set yet
                 signal.raise_signal(signal.SIGINT)  # handled at the next bytecode, in here
 
-    monkeypatch.setattr(strategies.kernel, "setregs", setregs_then_sigint)
+    monkeypatch.setattr(xol_ops.kernel, "setregs", setregs_then_sigint)
     with pytest.raises(KeyboardInterrupt):
         proc.run()
     monkeypatch.undo()

@@ -18,7 +18,7 @@ Why it looks like this:
   `syscall` (the kernel stores the slot address in RCX), a call (it pushes the slot address),
   anything needing a scratch register, x87 instructions (the FPU records their address, which
   fnstenv/fxsave would reveal), and whatever XOL refuses.
-- `Boost.map_back` is called at every stop the session sees (other than a hit): a RIP at a
+- `Boost.map_back` is called at every stop the engine sees (other than a hit): a RIP at a
   slot's first byte becomes the probe address (the instruction has not run; a partly done rep
   string op restarts from its updated registers, as after an interrupt), at the jump back it
   becomes the original next instruction, at a branch stub the branch target. For SIGILL,
@@ -27,31 +27,30 @@ Why it looks like this:
 
 from __future__ import annotations
 
-import ctypes
 import signal
 import struct
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 from capstone import x86_const as X
 
-from . import kernel, quiet, sigtrap, xol
-from .errors import StepperError
-from .kernel import RIP
-from .strategies import Ops, XolOps
-from .xol_area import AREA_SIZE, XolArea
+from .. import kernel, quiet, sigtrap, stepping
+from .. import xol as planner
+from ..errors import StepperError
+from ..kernel import RIP
+from ..xol_area import AREA_SIZE, XolArea
+from .base import Ops
+from .xol import XolOps
 
 if TYPE_CHECKING:  # pragma: no cover
     import emu
 
-    from .records import Breakpoint
-    from .session import Session
+    from ..records import Breakpoint
 
 #: How far an area may be from a probe and still serve it (±2 GiB, less a margin for the
 #: object's own size: the displacement is re-checked by the planner anyway).
 REACH = (1 << 31) - (64 << 20)
 _JMP_ABS = b"\xff\x25\x00\x00\x00\x00"  # jmp qword ptr [rip+0]; the 8-byte target follows
 _ADDR_SIGNALS = (signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
-_FAULTS = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
 #: Slot kinds whose single-step ends inside the slot (or at the jump back), where the held
 #: signal's stop is recognised; `ret`/`jmp r/m` end in the program's code, `pushf` would
 #: push the step's TF.
@@ -62,7 +61,7 @@ _HOLDABLE = ("plain", "jump")
 _SETS_TF = (X.X86_INS_POPF, X.X86_INS_POPFD, X.X86_INS_POPFQ)
 
 
-def boost_refusal(insn: "emu.Instruction", plan: xol.XolPlan) -> str | None:
+def boost_refusal(insn: "emu.Instruction", plan: planner.XolPlan) -> str | None:
     """Why `insn`, planned for a slot as `plan`, cannot run there without a trap back."""
     if plan.boost_refusal:
         return plan.boost_refusal
@@ -74,7 +73,7 @@ def boost_refusal(insn: "emu.Instruction", plan: xol.XolPlan) -> str | None:
     return None
 
 
-def slot_code(plan: xol.XolPlan) -> bytes:
+def slot_code(plan: planner.XolPlan) -> bytes:
     """The plan's slot bytes with the jump back to the original next instruction after the
     copied instruction (where plain XOL has int3 bytes and relies on the single-step trap)."""
     insn = plan.instruction
@@ -85,7 +84,7 @@ def slot_code(plan: xol.XolPlan) -> bytes:
         jump = b"\xe9" + struct.pack("<i", rel)
     else:
         jump = _JMP_ABS + struct.pack("<Q", insn.next_address)
-    if at + len(jump) > xol.STUB_OFFSET:  # pragma: no cover - 15 + 14 <= STUB_OFFSET
+    if at + len(jump) > planner.STUB_OFFSET:  # pragma: no cover - 15 + 14 <= STUB_OFFSET
         raise StepperError(f"no room for the jump back after {insn.text}")
     code[at:at + len(jump)] = jump
     return bytes(code)
@@ -93,45 +92,47 @@ def slot_code(plan: xol.XolPlan) -> bytes:
 
 class BoostOps(Ops):
     """A hit points RIP at the probe's slot and continues: one trap. Until the slot exists
-    (`Boost.install`), and for good when boosting is refused, hits go to plain XOL."""
-
-    name = "boost"
+    (`Boost.give_slot`), and for good when boosting is refused, hits go to plain XOL."""
 
     def __init__(self, insn: "emu.Instruction") -> None:
         self.insn = insn
         self.slot: int | None = None
+        self.refused = False
         self.note = "boost: slot not written yet"
         self.xol = XolOps(insn)
 
-    def hit(self, s: "Session", t, bp: "Breakpoint") -> None:
+    @property
+    def name(self) -> str:  # type: ignore[override]
+        return "xol" if self.refused else "boost"
+
+    def hit(self, p, t, bp: "Breakpoint"):
+        if self.refused or t.tf:  # t.tf: the engine's XOL step delivers the program's trap
+            return self.xol.hit(p, t, bp)
         slot = self.slot
-        if t.tf:  # the program single-steps itself: the engine's XOL step delivers its trap
-            return self.xol.hit(s, t, bp)
         if slot is None:
-            _give(s, self, t.tid)
+            p.boost.give_slot(self, t.tid)
             if self.slot is None:
-                return self.xol.hit(s, t, bp)  # boosting refused just now (note says why)
+                return self.xol.hit(p, t, bp)  # boosting refused just now (note says why)
             slot = self.slot
         t.regs[RIP] = slot
         kernel.setregs(t.tid, t.regs)
         bp.stats.boost += 1
-        t.running = True
-        kernel.cont(t.tid, 0)
+        return None
 
     def refuse(self, reason: str) -> None:
         """Step with plain XOL from now on, saying why."""
-        self.name = "xol"
+        self.refused = True
         self.note = f"not boosted: {reason}"
-        self.hit = self.xol.hit  # type: ignore[method-assign]
 
 
 class Boost:
-    """The boost areas and probe slots of one traced process."""
+    """The registry of boost areas and probe slots of one traced process, owned by it from
+    its creation; an area is mapped only when a probe needs a slot."""
 
-    def __init__(self, session: "Session") -> None:
+    def __init__(self, session: Any) -> None:
         self.session = session
         self.areas: list[XolArea] = []
-        self.plans: dict[int, xol.XolPlan] = {}  # slot address -> plan
+        self.plans: dict[int, planner.XolPlan] = {}  # slot address -> plan
         self._bounds: list[tuple[int, int]] = []
         self._regs = kernel.new_regs()
 
@@ -142,22 +143,32 @@ class Boost:
             if area.address is not None and abs(area.address - address) < REACH:
                 return area
         s = self.session
-        area = XolArea(s.pid, s.exe, s.mem, xol.SLOT_SIZE, near=address)
+        area = XolArea(s.pid, s.exe, s.mem, planner.SLOT_SIZE, near=address)
         area.map(tid)
         self.areas.append(area)
         assert area.address is not None
         self._bounds.append((area.address, area.address + AREA_SIZE))
         return area
 
+    def prepare(self, bp: "Breakpoint") -> None:
+        """Write `bp`'s boost slot now if it is boosted and a stopped thread can map the area
+        (before `run`, or from a callback); otherwise its first hit does it."""
+        if isinstance(bp.ops, BoostOps):
+            for t in self.session.threads.values():
+                if not t.running:
+                    return self.give_slot(bp.ops, t.tid)
+
     def give_slot(self, ops: BoostOps, tid: int) -> None:
         """Plan, write and record `ops`' slot, or make it refuse boosting, saying why."""
+        if ops.slot is not None or ops.refused:
+            return
         insn = ops.insn
         try:
             area = self._area_near(insn.address, tid)
             slot = area.reserve()
         except StepperError as e:
             return ops.refuse(str(e))
-        plan = xol.prepare(insn, slot)
+        plan = planner.prepare(insn, slot)
         reason = boost_refusal(insn, plan)
         if reason is not None:
             area.unreserve(slot)
@@ -169,14 +180,14 @@ class Boost:
 
     # --- stops ----------------------------------------------------------------------------
 
-    def locate(self, address: int) -> xol.XolPlan | None:
+    def locate(self, address: int) -> planner.XolPlan | None:
         """The plan of the boost slot containing `address`, if any."""
         for start, end in self._bounds:
             if start <= address < end:
-                return self.plans.get(address - (address - start) % xol.SLOT_SIZE)
+                return self.plans.get(address - (address - start) % planner.SLOT_SIZE)
         return None
 
-    def map_back(self, tid: int, sig: int = 0, regs=None) -> xol.XolPlan | None:
+    def map_back(self, tid: int, sig: int = 0, regs=None) -> planner.XolPlan | None:
         """If stopped thread `tid` is inside a slot, move it to the equivalent place in the
         original stream and, for a signal-delivery stop of `sig`, fix si_addr. Returns the
         slot's plan when the thread was moved (its registers are then in `regs`)."""
@@ -188,7 +199,7 @@ class Boost:
             return None
         regs[RIP] = plan.original_address(rip)
         kernel.setregs(tid, regs)
-        info = _siginfo(tid) if sig else None
+        info = stepping.siginfo(tid) if sig else None
         if info is not None:
             _fix_siginfo(tid, plan, rip, sig, info)
         return plan
@@ -216,37 +227,37 @@ class Boost:
             return sig
         if (sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE
                 and quiet.can_quiet(plan.instruction)):
-            info = _siginfo(t.tid)
-            if info is not None and not _synchronous(sig, info):
-                t.boost_held = [_copy(info)]
+            info = stepping.siginfo(t.tid)
+            if info is not None and not stepping.synchronous(sig, info):
+                t.boost_held = [stepping.copy_info(info)]
                 quiet.step(t)  # no further signal can cut the step short
                 return None
         self._map(t, plan, sig)
         return sig
 
-    def _map(self, t, plan: xol.XolPlan, sig: int) -> None:
+    def _map(self, t, plan: planner.XolPlan, sig: int) -> None:
         """Map `t`'s RIP (in t.regs) out of `plan`'s slot. Back on the probe, the hit is
         abandoned (hit again, counted then) unless the instruction itself faulted: that is
         its outcome, as unprobed, and a handler returning to it runs it (and hits) anew."""
         rip = t.regs[RIP]
         t.regs[RIP] = plan.original_address(rip)
         kernel.setregs(t.tid, t.regs)
-        info = _siginfo(t.tid) if sig else None
+        info = stepping.siginfo(t.tid) if sig else None
         if info is not None:
             _fix_siginfo(t.tid, plan, rip, sig, info)
-            if _synchronous(sig, info):
+            if stepping.synchronous(sig, info):
                 return
         if t.regs[RIP] == plan.instruction.address:
             bp = self.session.breakpoints.by_address.get(plan.instruction.address)
             if bp is not None:
-                self.session._abandoned(t, bp)
+                stepping.abandoned(t, bp)
 
     def _release(self, t, sig: int, held: list) -> int | None:
         """The stop after held signals' single-step: deliver them now."""
         regs = t.regs
         kernel.getregs(t.tid, regs)
         plan = self.locate(regs[RIP])
-        info = _siginfo(t.tid) if sig else None
+        info = stepping.siginfo(t.tid) if sig else None
         if sig == signal.SIGTRAP and info is not None and info.code > 0:
             # The step's trap: the instruction ran. The first held signal goes now with its
             # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
@@ -262,11 +273,11 @@ class Boost:
             kernel.setsiginfo(t.tid, held[0])
             return held[0].signo
         if (plan is not None and regs[RIP] == plan.slot_address and info is not None
-                and not _synchronous(sig, info)):
+                and not stepping.synchronous(sig, info)):
             # Another signal was pending before the step could run: hold it too (a standard
             # signal already held is pending once, as the kernel would keep it) and step.
             if sig >= signal.SIGRTMIN or all(h.signo != sig for h in held):
-                held.append(_copy(info))
+                held.append(stepping.copy_info(info))
             t.boost_held = held
             quiet.step(t)
             return None
@@ -278,7 +289,7 @@ class Boost:
             kernel.tgkill(self.session.pid, t.tid, other.signo)
         return sig
 
-    def inherited(self, child: "Session") -> "Boost":
+    def inherited(self, child: Any) -> "Boost":
         """The slots as a forked (or vforked) child has them: same addresses, same bytes."""
         copy = Boost(child)
         copy.areas = [area.inherited(child.pid, child.mem) for area in self.areas]
@@ -312,25 +323,7 @@ class Boost:
         self.areas, self._bounds, self.plans = [], [], {}
 
 
-def _siginfo(tid: int):
-    try:
-        return kernel.getsiginfo(tid)
-    except StepperError:  # a group-stop has no siginfo
-        return None
-
-
-def _copy(info):
-    new = kernel.Siginfo()
-    ctypes.memmove(ctypes.addressof(new), ctypes.addressof(info), ctypes.sizeof(info))
-    return new
-
-
-def _synchronous(sig: int, info) -> bool:
-    """A fault the instruction itself raised (it must be delivered before it, in place)."""
-    return info.code > 0 and sig in _FAULTS
-
-
-def _fix_siginfo(tid: int, plan: xol.XolPlan, rip: int, sig: int, info) -> None:
+def _fix_siginfo(tid: int, plan: planner.XolPlan, rip: int, sig: int, info) -> None:
     """si_addr of a kernel-sent SIGILL/SIGFPE/SIGTRAP is the faulting instruction (the slot):
     the program must see the original address. A user-sent signal's siginfo holds a pid
     there (si_code <= 0), and a SIGSEGV's si_addr is a data address: both left alone."""
@@ -340,41 +333,3 @@ def _fix_siginfo(tid: int, plan: xol.XolPlan, rip: int, sig: int, info) -> None:
     if original != info.addr:
         info.addr = original
         kernel.setsiginfo(tid, info)
-
-
-def _stopped_tid(s: "Session") -> int | None:
-    for t in s.threads.values():
-        if not t.running:
-            return t.tid
-    return None
-
-
-def install(s: "Session", bp: "Breakpoint", tid: int | None = None) -> None:
-    """Write `bp`'s boost slot now if it is boosted and a stopped thread can map the area
-    (before `run`, or from a callback); otherwise its first hit does it."""
-    ops = bp.ops
-    if not isinstance(ops, BoostOps):
-        return
-    tid = tid if tid is not None else _stopped_tid(s)
-    if tid is not None:
-        _give(s, ops, tid)
-
-
-def _give(s: "Session", ops: BoostOps, tid: int) -> None:
-    if ops.slot is not None or ops.name != "boost":
-        return
-    if getattr(s, "boost", None) is None:
-        s.boost = Boost(s)
-    s.boost.give_slot(ops, tid)
-
-
-def why(bp: "Breakpoint") -> str:
-    """One line for the strategy table: why this site did or did not boost."""
-    ops = bp.ops
-    if isinstance(ops, BoostOps):
-        return ops.note
-    if ops.name == "emulate":
-        if isinstance(getattr(ops, "fallback", None), BoostOps):
-            return "not boosted: emulated (one trap, no slot); boosted when it falls back"
-        return "not boosted: emulated (one trap per hit without a slot)"
-    return f"not boosted: --mode {bp.mode}"

@@ -1,0 +1,53 @@
+"""EmulateOps: the emu plan runs on the live thread; one trap per hit.
+
+The plan is compiled at insertion with keys = ptrace buffer indices, and the host CPU as flags
+oracle, so the flags the SDM leaves undefined are this CPU's (stepper.host_flags). A
+MemoryFault (a genuine fault, or a push that must grow the stack) falls back, for that hit, to
+executing the instruction on the CPU; so does an `.atomic` instruction while another thread
+may run, because the tracer's read and write are two accesses that another thread could slip
+between.
+"""
+
+from __future__ import annotations
+
+import emu
+from emu import MemoryFault, Unsupported
+
+from .. import host_flags, kernel, live_vector
+from .base import Ops
+
+
+class EmulateOps(Ops):
+    name = "emulate"
+
+    def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
+        try:
+            self.plan = emu.compile(insn, kernel.REG_INDEX, host_flags.get())
+            self.vector = False
+        except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
+            self.plan = live_vector.compile_vector_plan(insn)
+            self.vector = True
+        self.atomic = insn.atomic
+        self.fallback = fallback
+
+    def hit(self, p, t, bp):
+        if self.atomic and len(p.threads) > 1:
+            return self._fall_back(p, t, bp, "atomic instruction while other threads run")
+        try:
+            if self.vector:
+                live_vector.run_vector_plan(self.plan, t.tid, t.regs, t.live.vm)
+            else:
+                self.plan(t.live)
+        except MemoryFault as e:
+            return self._fall_back(p, t, bp, f"memory fault ({e.access})")
+        except Unsupported as e:
+            return self._fall_back(p, t, bp, f"unsupported: {e.reason}")
+        bp.stats.emulate += 1
+        kernel.setregs(t.tid, t.regs)
+        return None
+
+    def _fall_back(self, p, t, bp, reason: str):
+        # The plan left the state untouched on failure; rip is still bp.address.
+        fallbacks = bp.stats.fallbacks
+        fallbacks[reason] = fallbacks.get(reason, 0) + 1
+        return self.fallback.hit(p, t, bp)
