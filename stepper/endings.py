@@ -17,7 +17,7 @@ supervisor sees the program's own exit status.
 - A signal ignored when stepper started (nohup, a background job of a script) stays ignored:
   the program inherited that, and stepper leaves it so.
 - With `--pid` the program is not stepper's: Ctrl-C and SIGTERM let it go on untraced (the
-  engine's own handling, see stepper.session), SIGHUP and SIGQUIT too, and the report is
+  engine's own handling, `detach_on_signals` below), SIGHUP and SIGQUIT too, and the report is
   written.
 """
 
@@ -29,7 +29,7 @@ import signal
 import sys
 import threading
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 if TYPE_CHECKING:
     from .records import ExitStatus
@@ -102,6 +102,42 @@ def detaching_on(detach: Callable[[], None]) -> Iterator[Detacher]:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def detach_on_signals(root: Any) -> Callable[[], None]:
+    """The engine's own handling while its loop runs on the main thread (where Python runs
+    signal handlers); returns what puts the previous handlers back.
+
+    - SIGTERM detaches, when the application has not claimed SIGTERM.
+    - Ctrl-C (SIGINT with Python's default handler) detaches at the loop's next safe point,
+      then KeyboardInterrupt propagates. Raised where the signal lands, KeyboardInterrupt
+      could cut a hit or a step between two ptrace calls: e.g. after XolOps.hit moved RIP
+      into the XOL slot but before the step was recorded, or after a step record was taken
+      but before `complete` moved RIP back; the detach would then unmap the area under that
+      thread (SIGSEGV)."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+    restore: list[tuple[int, Any]] = []
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous in (signal.SIG_DFL, None):
+        signal.signal(signal.SIGTERM, lambda signum, frame: root.request_detach())
+        restore.append((signal.SIGTERM, previous))
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is signal.default_int_handler:
+
+        def interrupted(signum, frame) -> None:
+            if not root.detach_requested:  # once: a second kick during the detach would
+                root.interrupted = True    # leave a SIGSTOP pending in a detached thread
+                root.request_detach()
+
+        signal.signal(signal.SIGINT, interrupted)
+        restore.append((signal.SIGINT, previous))
+
+    def undo() -> None:
+        for sig, handler in reversed(restore):
+            signal.signal(sig, handler)
+
+    return undo
 
 
 def _left_to_it(signum, frame) -> None:

@@ -116,7 +116,7 @@ class Thread:
     Besides the step, a few facts outlive one step and stay here: `tf` (the program's own
     trap flag when the current hit began), `rehit`/`abandons` (steps abandoned for a signal,
     recognised when the thread comes back to them), `quiet_mask` (the program's signal mask
-    while a quiet step runs, stepper.quiet), `boost_held` (signals held while a boost slot's
+    while a quiet step runs, stepper.stepping), `boost_held` (signals held while a boost slot's
     first instruction is stepped) and the stop bookkeeping (`running`, `fresh`, `stop_sent`).
     """
 

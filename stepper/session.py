@@ -1,5 +1,6 @@
-"""The event loop: one traced process, every thread followed, each thread's stops handled on
-their own (no stop-the-world: breakpoints stay in memory while other threads run).
+"""The engine's public face: one traced process tree, every thread followed, each thread's
+stops handled on their own (no stop-the-world: breakpoints stay in memory while other threads
+run).
 
 Lifecycle: `Session.spawn(argv)` forks and execs the program under ptrace (python-ptrace's
 createChild) and stops it at the exec trap, before any of its instructions ran; breakpoints
@@ -8,7 +9,9 @@ is interrupted or raises, `abandon()` restores every INT3 byte, brings any threa
 step back to the original instruction stream, unmaps the XOL area and detaches every thread,
 so the program carries on untraced, unharmed.
 
-The hit path (SIGTRAP -> GETREGS -> ops.hit -> SETREGS -> CONT) uses kernel only.
+The work is done below, one concern per module (docs/engine.md has the map): the per-process
+state (stepper.process, which a Session is), the loop (stepper.tracer), signals during a step
+(stepper.stepping), leaving (stepper.detach), Ctrl-C and SIGTERM (stepper.endings).
 
 Under fire (docs/under_fire.md):
 - A signal that stops a thread in the middle of an out-of-line step abandons the step: the
@@ -29,75 +32,28 @@ Under fire (docs/under_fire.md):
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import signal
-import threading
-import time
-from typing import Callable, Sequence
+from typing import Sequence
 
-from . import environment, kernel, located, procfs, quiet, sigtrap, stepping, stops, xol
-from .breakpoints import Breakpoints
+from . import detach, environment, kernel, procfs, sigtrap, tracer
 from .errors import StepperError
-from .records import Breakpoint, ExitStatus, Hit, Step, Thread
-from .kernel import EFLAGS, RIP, RSP, SI_KERNEL, TF, TRAP_TRACE, WALL, PtraceFailed
-from .strategies.base import regs_dict
-from .strategies.boost import Boost
-from .xol_area import XolArea
+from .kernel import WALL
+from .process import CHILDREN, TracedProcess
+from .records import ExitStatus
 
-SIGTRAP = signal.SIGTRAP
 SIGSTOP = signal.SIGSTOP
 _FOLLOW = kernel.O_FOLLOW
-CHILDREN = ("follow", "detach")
+
+__all__ = ["Session", "CHILDREN"]
 
 
-class Session:
-    """One traced process and its breakpoints. The first (root) session runs the event loop
-    for every process of the tree: followed children are sessions of their own, reached
-    through the shared `family` map (tid -> Thread, whose `.session` owns it)."""
-
-    def __init__(self, pid: int, mode: str = "auto", children: str = "follow",
-                 parent: "Session | None" = None, vfork: bool = False) -> None:
-        if children not in CHILDREN:
-            raise StepperError(f"unknown children policy {children!r}: choose follow or detach")
-        self.pid = pid
-        self.mode = mode
-        self.children_mode = children
-        self.parent = parent
-        self.root: Session = parent.root if parent is not None else self
-        self.family: dict[int, Thread] = parent.family if parent is not None else {}
-        self.vfork = vfork
-        self.exe = parent.exe if parent is not None else procfs.exe_of(pid)
-        self.mem = kernel.ProcMem(pid)
-        self.vm = kernel.VmAccess(pid)
-        self.breakpoints = Breakpoints(pid, self.mem)
-        self.threads: dict[int, Thread] = {}
-        self.children: list[Session] = []
-        self.retired: list[Breakpoint] = []  # dropped at an exec, with their stats
-        self.threads_seen = 0
-        self.exit: ExitStatus | None = None
-        self.wall_s = 0.0
-        self.attached = False
-        self._area: XolArea | None = None
-        self.boost = Boost(self)  # the boost slots' registry (areas mapped on first need)
-        self._closed = False
-        self._detach_requested = False
-        self._interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
-        self._loop_thread: int | None = None
-        self._early: dict[int, int] = {}  # root only: first stops seen before their event
-        #: root only: on_fork(parent, child) when a child is followed (before it runs),
-        #: on_exec(session) at an exec stop (new image mapped, none of it run, no breakpoints)
-        self.on_fork: Callable[["Session", "Session"], None] | None = None
-        self.on_exec: Callable[["Session"], None] | None = None
-        # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
-        # nothing; anything else is checked after each trap of ours and put back if reset.
-        self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
-        self.trap_gadget: int | None = None
-        self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored
-        self.trap_status_fd: int | None = None
-        self.trap_warned = False
-        self.trap_requeue: set[int] = set()  # threads whose own SIGTRAP merged with ours
-        self._add_thread(pid)
+class Session(TracedProcess):
+    """One traced process and its breakpoints (stepper.process); the first (root) session
+    runs the loop for every process of the tree: followed children are sessions of their own,
+    reached through the shared `family` map (tid -> Thread, whose `.session` owns it)."""
 
     # --- starting -----------------------------------------------------------------------
 
@@ -157,640 +113,37 @@ class Session:
         sigtrap.learn_at_attach(session)
         for tid in sorted(done - {pid}):
             if os.path.exists(f"/proc/{pid}/task/{tid}"):
-                session._add_thread(tid)
+                session.add_thread(tid)
         return session
 
-    @property
-    def load_bias(self) -> int:
-        """What to add to an address of the main executable as `nm` prints it."""
-        return located.main_bias(self.pid, self.exe)
-
-    def tree(self) -> list["Session"]:
-        """This session and every descendant session, parents first."""
-        out = [self]
-        for child in self.children:
-            out += child.tree()
-        return out
-
-    def _add_thread(self, tid: int, fresh: bool = False) -> Thread:
-        t = Thread(tid, self.vm, self)
-        t.fresh = fresh
-        t.running = fresh  # a new thread cannot run before its initial stop is resumed
-        self.threads[tid] = t
-        self.family[tid] = t
-        self.threads_seen += 1
-        return t
-
-    def _drop_thread(self, tid: int) -> None:
-        self.threads.pop(tid, None)
-        if self.family.get(tid) is not None and self.family[tid].session is self:
-            del self.family[tid]
-
-    # --- breakpoints --------------------------------------------------------------------
-
-    def add_breakpoint(self, address: int, mode: str | None = None,
-                       callback: Callable[[Hit], None] | None = None) -> Breakpoint:
-        """Insert an INT3 at run-time `address`; see Breakpoints.prepare for the refusals.
-
-        The process must be stopped (before `run`, or from a callback).
-        """
-        bp = self.breakpoints.prepare(address, mode or self.mode, callback)
-        self.boost.prepare(bp)  # a boosted probe's slot is written once, before its INT3
-        self.breakpoints.insert(bp)
-        return bp
-
-    def remove_breakpoint(self, bp: Breakpoint) -> None:
-        self.breakpoints.remove(bp)
-
-    def read_memory(self, address: int, size: int) -> bytes:
-        """Memory as the program sees it (breakpoint bytes hidden)."""
-        return self.breakpoints.read_original(address, size)
-
-    # --- the XOL area -------------------------------------------------------------------
-
-    def _area_object(self) -> XolArea:
-        area = self._area
-        if area is None:
-            area = self._area = XolArea(self.pid, self.exe, self.mem, xol.SLOT_SIZE)
-        return area
-
-    def xol_area(self, t: Thread) -> XolArea:
-        """The XOL area, mapped on first need by stopped thread `t`. The injected mmap runs
-        a `syscall` that already exists in the vDSO and writes nothing to the program, so it
-        is safe while the other threads run."""
-        area = self._area_object()
-        if not area.mapped:
-            area.map(t.tid)
-        return area
-
-    # --- resuming -----------------------------------------------------------------------
-
-    def resume(self, t: Thread, sig: int = 0) -> None:
-        """Let `t` run on (a thread in the middle of a step is stepped on, not continued)."""
-        t.running = True
-        if t.stepping is not None:
-            kernel.singlestep(t.tid, sig)
-        else:
-            kernel.cont(t.tid, sig)
-
-    def single_step(self, t: Thread, step: Step) -> None:
-        t.stepping = step
-        t.running = True
-        kernel.singlestep(t.tid)
-
-    def resume_stepped(self, t: Thread, held: list | None = None) -> None:
-        """Resume `t` after its probed instruction completed. A program running with TF set
-        expects the CPU's single-step trap after that instruction: deliver it (TRAP_TRACE,
-        si_addr = the next instruction, as the kernel reports a #DB single-step)."""
-        t.abandons = 0
-        if not t.tf and not held:
-            return self.resume(t)
-        deliver = list(held) if held else []
-        if t.tf:
-            t.tf = 0
-            info = kernel.getsiginfo(t.tid)
-            info.signo, info.errno, info.code = SIGTRAP, 0, TRAP_TRACE
-            info.addr = t.regs[RIP]
-            deliver.insert(0, info)
-        stepping.requeue(t, deliver[1:])
-        kernel.setsiginfo(t.tid, deliver[0])
-        if deliver[0].signo == SIGTRAP:
-            return sigtrap.deliver(self, t)  # the program's trap: its handler is noted
-        self.resume(t, deliver[0].signo)
-
-    # --- the loop -----------------------------------------------------------------------
+    # --- running and leaving ------------------------------------------------------------
 
     def run(self) -> ExitStatus:
         """Resume the program and handle its stops until it has exited, or until
         `request_detach()` (then the program runs on untraced: ExitStatus(detached=True))."""
-        if self.root is not self:
-            raise StepperError("run() belongs to the first traced process")
-        if self._closed:
-            raise StepperError(f"process {self.pid} is no longer traced")
-        start = time.perf_counter()
-        self._loop_thread = threading.get_ident()
-        restore = self._handle_sigterm()
-        restore_int = self._handle_sigint()
-        try:
-            for t in list(self.family.values()):
-                if not t.running:
-                    self.resume(t)
-            self._loop()
-            if self._detach_requested:
-                self.abandon()
-                if self._interrupted:
-                    raise KeyboardInterrupt  # Ctrl-C propagates once the program is let go
-                if self.exit is not None:
-                    return self.exit  # it ended while being let go
-                return ExitStatus(None, None, True)
-        except BaseException:
-            self.abandon()
-            raise
-        finally:
-            restore_int()
-            restore()
-            self._loop_thread = None
-            self.wall_s += time.perf_counter() - start
-        for child in self.tree()[1:]:  # descendants still running when the program ended
-            if child.threads and not child._closed:
-                child.abandon()
-        self._finish()
-        assert self.exit is not None
-        return self.exit
-
-    def _loop(self) -> None:
-        family = self.family
-        mine = self.threads
-        getregs, cont = kernel.getregs, kernel.cont
-        returning = stepping.returning
-        waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
-        stopped_trap = stops.TRAP_STATUS
-        while mine and not self._detach_requested:
-            tid, status = waitpid(-1, WALL)
-            t = family.get(tid)
-            if t is None:
-                self._unknown(tid, status)
-                continue
-            t.running = False
-            s = t.session
-            try:
-                if status == stopped_trap and t.stepping is None:
-                    regs = t.regs
-                    getregs(tid, regs)
-                    address = regs[RIP] - 1
-                    bp = s.breakpoints.by_address.get(address)
-                    if bp is not None and (not regs[EFLAGS] & TF or _is_int3(tid)):
-                        regs[RIP] = address
-                        t.tf = regs[EFLAGS] & TF
-                        bp.stats.hits += 1
-                        if t.rehit is not None and returning(t, address):
-                            pass  # the re-hit of a step abandoned for a signal: seen already
-                        elif bp.callback is not None:
-                            s._call(bp, t)
-                        if s.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
-                            sigtrap.after_trap(s, t, bp)
-                            s._go_on(t, bp.ops.hit(s, t, bp))
-                            sigtrap.flush(s, t)
-                        else:  # s._go_on, inlined: the hot path
-                            step = bp.ops.hit(s, t, bp)
-                            if step is not None:
-                                s.single_step(t, step)
-                            elif t.tf:
-                                s.resume_stepped(t)
-                            else:
-                                t.running = True
-                                cont(tid, 0)
-                    else:
-                        s._stopped(t, status)  # the program's own trap, passed through
-                elif wifstopped(status):
-                    s._stopped(t, status)
-                else:
-                    s._gone(t, status)
-            except PtraceFailed as e:
-                if e.errno != errno.ESRCH:
-                    raise
-                t.running = True  # killed meanwhile: its exit is reported next
-
-    def _go_on(self, t: Thread, step: Step | None) -> None:
-        """Act on a hit's verdict: single-step the Step the ops prepared, or resume the thread
-        (the instruction ran; a program running with TF gets its trap)."""
-        if step is not None:
-            self.single_step(t, step)
-        elif t.tf:
-            self.resume_stepped(t)
-        else:
-            t.running = True
-            kernel.cont(t.tid, 0)
-
-    def _call(self, bp: Breakpoint, t: Thread) -> None:
-        bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), self.read_memory))
-
-    def _stopped(self, t: Thread, status: int) -> None:
-        if t.quiet_mask is not None:
-            quiet.end(t)  # the program's own signal mask, before anything looks at it
-        stop = stops.decode(status)
-        sig, event = stop.signal, stop.event
-        if event is not None:
-            if event == "clone":
-                self._cloned(kernel.geteventmsg(t.tid))
-            elif event == "fork" or event == "vfork":
-                self._forked(t, kernel.geteventmsg(t.tid), event == "vfork")
-            elif event == "exec":
-                self._exec(t)
-                if self.parent is not None and self.children_mode == "detach":
-                    return self.abandon()  # a vfork child that exec'd: its own image, let go
-                if self.root.on_exec is not None:
-                    self.root.on_exec(self)
-            return self.resume(t)
-        if sig == SIGSTOP and t.fresh:
-            return self._first_stop(t)
-        if sig == SIGSTOP and t.stop_sent:  # ours: a detach was requested
-            t.stop_sent = False
-            if t.stepping is not None:
-                self._settle(t, SIGSTOP)
-            return None
-        if self.boost.areas and t.stepping is None:
-            sig = self.boost.stopped(t, sig)  # a RIP inside a boost slot is mapped back first
-            if sig is None:
-                return None  # boost resumed it: a signal waits for the slot's instruction
-        step = t.stepping
-        if step is not None:
-            ops, bp, token = step.ops, step.bp, step.token
-            t.stepping = None
-            if sig == SIGTRAP and kernel.getsiginfo(t.tid).code > 0:
-                if ops.complete(self, t, bp, token):
-                    if self.trap_handler:  # the step's trap, forced like the INT3
-                        sigtrap.after_trap(self, t, bp)
-                        self.resume_stepped(t, step.held)
-                        return sigtrap.flush(self, t)
-                    return self.resume_stepped(t, step.held)
-                return self.single_step(t, step)
-            # A fault of the instruction itself: the hit happened (the instruction ran and
-            # faulted, as unprobed). Any other signal came before the step ran: abandon it;
-            # but a step abandoned already is finished first (a signal storm faster than a
-            # step must not stop the program's progress) and the signal delivered right
-            # after the instruction, which an asynchronous signal may equally hit.
-            info = kernel.getsiginfo(t.tid)
-            synchronous = stepping.synchronous(sig, info)
-            if not synchronous and t.abandons:
-                step.held.append(stepping.copy_info(info))
-                t.stepping = step
-                if quiet.can_quiet(bp.insn):  # no further signal can cut the step short
-                    return quiet.step(t)
-                return self.resume(t)  # steps on, the signal suppressed for now
-            ops.abort(self, t, bp, token)
-            if not synchronous:
-                stepping.abandoned(t, bp)
-            return self.resume(t, sig)
-        if sig == SIGTRAP:
-            return sigtrap.deliver(self, t)  # its own SIGTRAP: its handler is noted on the way
-        self.resume(t, sig)  # the program's signal, passed through unchanged
-
-    def _first_stop(self, t: Thread) -> None:
-        """The initial stop of a new thread or child process."""
-        t.fresh = False
-        step = t.stepping
-        if step is not None:  # forked in the middle of an out-of-line syscall: finish it
-            t.stepping = None
-            step.ops.complete(self, t, step.bp, step.token)
-        if (t.tid == self.pid and self.parent is not None and self.children_mode == "detach"
-                and not self.vfork):
-            return self.abandon()
-        self.resume(t)
-
-    def _cloned(self, tid: int) -> None:
-        if tid not in self.family:
-            self._add_thread(tid, fresh=True)
-            self.root._replay(tid)
-
-    def _forked(self, t: Thread, pid: int, vfork: bool) -> None:
-        """A child process (fork, vfork, or clone without CLONE_THREAD): it is traced
-        already (PTRACE_O_TRACEFORK/VFORK) and carries our INT3 bytes."""
-        if pid in self.family:
-            return
-        child = Session(pid, self.mode, self.children_mode, parent=self, vfork=vfork)
-        child.family[pid].fresh = True
-        child.family[pid].running = True
-        child.threads_seen = 1
-        self.children.append(child)
-        for bp in self.breakpoints:
-            copy = Breakpoint(bp.address, bp.insn, bp.mode, bp.ops, bp.callback, bp.symbol,
-                              inserted=bp.inserted)
-            child.breakpoints.by_address[bp.address] = copy
-        child.boost = self.boost.inherited(child)
-        if vfork:  # the same memory: the same area and slots
-            child._area = self._area_object()
-        elif self._area is not None and self._area.mapped:
-            child._area = self._area.inherited(pid, child.mem)
-        if t.stepping is not None:
-            step = t.stepping
-            child.threads[pid].stepping = Step(
-                step.ops, child.breakpoints.by_address.get(step.bp.address, step.bp), step.token)
-        if self.root.on_fork is not None:
-            self.root.on_fork(self, child)
-        self.root._replay(pid)
-
-    def _replay(self, tid: int) -> None:
-        """A stop reaped before its thread was known (root only): handle it now."""
-        status = self._early.pop(tid, None)
-        if status is not None:
-            t = self.family[tid]
-            t.running = False
-            t.session._stopped(t, status)
-
-    def _exec(self, t: Thread) -> None:
-        """The program replaced its image: old breakpoints and the XOL area went with it."""
-        for other in [tid for tid in self.threads if tid != self.pid]:
-            self._drop_thread(other)
-        if t.tid != self.pid:  # a non-leader thread exec'd: it now carries the leader's id
-            self._drop_thread(t.tid)
-            self.threads[self.pid] = t
-            self.family[self.pid] = t
-            t.tid = self.pid
-            t.live.tid = self.pid
-        if self._area is not None:
-            self._area.release(t.tid)
-        self.retired += self.breakpoints.by_address.values()
-        self.breakpoints.by_address.clear()
-        self._area = None
-        self.boost = Boost(self)
-        t.boost_held = None  # held for slots that went with the old image
-        self.mem.close()
-        self.mem = kernel.ProcMem(self.pid)
-        self.breakpoints.mem = self.mem
-        self.exe = procfs.exe_of(self.pid)
-        self.vfork = False
-        self.trap_handler = sigtrap.initial(self.pid)  # exec resets handlers, keeps SIG_IGN
-        self.trap_gadget = self.trap_rest = None
-
-    def _unknown(self, tid: int, status: int) -> None:
-        """A stop of a thread or child whose clone/fork event has not been seen yet: its
-        initial stop. Kept until the event says whose it is."""
-        if os.WIFSTOPPED(status):
-            self._early[tid] = status
-
-    def _gone(self, t: Thread, status: int) -> None:
-        self._drop_thread(t.tid)
-        if self._area is not None:
-            self._area.release(t.tid)
-        if t.tid == self.pid:
-            self.exit = ExitStatus.from_wait(status)
-            if self.parent is not None:
-                self._closed = True
-                self.mem.close()
-
-    def _finish(self) -> None:
-        self._closed = True
-        self.mem.close()
-
-    # --- leaving ------------------------------------------------------------------------
+        return tracer.run(self)
 
     def request_detach(self) -> None:
         """Leave the program running untraced. Callable from any thread, from a signal
         handler or from a callback while `run()` is running: `run()` then detaches at its
         next step and returns ExitStatus(detached=True). Outside `run()`, detaches now."""
-        root = self.root
-        if root._loop_thread is None:
-            return root.abandon()
-        root._detach_requested = True
-        root._kick()
-
-    def _kick(self) -> None:
-        """Wake the loop's waitpid: a SIGSTOP to one running thread, consumed as ours."""
-        for t in list(self.family.values()):
-            if t.running and not t.fresh and not t.stop_sent:
-                t.stop_sent = True
-                try:
-                    kernel.tgkill(t.session.pid, t.tid, SIGSTOP)
-                    return
-                except StepperError:
-                    t.stop_sent = False
-
-    def _handle_sigterm(self) -> Callable[[], None]:
-        """SIGTERM to the tracer detaches (when the application has not claimed SIGTERM
-        and run() is on the main thread, where Python runs signal handlers)."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGTERM)
-        if previous not in (signal.SIG_DFL, None):
-            return lambda: None
-        signal.signal(signal.SIGTERM, lambda signum, frame: self.request_detach())
-        return lambda: signal.signal(signal.SIGTERM, previous)
-
-    def _handle_sigint(self) -> Callable[[], None]:
-        """Ctrl-C detaches at the loop's next safe point, then KeyboardInterrupt propagates
-        (when SIGINT has Python's default handler and run() is on the main thread). Raised
-        where the signal lands, KeyboardInterrupt could cut a hit or a step between two ptrace
-        calls: e.g. after XolOps.hit moved RIP into the XOL slot but before the step was
-        recorded, or after a step record was taken but before `complete` moved RIP back; the
-        detach would then unmap the area under that thread (SIGSEGV)."""
-        if threading.current_thread() is not threading.main_thread():
-            return lambda: None
-        previous = signal.getsignal(signal.SIGINT)
-        if previous is not signal.default_int_handler:
-            return lambda: None
-
-        def interrupted(signum, frame) -> None:
-            if not self._detach_requested:  # once: a second kick during the detach would
-                self._interrupted = True    # leave a SIGSTOP pending in a detached thread
-                self.request_detach()
-
-        signal.signal(signal.SIGINT, interrupted)
-        return lambda: signal.signal(signal.SIGINT, previous)
+        detach.request_detach(self)
 
     def abandon(self) -> None:
         """Leave the program (and every followed descendant) running untraced and unharmed:
         every INT3 byte restored, every thread out of any step and back in the original
         stream, the XOL areas unmapped (only once no thread of the tree can be inside one),
         every thread detached. Safe to call more than once, and after the program ended."""
-        stopped: dict[int, tuple[Session, list[Thread]]] = {}
-        try:
-            while True:
-                todo = [s for s in self.tree() if not s._closed and id(s) not in stopped]
-                if not todo:
-                    break
-                for s in todo:
-                    s.breakpoints.restore_all()
-                    stopped[id(s)] = (s, s._stop_all())
-            for s, threads in stopped.values():
-                for t in threads:
-                    try:
-                        quiet.end(t)  # a held step cut short: the program's own mask back
-                    except StepperError:
-                        pass
-                if s.boost.areas:  # every thread out of the boost slots, then unmap
-                    s.boost.leave(threads, unmap=not s.vfork)
-                area = s._area
-                if threads and area is not None and area.mapped and not s.vfork:
-                    try:
-                        area.unmap(threads[0].tid)
-                    except (StepperError, OSError):
-                        pass
-            for s, threads in stopped.values():
-                # The leader last: let go first, it may exit_group at once, and threads still
-                # stopped under us would die as zombies only we can reap (the program's exit
-                # would then never reach its parent).
-                for t in sorted(threads, key=lambda t: t.tid == s.pid):
-                    try:
-                        kernel.detach(t.tid, 0)
-                    except StepperError:
-                        pass
-                    s._drop_thread(t.tid)
-        finally:
-            for s, _ in stopped.values():
-                s._closed = True
-                s.mem.close()
-
-    def _stop_all(self) -> list[Thread]:
-        """Bring every thread to a stop, including threads born meanwhile."""
-        outcome: dict[int, bool] = {}
-        while True:
-            pending = [t for t in list(self.threads.values()) if t.tid not in outcome]
-            if not pending:
-                return [self.threads[tid] for tid, ok in outcome.items()
-                        if ok and tid in self.threads]
-            for t in pending:
-                outcome[t.tid] = self._bring_to_stop(t)
-
-    def _bring_to_stop(self, t: Thread) -> bool:
-        """Stop thread `t` (if running), finish or abort its step; False if it is gone."""
-        try:
-            early = self.root._early.pop(t.tid, None)
-            if early is not None:
-                return self._wait_for_sigstop(t, early)
-            if not t.running:
-                if t.stepping is not None:
-                    self._settle(t)
-                else:
-                    self._rewind_interrupted_hit(t)
-                return True
-            tid, status = os.waitpid(t.tid, WALL | os.WNOHANG)
-            if not tid:  # nothing pending
-                if procfs.in_trace_stop(t.tid):
-                    # Its stop was reaped by a waitpid that the interruption cut short: the
-                    # reason is lost, so take it as a stop before the step or hit completed.
-                    if t.stepping is not None:
-                        self._settle(t, SIGSTOP)
-                    else:
-                        self._rewind_if_ours(t)
-                    return True
-                if not (t.fresh or t.stop_sent):  # else a SIGSTOP is on the way already
-                    t.stop_sent = True
-                    kernel.tgkill(self.pid, t.tid, SIGSTOP)
-                status = None
-            return self._wait_for_sigstop(t, status)
-        except (StepperError, ChildProcessError):
-            self._drop_thread(t.tid)
-            return False
-
-    def _wait_for_sigstop(self, t: Thread, status: int | None) -> bool:
-        """Handle `t`'s stops (passing the program's signals on) until our SIGSTOP arrives."""
-        while True:
-            if status is None:
-                status = self._next_status(t)
-            stop = stops.decode(status)
-            if not stop.stopped:
-                self._drop_thread(t.tid)
-                if t.tid == self.pid:
-                    self.exit = ExitStatus.from_wait(status)
-                return False
-            sig, event = stop.signal, stop.event
-            status = None
-            if event is not None:
-                if event == "clone":  # a thread born while leaving: detach it too
-                    self._cloned(kernel.geteventmsg(t.tid))
-                elif event == "fork" or event == "vfork":
-                    self._forked(t, kernel.geteventmsg(t.tid), event == "vfork")
-                elif event == "exec":
-                    self._exec(t)
-                sig = 0
-            elif sig == SIGSTOP and (t.fresh or t.stop_sent):
-                t.fresh = t.stop_sent = False
-                if t.stepping is not None:
-                    self._settle(t, SIGSTOP)
-                return True
-            elif t.stepping is not None:
-                self._settle(t, sig)
-                if sig == SIGTRAP:
-                    sig = 0
-            elif sig == SIGTRAP:
-                self._rewind_if_ours(t)
-                sig = 0
-            if sig and t.stepping is None and self.boost.areas:
-                self.boost.map_back(t.tid, sig)
-            if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
-                t.stop_sent = True
-                kernel.tgkill(self.pid, t.tid, SIGSTOP)
-            if t.stepping is not None:
-                kernel.singlestep(t.tid, sig)
-            else:
-                kernel.cont(t.tid, sig)
-
-    def _next_status(self, t: Thread) -> int:
-        """Wait for `t`'s next stop or exit. A process leader that exited (exit_group, or on
-        its own) is reported only once every other thread is reaped, and those exits come to
-        us, so waiting for the leader alone could wait forever: for a leader, every thread's
-        event is taken here; exits are handled at once, any other event is kept for its
-        thread's turn (root._early, as a first stop seen before its clone event)."""
-        if t.tid != self.pid:
-            return os.waitpid(t.tid, WALL)[1]
-        while True:
-            tid, status = os.waitpid(-1, WALL)
-            if tid == t.tid:
-                return status
-            other = self.family.get(tid)
-            if other is not None and not os.WIFSTOPPED(status):
-                other.session._gone(other, status)
-            else:
-                self.root._early[tid] = status
-
-    def _settle(self, t: Thread, sig: int = SIGTRAP) -> None:
-        """Finish (step trap) or abort (any other stop) a step in progress."""
-        step = t.stepping
-        if step is None:
-            return
-        quiet.end(t)
-        ops, bp, token = step.ops, step.bp, step.token
-        t.stepping = None
-        if sig != SIGTRAP or not ops.complete(self, t, bp, token):
-            ops.abort(self, t, bp, token)
-            if sig != SIGTRAP:
-                bp.stats.hits -= 1
-                bp.stats.abandoned += 1
-        elif self.trap_handler:  # the step's trap is forced, as the INT3 was
-            sigtrap.after_trap(self, t, bp)
-            sigtrap.flush(self, t)
-        stepping.requeue(t, step.held)  # signals held for the step: kept pending for the program
-
-    def _rewind_interrupted_hit(self, t: Thread) -> None:
-        """The thread whose hit was being handled when the tracer raised: if its registers
-        were not written back yet (the kernel's rip is one past the INT3 and the buffer holds
-        the breakpoint address), put it back on the instruction, which then runs natively."""
-        now = kernel.new_regs()
-        kernel.getregs(t.tid, now)
-        address = now[RIP] - 1
-        if t.regs[RIP] == address and address in self.breakpoints.by_address:
-            now[RIP] = address
-            kernel.setregs(t.tid, now)
-
-    def _rewind_if_ours(self, t: Thread) -> None:
-        """A thread that hit one of our (now removed) INT3s: put it back on the instruction."""
-        kernel.getregs(t.tid, t.regs)
-        if t.regs[RIP] - 1 in self.breakpoints.by_address:
-            t.regs[RIP] -= 1
-            kernel.setregs(t.tid, t.regs)
+        detach.abandon(self)
 
     def kill(self) -> None:
         """End the program and its followed children (used when setting up failed)."""
-        for s in self.tree():
-            try:
-                os.kill(s.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        try:
-            while any(s.threads for s in self.tree()):
-                tid, _ = os.waitpid(-1, WALL)
-                t = self.family.get(tid)
-                if t is not None:
-                    t.session._drop_thread(tid)
-        except ChildProcessError:
-            pass
-        for s in self.tree():
-            s._closed = True
-            s.mem.close()
-
-
-def _is_int3(tid: int) -> bool:
-    """A SIGTRAP with TF set may be the program's own single-step trap: only an INT3 has
-    si_code SI_KERNEL."""
-    return kernel.getsiginfo(tid).code == SI_KERNEL
+        detach.kill(self)
 
 
 def _attach_thread(pid: int, tid: int) -> bool:
     """PTRACE_ATTACH one thread and wait for its attach SIGSTOP (signals that come first are
     delivered to it, so none is lost); False if the thread is gone."""
-    import ctypes
-
     if kernel._ptrace(kernel.ATTACH, tid, 0, 0) == -1:
         err = ctypes.get_errno()
         if err == errno.ESRCH:

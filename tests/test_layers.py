@@ -4,8 +4,11 @@ one, counting every import a module can execute (function-level ones too; import
 
 The layers, from the bottom:
   emu (the pure emulator)  <  emu.testing, emu.bench (need the `fuzz` extra)
-  the stepper engine  <  stepper.api  <  stepper.corpus, .coverage, .probing, .fuzz, .bench
-                           <  stepper.commands  <  stepper.cli
+  the stepper engine, itself in layers (docs/engine.md has the map):
+    stepper's helpers, stepper.kernel  <  .stops, .records  <  .strategies, .policy,
+    .breakpoints  <  .process, .stepping  <  .tracer  <  .detach  <  .session
+  <  stepper.api  <  stepper.corpus, .coverage, .probing, .fuzz, .bench
+  <  stepper.commands  <  stepper.cli
 and `import stepper.api` (what a debugger imports) needs only capstone, pyelftools and
 python-ptrace.
 """
@@ -23,10 +26,15 @@ PACKAGES = ("emu", "stepper")
 #: (prefix, rank): a module's layer is the rank of the longest prefix it starts with.
 LAYERS = (
     ("emu", 0), ("emu.testing", 1), ("emu.bench", 1),
-    ("stepper", 2), ("stepper.api", 3),
-    ("stepper.corpus", 4), ("stepper.coverage", 4), ("stepper.probing", 4), ("stepper.fuzz", 4),
-    ("stepper.bench", 4),
-    ("stepper.commands", 5), ("stepper.cli", 6),
+    ("stepper", 2), ("stepper.kernel", 2),
+    ("stepper.stops", 3), ("stepper.records", 3),
+    ("stepper.strategies", 4), ("stepper.policy", 4), ("stepper.breakpoints", 4),
+    ("stepper.process", 5), ("stepper.stepping", 5),
+    ("stepper.tracer", 6), ("stepper.detach", 7), ("stepper.session", 8),
+    ("stepper.api", 9),
+    ("stepper.corpus", 10), ("stepper.coverage", 10), ("stepper.probing", 10),
+    ("stepper.fuzz", 10), ("stepper.bench", 10),
+    ("stepper.commands", 11), ("stepper.cli", 12),
 )
 
 
@@ -128,7 +136,7 @@ def layer(module: str) -> int:
 def test_the_graph_sees_function_level_imports():
     graph = import_graph()
     assert "stepper.api" in graph["stepper"]  # stepper/__init__ imports api inside a function
-    assert "stepper.breakpoints" not in graph["stepper.strategies"]  # TYPE_CHECKING only
+    assert "stepper.session" not in graph["stepper.sigtrap"]  # TYPE_CHECKING only
 
 
 def test_no_import_cycle():

@@ -1,6 +1,6 @@
 """Where the time of one emulate hit goes, step by step.
 
-A copy of the engine's emulate hit path (stepper.session._loop + strategies.emulate.EmulateOps.hit),
+A copy of the engine's emulate hit path (stepper.tracer.loop + strategies.emulate.EmulateOps.hit),
 built from the same parts: kernel's calls on one preallocated register buffer, the
 instruction's emu plan compiled for that buffer, and LiveState for memory. Between steps it
 reads perf_counter_ns, and memory I/O is timed inside the VmAccess the plan writes through.

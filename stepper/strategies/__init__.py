@@ -8,7 +8,7 @@ protocol (stepper.strategies.base), chosen once per breakpoint by stepper.policy
     reinsert  ReinsertOps: the original byte back, stepped in place (a baseline)
     boost     BoostOps and the process's registry of boost slots; one trap
 
-Ops only edit registers and memory and return: the engine's loop (stepper.session) is the
+Ops only edit registers and memory and return: the engine's loop (stepper.tracer) is the
 one place that resumes a thread, as in the kernel's uprobes, where the arch code fixes the
 registers up and the generic code resumes the task.
 """

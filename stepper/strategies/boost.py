@@ -18,7 +18,8 @@ Why it looks like this:
   `syscall` (the kernel stores the slot address in RCX), a call (it pushes the slot address),
   anything needing a scratch register, x87 instructions (the FPU records their address, which
   fnstenv/fxsave would reveal), and whatever XOL refuses.
-- `Boost.map_back` is called at every stop the engine sees (other than a hit): a RIP at a
+- `Boost.map_back` (and stepper.stepping.boost_stopped) is called at every stop the engine
+  sees (other than a hit): a RIP at a
   slot's first byte becomes the probe address (the instruction has not run; a partly done rep
   string op restarts from its updated registers, as after an interrupt), at the jump back it
   becomes the original next instruction, at a branch stub the branch target. For SIGILL,
@@ -33,7 +34,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 from capstone import x86_const as X
 
-from .. import kernel, quiet, sigtrap, stepping
+from .. import kernel
 from .. import xol as planner
 from ..errors import StepperError
 from ..kernel import RIP
@@ -51,10 +52,6 @@ if TYPE_CHECKING:  # pragma: no cover
 REACH = (1 << 31) - (64 << 20)
 _JMP_ABS = b"\xff\x25\x00\x00\x00\x00"  # jmp qword ptr [rip+0]; the 8-byte target follows
 _ADDR_SIGNALS = (signal.SIGILL, signal.SIGFPE, signal.SIGTRAP)
-#: Slot kinds whose single-step ends inside the slot (or at the jump back), where the held
-#: signal's stop is recognised; `ret`/`jmp r/m` end in the program's code, `pushf` would
-#: push the step's TF.
-_HOLDABLE = ("plain", "jump")
 #: What can set TF in user mode (the SDM: TF is changed by popf and by iret): popf, every size;
 #: iret also does, but it is not run out of line at all (stepper.xol refuses far transfers),
 #: and rt_sigreturn is a syscall (never boosted).
@@ -199,95 +196,15 @@ class Boost:
             return None
         regs[RIP] = plan.original_address(rip)
         kernel.setregs(tid, regs)
-        info = stepping.siginfo(tid) if sig else None
+        info = _siginfo(tid) if sig else None
         if info is not None:
             _fix_siginfo(tid, plan, rip, sig, info)
         return plan
 
-    def stopped(self, t, sig: int) -> int | None:
-        """The session's hook for every stop that is not a hit nor a step's: returns the
-        signal to resume `t` with, or None when this resumed `t` itself.
-
-        A RIP inside a slot is mapped back. A thread put back on the probe (the instruction
-        has not run, or a rep op is part done) hits it again when it resumes: that hit is the
-        one counted, as for an abandoned XOL step. But an asynchronous signal that finds the
-        thread at the slot's first byte is held for one instruction: the thread single-steps
-        the slot first, with its asynchronous signals blocked (stepper.quiet), and the signal
-        is delivered after it, with its own siginfo. Otherwise a signal coming faster than a
-        hit costs the tracer (SIGALRM every 50 us) would be pending at every re-hit, or at the
-        held step, and the thread would never get past the probe."""
-        held = t.boost_held
-        if held is not None:
-            t.boost_held = None
-            return self._release(t, sig, held)
-        regs = t.regs
-        kernel.getregs(t.tid, regs)
-        plan = self.locate(regs[RIP])
-        if plan is None:
-            return sig
-        if (sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE
-                and quiet.can_quiet(plan.instruction)):
-            info = stepping.siginfo(t.tid)
-            if info is not None and not stepping.synchronous(sig, info):
-                t.boost_held = [stepping.copy_info(info)]
-                quiet.step(t)  # no further signal can cut the step short
-                return None
-        self._map(t, plan, sig)
-        return sig
-
-    def _map(self, t, plan: planner.XolPlan, sig: int) -> None:
-        """Map `t`'s RIP (in t.regs) out of `plan`'s slot. Back on the probe, the hit is
-        abandoned (hit again, counted then) unless the instruction itself faulted: that is
-        its outcome, as unprobed, and a handler returning to it runs it (and hits) anew."""
-        rip = t.regs[RIP]
-        t.regs[RIP] = plan.original_address(rip)
-        kernel.setregs(t.tid, t.regs)
-        info = stepping.siginfo(t.tid) if sig else None
-        if info is not None:
-            _fix_siginfo(t.tid, plan, rip, sig, info)
-            if stepping.synchronous(sig, info):
-                return
-        if t.regs[RIP] == plan.instruction.address:
-            bp = self.session.breakpoints.by_address.get(plan.instruction.address)
-            if bp is not None:
-                stepping.abandoned(t, bp)
-
-    def _release(self, t, sig: int, held: list) -> int | None:
-        """The stop after held signals' single-step: deliver them now."""
-        regs = t.regs
-        kernel.getregs(t.tid, regs)
-        plan = self.locate(regs[RIP])
-        info = stepping.siginfo(t.tid) if sig else None
-        if sig == signal.SIGTRAP and info is not None and info.code > 0:
-            # The step's trap: the instruction ran. The first held signal goes now with its
-            # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
-            if plan is not None:
-                self._map(t, plan, 0)
-            if self.session.trap_handler:  # the step's trap is forced, as the INT3 was
-                address = plan.instruction.address if plan is not None else None
-                sigtrap.after_trap(self.session, t,
-                                   self.session.breakpoints.by_address.get(address))
-                sigtrap.flush(self.session, t)
-            for other in held[1:]:
-                kernel.tgkill(self.session.pid, t.tid, other.signo)
-            kernel.setsiginfo(t.tid, held[0])
-            return held[0].signo
-        if (plan is not None and regs[RIP] == plan.slot_address and info is not None
-                and not stepping.synchronous(sig, info)):
-            # Another signal was pending before the step could run: hold it too (a standard
-            # signal already held is pending once, as the kernel would keep it) and step.
-            if sig >= signal.SIGRTMIN or all(h.signo != sig for h in held):
-                held.append(stepping.copy_info(info))
-            t.boost_held = held
-            quiet.step(t)
-            return None
-        # The instruction faulted (or the step was otherwise cut short): that signal goes
-        # now, with the RIP mapped back, and the held ones are sent again.
-        if plan is not None:
-            self._map(t, plan, sig)
-        for other in held:
-            kernel.tgkill(self.session.pid, t.tid, other.signo)
-        return sig
+    @staticmethod
+    def fix_siginfo(tid: int, plan: planner.XolPlan, rip: int, sig: int, info) -> None:
+        """si_addr of a kernel-sent SIGILL/SIGFPE/SIGTRAP raised in a slot, mapped back."""
+        _fix_siginfo(tid, plan, rip, sig, info)
 
     def inherited(self, child: Any) -> "Boost":
         """The slots as a forked (or vforked) child has them: same addresses, same bytes."""
@@ -321,6 +238,13 @@ class Boost:
                 except (StepperError, OSError):
                     pass
         self.areas, self._bounds, self.plans = [], [], {}
+
+
+def _siginfo(tid: int):
+    try:
+        return kernel.getsiginfo(tid)
+    except StepperError:  # a group-stop has no siginfo
+        return None
 
 
 def _fix_siginfo(tid: int, plan: planner.XolPlan, rip: int, sig: int, info) -> None:

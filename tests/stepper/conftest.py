@@ -152,7 +152,7 @@ def spawn_captured(tmp_path):
 
     yield _spawn
     for proc in made:  # a test that failed half-way must not leave a stopped tracee behind
-        if proc._session.threads and not proc._session._closed:
+        if proc._session.threads and not proc._session.closed:
             proc.kill()
 
 

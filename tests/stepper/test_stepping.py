@@ -1,4 +1,4 @@
-"""Quiet steps (stepper.quiet) on a real stopped thread: a signal already pending does not cut
+"""Quiet steps (stepper.stepping) on a real stopped thread: a signal already pending does not cut
 the single-step short, and the program's signal mask is back once the step has stopped."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from stepper import kernel, quiet
+from stepper import kernel, stepping
 from stepper.kernel import RIP, WALL
 
 
@@ -44,11 +44,11 @@ def test_a_quiet_step_runs_and_the_signal_follows_it(stopped_thread):
     before = _rip(t.tid)
     mask = kernel.getsigmask(t.tid)
     kernel.tgkill(t.session.pid, t.tid, signal.SIGUSR1)
-    quiet.step(t)
+    stepping.quiet_step(t)
     sig, rip = _next_stop(t.tid)
     assert sig == signal.SIGTRAP and rip != before  # the instruction ran
     assert kernel.getsiginfo(t.tid).code > 0  # the kernel's step trap, not a kill
-    quiet.end(t)
+    stepping.end_quiet(t)
     assert kernel.getsigmask(t.tid) == mask and t.quiet_mask is None
     kernel.cont(t.tid)
     assert _next_stop(t.tid) == (signal.SIGUSR1, rip)  # still pending: delivered next
