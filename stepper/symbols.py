@@ -22,6 +22,7 @@ from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
 from . import elf as elfread
+from . import elf_cache
 from .elf import STT_GNU_IFUNC, LineRow, Symbol
 from .errors import StepperError
 
@@ -83,7 +84,6 @@ class ElfSymbols:
                 self.runpath: list[str] = elfread.split_paths(dynamic.get("DT_RUNPATH", []))
                 self.rpath: list[str] = elfread.split_paths(dynamic.get("DT_RPATH", []))
                 flags_1 = dynamic.get("DT_FLAGS_1", [0])[0]
-                self.imports: frozenset[str] = elfread.imports(elf)
                 self._has_dwarf = elf.get_section_by_name(".debug_line") is not None
                 self.debug_file = self._find_debug_file()
         except OSError as e:
@@ -94,6 +94,7 @@ class ElfSymbols:
             flags_1 & DF_1_PIE or (self.interpreter and not self.soname))
         self._table: list[Symbol] | None = None   # parsed on first use: libc's takes ~0.5 s
         self._lines: dict[str, dict[int, list[int]]] | None = None
+        self._imports: frozenset[str] | None = None
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
@@ -115,7 +116,21 @@ class ElfSymbols:
         if elf.elfclass != 64 or elf.header["e_machine"] != "EM_X86_64":
             raise ELFError(f"{elf.header['e_machine']} {elf.elfclass}-bit, not x86-64")
 
+    def cache_key(self) -> list:
+        """What identifies the bytes parsed here (stepper.elf_cache): this file and the debug
+        file the symbols may come from."""
+        return [self.build_id, elf_cache.file_identity(self.path),
+                elf_cache.file_identity(self.debug_file)]
+
     def _load_symbols(self) -> None:
+        rows = elf_cache.cached("symbols", self.cache_key(), self._parse_symbols, _symbol_rows)
+        self._table = [Symbol(*row) for row in rows]
+        self._by_name: dict[str, list[Symbol]] = {}
+        for symbol in self._table:
+            self._by_name.setdefault(symbol.name, []).append(symbol)
+        self._values = [s.value for s in self._table]
+
+    def _parse_symbols(self) -> list[list]:
         symbols = None
         try:
             with open(self.path, "rb") as stream:
@@ -129,11 +144,28 @@ class ElfSymbols:
             raise ElfFileError(f"cannot read {self.path}: {e.strerror}") from None
         except ELFError as e:
             raise ElfFileError(f"{self.path} is not a readable ELF file ({e})") from None
-        self._table = sorted(set(symbols), key=lambda s: (s.value, preference(s)))
-        self._by_name: dict[str, list[Symbol]] = {}
-        for symbol in self._table:
-            self._by_name.setdefault(symbol.name, []).append(symbol)
-        self._values = [s.value for s in self._table]
+        table = sorted(set(symbols), key=lambda s: (s.value, preference(s)))
+        return [[s.name, s.value, s.size, s.type, s.binding] for s in table]
+
+    @property
+    def imports(self) -> frozenset[str]:
+        """Names the file needs from other objects (undefined .dynsym entries)."""
+        if self._imports is None:
+            def parse() -> list[str]:
+                return sorted(self._with_elf(elfread.imports))
+            self._imports = frozenset(elf_cache.cached(
+                "imports", self.cache_key(), parse,
+                lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v)))
+        return self._imports
+
+    def _with_elf(self, read):
+        try:
+            with open(self.path, "rb") as stream:
+                return read(ELFFile(stream))
+        except OSError as e:
+            raise ElfFileError(f"cannot read {self.path}: {e.strerror}") from None
+        except ELFError as e:
+            raise ElfFileError(f"{self.path} is not a readable ELF file ({e})") from None
 
     @property
     def _symbols(self) -> list[Symbol]:
@@ -170,7 +202,14 @@ class ElfSymbols:
     def variable(self, name: str) -> int | None:
         """Link-time address of a data symbol (such as the loader's `_r_debug`), or None.
 
-        Data symbols are rarely needed, so they are read on demand rather than kept."""
+        Data symbols are rarely needed, so they are read on demand rather than kept (and
+        each answer is kept in stepper.elf_cache)."""
+        found = elf_cache.cached("variable", self.cache_key() + [name],
+                                 lambda: [self._parse_variable(name)],
+                                 lambda v: len(v) == 1 and (v[0] is None or _is_int(v[0])))
+        return found[0]
+
+    def _parse_variable(self, name: str) -> int | None:
         for path in (self.path, self.debug_file):
             if path is None:
                 continue
@@ -291,12 +330,42 @@ class ElfSymbols:
     def _line_index(self) -> dict[str, dict[int, list[int]]]:
         if self._lines is None:
             source = self.path if self._has_dwarf else self.debug_file
-            self._lines = {}
-            if source is not None:
-                for row in elfread.line_rows(source):
-                    self._lines.setdefault(row.path, {}).setdefault(row.line, []).append(
-                        row.address)
+            if source is None:
+                self._lines = {}
+            else:
+                stored = elf_cache.cached("lines", self.cache_key(),
+                                          lambda: _line_table(source), _line_rows_valid)
+                self._lines = {path: {int(line): addresses for line, addresses in rows.items()}
+                               for path, rows in stored.items()}
         return self._lines
+
+
+def _line_table(source: str) -> dict[str, dict[str, list[int]]]:
+    """{path: {line (as text, for JSON): [addresses]}} of every is_stmt row of `source`."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for row in elfread.line_rows(source):
+        table.setdefault(row.path, {}).setdefault(str(row.line), []).append(row.address)
+    return table
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _symbol_rows(rows) -> bool:
+    """Whether a cached symbol table is what `_parse_symbols` returns (else it is parsed)."""
+    return isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 5 and isinstance(r[0], str) and _is_int(r[1])
+        and _is_int(r[2]) and r[3] in ("FUNC", "IFUNC", "NOTYPE") and isinstance(r[4], str)
+        for r in rows)
+
+
+def _line_rows_valid(table) -> bool:
+    return isinstance(table, dict) and all(
+        isinstance(path, str) and isinstance(rows, dict) and all(
+            line.isdigit() and isinstance(addresses, list) and all(map(_is_int, addresses))
+            for line, addresses in rows.items())
+        for path, rows in table.items())
 
 
 def path_matches(pattern: str, path: str) -> bool:
