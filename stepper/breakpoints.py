@@ -14,6 +14,7 @@ from typing import Callable
 import emu
 
 from . import located, maps, policy
+from .boundary import Boundaries
 from .errors import StepperError
 from .kernel import ProcMem
 from .records import Breakpoint
@@ -28,6 +29,7 @@ class Breakpoints:
         self.pid = pid
         self.mem = mem
         self.by_address: dict[int, Breakpoint] = {}
+        self.boundaries = Boundaries()   # instruction starts of the functions probed so far
 
     def __iter__(self):
         return iter(self.by_address.values())
@@ -70,11 +72,13 @@ class Breakpoints:
         return Breakpoint(address, insn, mode, ops, callback, symbol)
 
     def _check_boundary(self, symbol: located.Symbol, address: int, limit: int) -> None:
-        """Decode `symbol` from its start; `address` must be where an instruction starts."""
-        size = min(address - symbol.address + 15, limit - symbol.address)
-        code = self.read_original(symbol.address, size)
+        """`address` must be where an instruction of `symbol` starts (stepper.boundary decodes
+        each function once, from its start, however many probes it gets)."""
+        def read(at: int, size: int) -> bytes:
+            return self.read_original(at, max(0, min(size, limit - at)))
         try:
-            insn = emu.straddling(code, symbol.address, address)
+            insn = self.boundaries.straddling(symbol.address, address, read,
+                                              key=(symbol.object, symbol.address))
         except emu.DecodeError:
             return  # data inside the function: the boundary cannot be known
         if insn is not None:

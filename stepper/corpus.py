@@ -39,6 +39,7 @@ from elftools.elf.constants import SH_FLAGS
 from elftools.elf.elffile import ELFFile
 
 from .errors import StepperError
+from .elf import looks_like_elf
 from .symbols import name_preference
 
 DEFAULT_SAMPLE = 2000
@@ -50,7 +51,6 @@ MAX_INSN = 15
 SWEEP_CHUNK = 1 << 16
 
 _GZIP_MAGIC = b"\x1f\x8b"
-_ELF_MAGIC = b"\x7fELF"
 
 
 class CorpusError(StepperError):
@@ -84,7 +84,7 @@ def _open_elf(path: Path) -> tuple[ELFFile, io.BytesIO]:
         raise CorpusError(f"{path}: no such file") from None
     except OSError as e:
         raise CorpusError(f"{path}: cannot read: {e.strerror}") from None
-    if not data.startswith(_ELF_MAGIC):
+    if not looks_like_elf(data):
         raise CorpusError(f"{path}: not an ELF file")
     stream = io.BytesIO(data)
     try:
@@ -429,7 +429,7 @@ def load(path: str | os.PathLike, *, sample: int = DEFAULT_SAMPLE, seed: int = D
         raise CorpusError(f"{path}: cannot read: {e.strerror}") from None
     if magic.startswith(_GZIP_MAGIC):
         return read(path)
-    if magic == _ELF_MAGIC:
+    if looks_like_elf(magic):
         return [_check_row(row, str(path))
                 for row in build([path], sample=sample, seed=seed, eh_frame=eh_frame)]
     raise CorpusError(f"{path}: neither an ELF file nor a corpus (.jsonl.gz)")

@@ -17,10 +17,13 @@ nothing is run in the program to find out.
 
 from __future__ import annotations
 
+import weakref
+
 from capstone import x86_const as X
 
 import emu
 
+from . import elf_cache
 from .symbols import ElfSymbols, Symbol, preference
 
 MAX_RESOLVER_SIZE = 4096
@@ -34,19 +37,45 @@ def is_ifunc(symbols: ElfSymbols, vaddr: int) -> bool:
 def implementations(symbols: ElfSymbols, vaddr: int) -> list[Symbol]:
     """The function symbols the IFUNC resolver at `vaddr` can return, preferred alias each,
     sorted by address; [] when none is found (the caller then keeps the resolver)."""
-    resolver = next((s for s in symbols.aliases(vaddr) if s.type == "IFUNC"), None)
-    if resolver is None:
+    if not is_ifunc(symbols, vaddr):
         return []
-    size = resolver.size or MAX_RESOLVER_SIZE
-    code = symbols.read(vaddr, min(size, MAX_RESOLVER_SIZE))
     found: dict[int, Symbol] = {}
-    for target in _lea_targets(code, vaddr):
-        if target == vaddr or not symbols.is_code(target):
-            continue
+    for target in _resolvers(symbols).get(vaddr, ()):
         named = [s for s in symbols.aliases(target) if s.type != "IFUNC"]
         if named:
             found.setdefault(target, min(named, key=preference))
     return [found[a] for a in sorted(found)]
+
+
+_RESOLVERS: "weakref.WeakKeyDictionary[ElfSymbols, dict[int, list[int]]]" = \
+    weakref.WeakKeyDictionary()
+
+
+def _resolvers(symbols: ElfSymbols) -> dict[int, list[int]]:
+    """Every IFUNC resolver of the file -> the code addresses it computes with a RIP-relative
+    `lea`: decoded once per file, and kept on disk (stepper.elf_cache) for the next run."""
+    known = _RESOLVERS.get(symbols)
+    if known is None:
+        def compute() -> dict[str, list[int]]:
+            return {str(value): _targets(symbols, value)
+                    for value in sorted({s.value for s in symbols.functions()
+                                         if s.type == "IFUNC"})}
+
+        def valid(table) -> bool:
+            return isinstance(table, dict) and all(
+                key.isdigit() and isinstance(targets, list)
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in targets)
+                for key, targets in table.items())
+        stored = elf_cache.cached("ifunc", symbols.cache_key(), compute, valid)
+        known = _RESOLVERS[symbols] = {int(key): targets for key, targets in stored.items()}
+    return known
+
+
+def _targets(symbols: ElfSymbols, vaddr: int) -> list[int]:
+    resolver = next((s for s in symbols.aliases(vaddr) if s.type == "IFUNC"), None)
+    size = (resolver.size if resolver else 0) or MAX_RESOLVER_SIZE
+    code = symbols.read(vaddr, min(size, MAX_RESOLVER_SIZE))
+    return [t for t in _lea_targets(code, vaddr) if t != vaddr and symbols.is_code(t)]
 
 
 def _lea_targets(code: bytes, address: int) -> list[int]:

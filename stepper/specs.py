@@ -11,41 +11,39 @@ private copy); two or more libraries left is an AmbiguousSpecError naming them.
 
 Two moments resolve specs. Before the program starts, `resolve_static` checks every spec
 against the executable and the libraries it will load (found like the dynamic loader finds
-them), so every error comes out before anything runs; its `Pending` results name the library
-each spec settled on. Once the process exists, `resolve` turns specs into runtime addresses
-for whatever `loaded_objects(pid)` reports, and `Pending.resolve` retries when libraries
-appear. `ProbeSet` does that bookkeeping for the engine.
+them, stepper.loader), so every error comes out before anything runs; its `Pending` results
+name the library each spec settled on. Once the process exists, `resolve` turns specs into
+runtime addresses for whatever `loaded_objects(pid)` reports, and `Pending.resolve` retries
+when libraries appear. `stepper.probe_set.ProbeSet` does that bookkeeping for the engine.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import functools
 import os
 import re
-import shutil
-import subprocess
-from dataclasses import dataclass, field, replace
+import weakref
+from dataclasses import dataclass, replace
 from typing import Iterable, Sequence
 
 import emu
 
+from .boundary import Boundaries
 from .errors import StepperError
-from .symbols import ElfFileError, ElfSymbols, LoadedObject, Symbol, preference
+from .loaded import LoadedObject
+from .loader import LoaderError, file_matches, find_on_disk, library_closure
+from .symbols import ElfSymbols, Symbol, preference
 
 __all__ = [
-    "Spec", "Probe", "Pending", "ProbeSet", "parse_spec", "resolve", "resolve_static",
-    "resolve_all", "SpecError", "SpecSyntaxError", "NoMatchError", "AmbiguousSpecError",
-    "OffsetError", "ObjectNotFoundError", "library_closure", "find_library",
+    "Spec", "Probe", "Pending", "parse_spec", "resolve", "resolve_static", "resolve_all",
+    "SpecError", "SpecSyntaxError", "NoMatchError", "AmbiguousSpecError", "OffsetError",
+    "ObjectNotFoundError",
 ]
 
 GLOB_CHARS = "*?["
-MAX_INSTRUCTION_LENGTH = 15
 # gcc's `f.cold` symbols label the rarely-run tail of f, jumped to from f, never called: a glob
 # over "functions" leaves them out (an exact name, or a glob that says .cold, still reaches them).
 _COLD = re.compile(r"\.cold(\.\d+)?$")
-DEFAULT_LIBRARY_DIRS = ("/lib/x86_64-linux-gnu", "/usr/lib/x86_64-linux-gnu", "/lib64",
-                        "/usr/lib64", "/lib", "/usr/lib")
 
 
 class SpecError(StepperError):
@@ -335,14 +333,14 @@ def _symbol_probes(spec: Spec, candidate: _Candidate) -> list[Probe]:
 
 
 def _check_boundary(spec: Spec, symbols: ElfSymbols, symbol: Symbol, offset: int) -> None:
-    """Decode forward from the function's start: a breakpoint must replace a first byte."""
+    """A breakpoint must replace a first byte (stepper.boundary decodes each function once)."""
     where = f"{symbol.name}+{offset:#x}"
     if symbol.size and offset >= symbol.size:
         raise OffsetError(f"probe spec {spec.text!r}: {where} is past the end of "
                           f"{symbol.name} ({symbol.size:#x} bytes)")
-    code = symbols.read(symbol.value, offset + MAX_INSTRUCTION_LENGTH)
     try:
-        insn = emu.straddling(code, symbol.value, symbol.value + offset)
+        insn = _boundaries(symbols).straddling(symbol.value, symbol.value + offset,
+                                               symbols.read)
     except emu.DecodeError as e:
         raise OffsetError(f"probe spec {spec.text!r}: cannot decode {symbol.name} ({e}) to "
                           f"check that {where} starts an instruction") from None
@@ -352,6 +350,17 @@ def _check_boundary(spec: Spec, symbols: ElfSymbols, symbol: Symbol, offset: int
             f"probe spec {spec.text!r}: {where} is inside the instruction at "
             f"{symbol.name}+{position:#x} ({insn.text}); nearest boundaries are "
             f"+{position:#x} and +{position + insn.length:#x}")
+
+
+_BOUNDARIES: "weakref.WeakKeyDictionary[ElfSymbols, Boundaries]" = weakref.WeakKeyDictionary()
+
+
+def _boundaries(symbols: ElfSymbols) -> Boundaries:
+    """The instruction starts known in one file (the file is parsed once: ElfSymbols.load)."""
+    found = _BOUNDARIES.get(symbols)
+    if found is None:
+        found = _BOUNDARIES[symbols] = Boundaries()
+    return found
 
 
 def _address_probes(spec: Spec, candidate: _Candidate, vaddr: int) -> list[Probe]:
@@ -441,7 +450,10 @@ def resolve_static(spec: Spec, executable_path: str) -> list[Probe | Pending]:
     carry link-time addresses (the runtime ones for a non-PIE executable); anything in a
     library comes back as a Pending qualified with that library, to resolve when mapped.
     """
-    closure = library_closure(executable_path)
+    try:
+        closure = library_closure(executable_path)
+    except LoaderError as e:
+        raise ObjectNotFoundError(str(e)) from None
     main = _Candidate(closure[0], 0, True)
     libraries = [_Candidate(p, 0, False) for p in closure[1:]]
     if spec.object is None:
@@ -451,7 +463,7 @@ def resolve_static(spec: Spec, executable_path: str) -> list[Probe | Pending]:
             return list(_resolve_in(spec, [main]))
         probes = list(_resolve_unqualified(spec, [main] + libraries))
         return _pending_if_library(spec, probes, main)
-    chosen = [c for c in [main] + libraries if _file_matches(spec.object, c.path)]
+    chosen = [c for c in [main] + libraries if file_matches(spec.object, c.path)]
     if chosen:
         probes = list(_resolve_in(spec, chosen))
         return _pending_if_library(spec, probes, main)
@@ -471,7 +483,7 @@ def _dlopen_pending(spec: Spec, main: _Candidate, closure: list[str]) -> Pending
     """OBJECT: outside the libraries the program links: only dlopen can bring it in."""
     qualifier = spec.object
     uses_dlopen = any({"dlopen", "dlmopen"} & ElfSymbols.load(p).imports for p in closure)
-    path = _find_on_disk(qualifier, main.path)
+    path = find_on_disk(qualifier, main.path)
     if not uses_dlopen:
         linked = ", ".join(os.path.basename(p) for p in closure[1:]) or "none"
         raise ObjectNotFoundError(
@@ -480,214 +492,3 @@ def _dlopen_pending(spec: Spec, main: _Candidate, closure: list[str]) -> Pending
     if path is not None:
         _resolve_in(spec, [_Candidate(path, 0, False)])   # errors now, not at dlopen time
     return Pending(spec, os.path.basename(path) if path else qualifier, path=path)
-
-
-def _find_on_disk(qualifier: str, executable: str) -> str | None:
-    if "/" in qualifier:
-        return qualifier if os.path.isfile(qualifier) else None
-    if any(c in qualifier for c in GLOB_CHARS):
-        return None
-    return find_library(qualifier, ElfSymbols.load(executable), executable)
-
-
-def _file_matches(qualifier: str, path: str) -> bool:
-    if "/" in qualifier:
-        try:
-            return os.path.samefile(qualifier, path)
-        except OSError:
-            return False
-    names = {os.path.basename(path)}
-    try:
-        soname = ElfSymbols.load(path).soname
-    except ElfFileError:
-        soname = None
-    if soname:
-        names.add(soname)
-    if any(c in qualifier for c in GLOB_CHARS):
-        return any(fnmatch.fnmatchcase(n, qualifier) for n in names)
-    return qualifier in names
-
-
-def library_closure(executable_path: str) -> list[str]:
-    """The executable, then every library it loads at startup, breadth-first like the loader
-    (DT_NEEDED found via DT_RPATH, LD_LIBRARY_PATH, DT_RUNPATH, the ldconfig cache and the
-    default directories), then its interpreter. Paths are real paths; missing libraries are
-    left out (the loader itself will report them when the program starts).
-    """
-    if not os.path.isfile(executable_path):
-        raise ObjectNotFoundError(f"no such executable: {executable_path}")
-    first = os.path.realpath(executable_path)
-    order = [first]
-    queue = [first]
-    while queue:
-        path = queue.pop(0)
-        symbols = ElfSymbols.load(path)
-        for needed in symbols.needed:
-            found = find_library(needed, symbols, path)
-            if found is not None and os.path.realpath(found) not in order:
-                order.append(os.path.realpath(found))
-                queue.append(os.path.realpath(found))
-    interpreter = ElfSymbols.load(first).interpreter
-    if interpreter and os.path.isfile(interpreter):
-        real = os.path.realpath(interpreter)
-        if real not in order:
-            order.append(real)
-    return order
-
-
-def find_library(name: str, requester: ElfSymbols, requester_path: str) -> str | None:
-    """Where the dynamic loader would find library `name` for `requester`, or None."""
-    if "/" in name:
-        return name if os.path.isfile(name) else None
-    origin = os.path.dirname(os.path.realpath(requester_path))
-
-    def expand(dirs: Iterable[str]) -> list[str]:
-        return [d.replace("$ORIGIN", origin).replace("${ORIGIN}", origin) for d in dirs]
-
-    search: list[str] = []
-    if not requester.runpath:
-        search += expand(requester.rpath)
-    search += [d for d in os.environ.get("LD_LIBRARY_PATH", "").split(":") if d]
-    search += expand(requester.runpath)
-    for directory in search:
-        candidate = os.path.join(directory, name)
-        if _is_x86_64_elf(candidate):
-            return candidate
-    cached = _ldconfig_cache().get(name)
-    if cached and os.path.isfile(cached):
-        return cached
-    for directory in DEFAULT_LIBRARY_DIRS:
-        candidate = os.path.join(directory, name)
-        if _is_x86_64_elf(candidate):
-            return candidate
-    return None
-
-
-def _is_x86_64_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as stream:
-            header = stream.read(20)
-    except OSError:
-        return False
-    return header[:4] == b"\x7fELF" and header[4] == 2 and header[18:20] == b"\x3e\x00"
-
-
-@functools.lru_cache(maxsize=1)
-def _ldconfig_cache() -> dict[str, str]:
-    """name -> path of the x86-64 entries of `ldconfig -p` (the loader's own cache)."""
-    ldconfig = shutil.which("ldconfig") or next(
-        (p for p in ("/sbin/ldconfig", "/usr/sbin/ldconfig") if os.path.exists(p)), None)
-    if ldconfig is None:
-        return {}
-    try:
-        output = subprocess.run([ldconfig, "-p"], capture_output=True, text=True,
-                                timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    cache: dict[str, str] = {}
-    for line in output.splitlines():
-        match = re.match(r"\s+(\S+) \(([^)]*)\) => (\S+)", line)
-        if match and "x86-64" in match.group(2):
-            cache.setdefault(match.group(1), match.group(3))
-    return cache
-
-
-# -- the engine's bookkeeping -----------------------------------------------------------------
-
-@dataclass
-class ProbeSet:
-    """Every `-p` of one run: checked before the program starts, inserted as objects appear.
-
-    Spawn:  ps = ProbeSet.for_executable(specs, path)   # all errors raised here
-            at the exec stop and after every r_brk hit with r_state == RT_CONSISTENT:
-                for probe in ps.update(loaded_objects(pid)): insert it
-            at exit: for line in ps.warnings(): print it
-    Attach: ps = ProbeSet.for_process(specs, loaded_objects(pid)); same update/warnings.
-    Each address is probed once, by the first spec that names it. `update` never raises for
-    a dlopen'ed library that turns out not to match: that becomes a line of `warnings()`.
-    """
-
-    waiting: list[Pending] = field(default_factory=list)
-    probes: list[Probe] = field(default_factory=list)
-    problems: list[str] = field(default_factory=list)
-    _addresses: set[int] = field(default_factory=set, repr=False)
-
-    @classmethod
-    def for_executable(cls, specs: Sequence[str], executable_path: str) -> "ProbeSet":
-        waiting: list[Pending] = []
-        for text in specs:
-            spec = parse_spec(text)
-            main_only = False
-            for item in resolve_static(spec, executable_path):
-                if isinstance(item, Pending):
-                    waiting.append(item)
-                else:
-                    main_only = True
-            if main_only:
-                # Re-resolve with the runtime bias once the executable is mapped.
-                qualified = replace(spec, object=os.path.realpath(executable_path))
-                waiting.append(Pending(qualified, os.path.basename(executable_path),
-                                       path=qualified.object))
-        return cls(waiting=waiting)
-
-    @classmethod
-    def for_new_image(cls, specs: Sequence[str], executable_path: str) -> "ProbeSet":
-        """After an exec: `for_executable` for the new image, where a spec that matches
-        nothing (no such symbol, an object it never loads) is left out, not an error (the
-        program was not this one when the user wrote it); other refusals (ambiguous) become
-        `problems`. Only the objects the image may load are waited for, quietly: a library
-        it never loads is no news in an image the user did not name."""
-        probe_set = cls()
-        for text in specs:
-            try:
-                one = cls.for_executable([text], executable_path)
-            except (NoMatchError, ObjectNotFoundError, OffsetError):
-                continue
-            except StepperError as e:
-                probe_set.problems.append(f"after exec of {executable_path}: {e}")
-                continue
-            probe_set.waiting += [replace(p, quiet=True)
-                                  for p in one.waiting]
-        return probe_set
-
-    @classmethod
-    def for_process(cls, specs: Sequence[str], objects: Sequence[LoadedObject]) -> "ProbeSet":
-        probe_set = cls()
-        for text in specs:
-            for item in resolve(parse_spec(text), objects):
-                if isinstance(item, Pending):
-                    probe_set.waiting.append(item)
-                else:
-                    probe_set._add(item)
-        return probe_set
-
-    def update(self, objects: Sequence[LoadedObject]) -> list[Probe]:
-        """The probes that became resolvable since the last call (insert these now)."""
-        fresh: list[Probe] = []
-        still: list[Pending] = []
-        for pending in self.waiting:
-            try:
-                resolved = pending.resolve(objects)
-            except SpecError as e:
-                # Only a library nobody could check before the run (dlopen'ed, not found on
-                # disk) gets here; stopping the traced program now would not be transparent.
-                self.problems.append(str(e))
-                continue
-            if resolved is None:
-                still.append(pending)
-            else:
-                fresh += [p for p in resolved if self._add(p)]
-        self.waiting = still
-        return fresh
-
-    def _add(self, probe: Probe) -> bool:
-        if probe.address in self._addresses:
-            return False
-        self._addresses.add(probe.address)
-        self.probes.append(probe)
-        return True
-
-    def warnings(self) -> list[str]:
-        """One line per spec whose object never appeared, or appeared without a match for the
-        spec (print these at exit)."""
-        return self.problems + [p.warning() for p in self.waiting if not p.quiet]

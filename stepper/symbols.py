@@ -1,7 +1,7 @@
 """ELF function symbols, DWARF line tables and load biases: the facts probe specs resolve against.
 
-Everything here reads files (with pyelftools) and /proc/PID/maps (through stepper.maps);
-nothing here touches a tracee. A file is parsed once per process run (`ElfSymbols.load` caches
+Everything here reads files (with pyelftools, through stepper.elf); nothing here touches a
+tracee (what a process has mapped is stepper.loaded's). A file is parsed once per process run (`ElfSymbols.load` caches
 by path, size and mtime) because a glob over libc and a later `containing()` lookup for the
 exit table must not pay for parsing the same 10,000-symbol table twice.
 
@@ -16,44 +16,26 @@ import bisect
 import functools
 import os
 import posixpath
-from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
+from typing import Iterator
 
 from elftools.common.exceptions import ELFError
 from elftools.elf.elffile import ELFFile
 
-from . import maps
+from . import elf as elfread
+from . import elf_cache
+from .elf import STT_GNU_IFUNC, LineRow, Symbol
 from .errors import StepperError
 
+__all__ = ["ElfSymbols", "ElfFileError", "Symbol", "LineRow", "preference", "name_preference",
+           "path_matches", "STT_GNU_IFUNC", "DEBUG_ROOT"]
+
 DEBUG_ROOT = "/usr/lib/debug"
-STT_GNU_IFUNC = "STT_LOOS"   # pyelftools names type 10 (STT_GNU_IFUNC) after STT_LOOS
-_FUNCTION_TYPES = {"STT_FUNC": "FUNC", STT_GNU_IFUNC: "IFUNC"}
 _BINDING_RANK = {"GLOBAL": 0, "WEAK": 1, "LOCAL": 2}
 DF_1_PIE = 0x08000000
 
 
 class ElfFileError(StepperError):
     """A file that should be an x86-64 ELF object cannot be read as one."""
-
-
-@dataclass(frozen=True)
-class Symbol:
-    """One function symbol of one file. `value` is the link-time address (what `nm` prints).
-
-    `type` is FUNC, IFUNC (the address is the resolver that picks an implementation, not the
-    implementation) or NOTYPE (a label in an executable section, as hand-written assembly has).
-    """
-
-    name: str
-    value: int
-    size: int
-    type: str
-    binding: str
-
-    @property
-    def exported(self) -> bool:
-        """Whether other objects can bind to it by name, which is what a plain name means."""
-        return self.binding in ("GLOBAL", "WEAK")
 
 
 def preference(symbol: Symbol) -> tuple:
@@ -72,15 +54,6 @@ def name_preference(name: str, binding: str) -> tuple:
     """
     underscores = len(name) - len(name.lstrip("_"))
     return (underscores, _BINDING_RANK.get(binding, 3), "@" in name, len(name), name)
-
-
-@dataclass(frozen=True)
-class LineRow:
-    """A statement start from a DWARF line table: `path` is the source file as the CU names it."""
-
-    path: str
-    line: int
-    address: int
 
 
 class ElfSymbols:
@@ -102,16 +75,15 @@ class ElfSymbols:
                 self.segments = [(s["p_vaddr"], s["p_memsz"], s["p_offset"], s["p_filesz"],
                                   s["p_flags"], s["p_align"])
                                  for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
-                self.interpreter = _interpreter(elf)
-                dynamic = _dynamic_tags(elf)
-                self.build_id = _build_id(elf)
-                self._debuglink = _debuglink(elf)
+                self.interpreter = elfread.interpreter(elf)
+                dynamic = elfread.dynamic_tags(elf)
+                self.build_id = elfread.build_id(elf)
+                self._debuglink = elfread.debuglink(elf)
                 self.soname: str | None = dynamic.get("DT_SONAME", [None])[0]
                 self.needed: list[str] = dynamic.get("DT_NEEDED", [])
-                self.runpath: list[str] = _split_paths(dynamic.get("DT_RUNPATH", []))
-                self.rpath: list[str] = _split_paths(dynamic.get("DT_RPATH", []))
+                self.runpath: list[str] = elfread.split_paths(dynamic.get("DT_RUNPATH", []))
+                self.rpath: list[str] = elfread.split_paths(dynamic.get("DT_RPATH", []))
                 flags_1 = dynamic.get("DT_FLAGS_1", [0])[0]
-                self.imports: frozenset[str] = _imports(elf)
                 self._has_dwarf = elf.get_section_by_name(".debug_line") is not None
                 self.debug_file = self._find_debug_file()
         except OSError as e:
@@ -122,6 +94,7 @@ class ElfSymbols:
             flags_1 & DF_1_PIE or (self.interpreter and not self.soname))
         self._table: list[Symbol] | None = None   # parsed on first use: libc's takes ~0.5 s
         self._lines: dict[str, dict[int, list[int]]] | None = None
+        self._imports: frozenset[str] | None = None
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
@@ -143,25 +116,56 @@ class ElfSymbols:
         if elf.elfclass != 64 or elf.header["e_machine"] != "EM_X86_64":
             raise ELFError(f"{elf.header['e_machine']} {elf.elfclass}-bit, not x86-64")
 
+    def cache_key(self) -> list:
+        """What identifies the bytes parsed here (stepper.elf_cache): this file and the debug
+        file the symbols may come from."""
+        return [self.build_id, elf_cache.file_identity(self.path),
+                elf_cache.file_identity(self.debug_file)]
+
     def _load_symbols(self) -> None:
-        symbols = None
-        try:
-            with open(self.path, "rb") as stream:
-                elf = ELFFile(stream)
-                symbols = _function_symbols(elf, ".symtab")
-                if symbols is None and self.debug_file:
-                    symbols = _read_debug_symbols(self.debug_file)
-                if symbols is None:
-                    symbols = _function_symbols(elf, ".dynsym") or []
-        except OSError as e:
-            raise ElfFileError(f"cannot read {self.path}: {e.strerror}") from None
-        except ELFError as e:
-            raise ElfFileError(f"{self.path} is not a readable ELF file ({e})") from None
-        self._table = sorted(set(symbols), key=lambda s: (s.value, preference(s)))
+        rows = elf_cache.cached("symbols", self.cache_key(), self._parse_symbols, _symbol_rows)
+        self._table = [Symbol(*row) for row in rows]
         self._by_name: dict[str, list[Symbol]] = {}
         for symbol in self._table:
             self._by_name.setdefault(symbol.name, []).append(symbol)
         self._values = [s.value for s in self._table]
+
+    def _parse_symbols(self) -> list[list]:
+        symbols = None
+        try:
+            with open(self.path, "rb") as stream:
+                elf = ELFFile(stream)
+                symbols = elfread.function_symbols(elf, ".symtab")
+                if symbols is None and self.debug_file:
+                    symbols = elfread.read_debug_symbols(self.debug_file)
+                if symbols is None:
+                    symbols = elfread.function_symbols(elf, ".dynsym") or []
+        except OSError as e:
+            raise ElfFileError(f"cannot read {self.path}: {e.strerror}") from None
+        except ELFError as e:
+            raise ElfFileError(f"{self.path} is not a readable ELF file ({e})") from None
+        table = sorted(set(symbols), key=lambda s: (s.value, preference(s)))
+        return [[s.name, s.value, s.size, s.type, s.binding] for s in table]
+
+    @property
+    def imports(self) -> frozenset[str]:
+        """Names the file needs from other objects (undefined .dynsym entries)."""
+        if self._imports is None:
+            def parse() -> list[str]:
+                return sorted(self._with_elf(elfread.imports))
+            self._imports = frozenset(elf_cache.cached(
+                "imports", self.cache_key(), parse,
+                lambda v: isinstance(v, list) and all(isinstance(n, str) for n in v)))
+        return self._imports
+
+    def _with_elf(self, read):
+        try:
+            with open(self.path, "rb") as stream:
+                return read(ELFFile(stream))
+        except OSError as e:
+            raise ElfFileError(f"cannot read {self.path}: {e.strerror}") from None
+        except ELFError as e:
+            raise ElfFileError(f"{self.path} is not a readable ELF file ({e})") from None
 
     @property
     def _symbols(self) -> list[Symbol]:
@@ -198,7 +202,14 @@ class ElfSymbols:
     def variable(self, name: str) -> int | None:
         """Link-time address of a data symbol (such as the loader's `_r_debug`), or None.
 
-        Data symbols are rarely needed, so they are read on demand rather than kept."""
+        Data symbols are rarely needed, so they are read on demand rather than kept (and
+        each answer is kept in stepper.elf_cache)."""
+        found = elf_cache.cached("variable", self.cache_key() + [name],
+                                 lambda: [self._parse_variable(name)],
+                                 lambda v: len(v) == 1 and (v[0] is None or _is_int(v[0])))
+        return found[0]
+
+    def _parse_variable(self, name: str) -> int | None:
         for path in (self.path, self.debug_file):
             if path is None:
                 continue
@@ -294,7 +305,7 @@ class ElfSymbols:
     @property
     def has_lines(self) -> bool:
         """Whether a DWARF line table exists, in the file or its separate debug file."""
-        return self._has_dwarf or bool(self.debug_file and _has_section(self.debug_file,
+        return self._has_dwarf or bool(self.debug_file and elfread.has_section(self.debug_file,
                                                                          ".debug_line"))
 
     def source_files(self) -> list[str]:
@@ -319,12 +330,42 @@ class ElfSymbols:
     def _line_index(self) -> dict[str, dict[int, list[int]]]:
         if self._lines is None:
             source = self.path if self._has_dwarf else self.debug_file
-            self._lines = {}
-            if source is not None:
-                for row in _line_rows(source):
-                    self._lines.setdefault(row.path, {}).setdefault(row.line, []).append(
-                        row.address)
+            if source is None:
+                self._lines = {}
+            else:
+                stored = elf_cache.cached("lines", self.cache_key(),
+                                          lambda: _line_table(source), _line_rows_valid)
+                self._lines = {path: {int(line): addresses for line, addresses in rows.items()}
+                               for path, rows in stored.items()}
         return self._lines
+
+
+def _line_table(source: str) -> dict[str, dict[str, list[int]]]:
+    """{path: {line (as text, for JSON): [addresses]}} of every is_stmt row of `source`."""
+    table: dict[str, dict[str, list[int]]] = {}
+    for row in elfread.line_rows(source):
+        table.setdefault(row.path, {}).setdefault(str(row.line), []).append(row.address)
+    return table
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _symbol_rows(rows) -> bool:
+    """Whether a cached symbol table is what `_parse_symbols` returns (else it is parsed)."""
+    return isinstance(rows, list) and all(
+        isinstance(r, list) and len(r) == 5 and isinstance(r[0], str) and _is_int(r[1])
+        and _is_int(r[2]) and r[3] in ("FUNC", "IFUNC", "NOTYPE") and isinstance(r[4], str)
+        for r in rows)
+
+
+def _line_rows_valid(table) -> bool:
+    return isinstance(table, dict) and all(
+        isinstance(path, str) and isinstance(rows, dict) and all(
+            line.isdigit() and isinstance(addresses, list) and all(map(_is_int, addresses))
+            for line, addresses in rows.items())
+        for path, rows in table.items())
 
 
 def path_matches(pattern: str, path: str) -> bool:
@@ -336,317 +377,3 @@ def path_matches(pattern: str, path: str) -> bool:
     if "/" not in pattern:
         return posixpath.basename(path) == pattern
     return path.endswith("/" + pattern.lstrip("/")) if not pattern.startswith("/") else False
-
-
-# -- reading the ELF file ---------------------------------------------------------------------
-
-def _function_symbols(elf: ELFFile, section_name: str) -> list[Symbol] | None:
-    """Function symbols of one symbol table; None when the file has no such table."""
-    section = elf.get_section_by_name(section_name)
-    if section is None or not hasattr(section, "iter_symbols"):
-        return None
-    executable = {i for i, s in enumerate(elf.iter_sections()) if s["sh_flags"] & 0x4}
-    versions = _version_names(elf) if section_name == ".dynsym" else None
-    found = []
-    for index, sym in enumerate(section.iter_symbols()):
-        kind = _FUNCTION_TYPES.get(sym["st_info"]["type"])
-        shndx = sym["st_shndx"]
-        if kind is None:
-            if sym["st_info"]["type"] != "STT_NOTYPE" or shndx not in executable:
-                continue
-            kind = "NOTYPE"
-        if shndx == "SHN_UNDEF" or not sym.name or sym["st_value"] == 0:
-            continue
-        name = _plain_name(sym.name)
-        if versions is not None:
-            name = versions(index, name)
-        if name is None:
-            continue
-        found.append(Symbol(name=name, value=sym["st_value"], size=sym["st_size"], type=kind,
-                            binding=sym["st_info"]["bind"].removeprefix("STB_")))
-    return found
-
-
-def _plain_name(name: str) -> str:
-    """`f@@V` is the default version, reached by the plain name; `f@V` keeps its suffix."""
-    base, sep, version = name.partition("@@")
-    return base if sep else name
-
-
-def _version_names(elf: ELFFile) -> Callable[[int, str], str]:
-    """For .dynsym: a function naming hidden (non-default) versions `name@VERSION`."""
-    versym = elf.get_section_by_name(".gnu.version")
-    verdef = elf.get_section_by_name(".gnu.version_d")
-    if versym is None or verdef is None:
-        return lambda index, name: name
-    names: dict[int, str] = {}
-    for version, auxiliaries in verdef.iter_versions():
-        aux = next(iter(auxiliaries), None)
-        if aux is not None:
-            names[version.entry["vd_ndx"]] = aux.name
-
-    def name_of(index: int, name: str) -> str:
-        ndx = versym.get_symbol(index).entry["ndx"]
-        if isinstance(ndx, str) or not ndx & 0x8000:
-            return name
-        return f"{name}@{names.get(ndx & 0x7FFF, '?')}"
-    return name_of
-
-
-def _read_debug_symbols(path: str) -> list[Symbol] | None:
-    try:
-        with open(path, "rb") as stream:
-            return _function_symbols(ELFFile(stream), ".symtab")
-    except (OSError, ELFError):
-        return None
-
-
-def _has_section(path: str, name: str) -> bool:
-    try:
-        with open(path, "rb") as stream:
-            return ELFFile(stream).get_section_by_name(name) is not None
-    except (OSError, ELFError):
-        return False
-
-
-def _imports(elf: ELFFile) -> frozenset[str]:
-    """Names the file needs from other objects (undefined .dynsym entries)."""
-    section = elf.get_section_by_name(".dynsym")
-    if section is None or not hasattr(section, "iter_symbols"):
-        return frozenset()
-    return frozenset(s.name for s in section.iter_symbols()
-                     if s["st_shndx"] == "SHN_UNDEF" and s.name)
-
-
-def _dynamic_tags(elf: ELFFile) -> dict[str, list]:
-    tags: dict[str, list] = {}
-    section = elf.get_section_by_name(".dynamic")
-    if section is None or not hasattr(section, "iter_tags"):
-        return tags
-    for tag in section.iter_tags():
-        kind = tag.entry.d_tag
-        if kind == "DT_NEEDED":
-            value = tag.needed
-        elif kind == "DT_SONAME":
-            value = tag.soname
-        elif kind == "DT_RUNPATH":
-            value = tag.runpath
-        elif kind == "DT_RPATH":
-            value = tag.rpath
-        else:
-            value = tag.entry.d_val
-        tags.setdefault(kind, []).append(value)
-    return tags
-
-
-def _split_paths(values: list[str]) -> list[str]:
-    return [p for v in values for p in v.split(":") if p]
-
-
-def _interpreter(elf: ELFFile) -> str | None:
-    for segment in elf.iter_segments():
-        if segment["p_type"] == "PT_INTERP":
-            return segment.get_interp_name()
-    return None
-
-
-def _build_id(elf: ELFFile) -> str | None:
-    for section in elf.iter_sections():
-        if section["sh_type"] == "SHT_NOTE":
-            for note in section.iter_notes():
-                if note["n_type"] == "NT_GNU_BUILD_ID":
-                    return note["n_desc"]
-    return None
-
-
-def _debuglink(elf: ELFFile) -> str | None:
-    section = elf.get_section_by_name(".gnu_debuglink")
-    if section is None:
-        return None
-    return section.data().split(b"\0", 1)[0].decode(errors="replace") or None
-
-
-def _line_rows(path: str) -> Iterable[LineRow]:
-    """Every is_stmt row of every line program of `path` (DWARF 2 to 5)."""
-    with open(path, "rb") as stream:
-        elf = ELFFile(stream)
-        if not elf.has_dwarf_info():
-            return []
-        dwarf = elf.get_dwarf_info()
-        rows = []
-        for cu in dwarf.iter_CUs():
-            program = dwarf.line_program_for_CU(cu)
-            if program is None:
-                continue
-            paths = _file_paths(program, cu)
-            for entry in program.get_entries():
-                state = entry.state
-                if state is None or state.end_sequence or not state.is_stmt or state.line == 0:
-                    continue
-                path = paths.get(state.file)
-                if path is not None:
-                    rows.append(LineRow(path, state.line, state.address))
-        return rows
-
-
-def _file_paths(program, cu) -> dict[int, str]:
-    """File index -> path for one line program: DWARF 5 counts from 0, earlier from 1."""
-    header = program.header
-    version = header["version"]
-    top = cu.get_top_DIE()
-    comp_dir_attr = top.attributes.get("DW_AT_comp_dir")
-    comp_dir = _text(comp_dir_attr.value) if comp_dir_attr else ""
-    dirs = [_text(d) for d in header["include_directory"]]
-    paths = {}
-    for i, entry in enumerate(header["file_entry"]):
-        index = i if version >= 5 else i + 1
-        dir_index = entry["dir_index"]
-        if version >= 5:
-            directory = dirs[dir_index] if dir_index < len(dirs) else ""
-        else:
-            directory = comp_dir if dir_index == 0 else (
-                dirs[dir_index - 1] if dir_index - 1 < len(dirs) else "")
-        if directory and not directory.startswith("/") and comp_dir:
-            directory = posixpath.join(comp_dir, directory)
-        paths[index] = posixpath.normpath(posixpath.join(directory, _text(entry["name"])))
-    return paths
-
-
-def _text(value) -> str:
-    return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
-
-
-# -- processes: what is mapped where ----------------------------------------------------------
-
-@dataclass(frozen=True)
-class LoadedObject:
-    """An ELF file mapped into a process, and its load bias (runtime = bias + link-time)."""
-
-    path: str
-    bias: int = 0
-    start: int = 0
-    end: int = 0
-    main: bool = False
-
-    @property
-    def name(self) -> str:
-        return os.path.basename(self.path)
-
-    @property
-    def symbols(self) -> ElfSymbols:
-        return ElfSymbols.load(self.path)
-
-    def names(self) -> set[str]:
-        """What an `OBJECT:` qualifier may call it: the file name and its DT_SONAME."""
-        names = {self.name}
-        try:
-            soname = self.symbols.soname
-        except StepperError:
-            soname = None
-        if soname:
-            names.add(soname)
-        return names
-
-    def same_file(self, path: str) -> bool:
-        """Whether `path` is this object's file (by inode, so /lib and /usr/lib agree)."""
-        try:
-            return os.path.samefile(self.path, path)
-        except OSError:
-            return os.path.realpath(self.path) == os.path.realpath(path)
-
-
-def _file_mappings(pid: int) -> list[maps.Mapping]:
-    """The mappings of files (absolute paths) in process `pid`; StepperError when unreadable."""
-    try:
-        mappings = maps.read(pid)
-    except OSError as e:
-        raise StepperError(f"cannot read /proc/{pid}/maps: {e.strerror}") from None
-    return [m for m in mappings if m.is_file]
-
-
-def _is_elf(path: str) -> bool:
-    try:
-        with open(path, "rb") as stream:
-            return stream.read(4) == b"\x7fELF"
-    except OSError:
-        return False
-
-
-def loaded_objects(pid: int) -> list[LoadedObject]:
-    """The ELF files process `pid` has mapped, main executable first, then by address.
-
-    The bias of each comes from its lowest mapping (see ElfSymbols.bias_for_mapping); files
-    that are deleted or unreadable, and non-ELF mappings (locale archives, fonts), are left out.
-    """
-    try:
-        exe = os.path.realpath(f"/proc/{pid}/exe")
-    except OSError:
-        exe = ""
-    by_path: dict[str, list[maps.Mapping]] = {}
-    for mapping in _file_mappings(pid):
-        if not mapping.path.endswith(" (deleted)"):
-            by_path.setdefault(mapping.path, []).append(mapping)
-    objects = []
-    for path, mappings in by_path.items():
-        if not _is_elf(path):
-            continue
-        try:
-            symbols = ElfSymbols.load(path)
-        except ElfFileError:
-            continue
-        first = min(mappings, key=lambda m: m.start)
-        bias = symbols.bias_for_mapping(first.start, first.offset)
-        is_main = os.path.realpath(path) == exe
-        objects.append(LoadedObject(path=path, bias=bias, start=first.start,
-                                    end=max(m.end for m in mappings), main=is_main))
-    objects.sort(key=lambda o: (not o.main, o.start))
-    return objects
-
-
-# -- the dynamic loader's rendezvous ----------------------------------------------------------
-
-RT_CONSISTENT, RT_ADD, RT_DELETE = 0, 1, 2
-R_DEBUG_STATE_OFFSET = 24   # struct r_debug: int r_version; link_map *r_map; r_brk; r_state
-
-
-def _loader(objects: Iterable[LoadedObject]) -> tuple[LoadedObject, ElfSymbols] | None:
-    for obj in objects:
-        try:
-            symbols = obj.symbols
-        except StepperError:
-            continue
-        if symbols.lookup("_dl_debug_state") and symbols.variable("_r_debug") is not None:
-            return obj, symbols
-    return None
-
-
-def r_debug_breakpoint(objects: Iterable[LoadedObject]) -> int | None:
-    """Runtime address of `_dl_debug_state` in the mapped dynamic loader, or None.
-
-    glibc's loader calls this empty function (r_debug.r_brk) before and after it changes the
-    set of loaded objects; a breakpoint there is how a debugger learns about new libraries.
-    It is mapped at the exec stop already, so the engine can insert it before any library.
-    """
-    found = _loader(objects)
-    if found is None:
-        return None
-    obj, symbols = found
-    return obj.bias + symbols.lookup("_dl_debug_state")[0].value
-
-
-def r_debug_address(objects: Iterable[LoadedObject]) -> int | None:
-    """Runtime address of the loader's `_r_debug` (struct r_debug), or None."""
-    found = _loader(objects)
-    if found is None:
-        return None
-    obj, symbols = found
-    return obj.bias + (symbols.variable("_r_debug") or 0)
-
-
-def r_debug_state(read: Callable[[int, int], bytes], objects: Iterable[LoadedObject]) -> int | None:
-    """r_debug.r_state read through `read(address, size)` (e.g. a ptrace peek): RT_CONSISTENT
-    once the link map is complete, which is when new objects can be resolved against."""
-    address = r_debug_address(objects)
-    if address is None:
-        return None
-    return int.from_bytes(read(address + R_DEBUG_STATE_OFFSET, 4), "little")

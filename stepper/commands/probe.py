@@ -17,32 +17,27 @@ the program did (same exit code, or killed by the same signal, as strace does).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import functools
 import os
 import shutil
 import sys
-from dataclasses import dataclass, field
 
-import emu
-
-from .. import api, ifunc, policy
+from .. import api
 from ..binfmt import executable_image
 from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
 from ..output import check_writable, claim, write_json
 from ..policy import MODES
-from ..specs import Pending, Probe, ProbeSet, SpecSyntaxError, parse_spec
+from ..loaded import loaded_objects
+from ..probe_set import ProbeSet
 from ..probing.follow import Tracker, Traced, argv0_of, ppid_of
+from ..probing.insert import Inserter
+from ..probing.preflight import Preflight, expand_ifuncs
 from ..probing.report import build_report, print_table
-from ..symbols import (RT_CONSISTENT, ElfSymbols, LoadedObject, loaded_objects,
-                       r_debug_breakpoint, r_debug_state)
+from ..specs import SpecSyntaxError, parse_spec
 from . import SUMMARIES
 
 _realpath = functools.lru_cache(maxsize=256)(os.path.realpath)
-_symbols = functools.lru_cache(maxsize=64)(ElfSymbols.load)   # one run: files do not change
-PROGRESS_MIN = 200      # fewer probes than this insert too fast to need a progress line
-PROGRESS_EVERY = 100
 
 
 def register(subparsers) -> None:
@@ -110,199 +105,6 @@ def find_program(name: str) -> str:
     if not os.access(path, os.X_OK):
         raise StepperError(f"cannot run {name}: not executable")
     return executable_image(path)   # a #! script: its interpreter is what runs
-
-
-@dataclass
-class Preflight:
-    """Static checks of every probe site in the files, before the program starts: refuse
-    what cannot be stepped (an exact spec: an error now; a glob: that site is skipped with a
-    warning, as one odd function must not make a glob over a library unusable)."""
-
-    mode: str
-    skip: set[tuple[str, int]] = field(default_factory=set)
-    notes: list[str] = field(default_factory=list)
-    strict: bool = True   # False after an exec: an exact spec's refusal is a note too
-
-    def check(self, waiting: list[Pending], exe: str) -> None:
-        for pending in waiting:
-            if pending.path is None:
-                continue
-            obj = LoadedObject(pending.path, 0, main=_realpath(pending.path) == exe)
-            for probe in expand_ifuncs(pending.resolve([obj]) or [], obj):
-                self._check_site(pending, probe)
-
-    def _check_site(self, pending: Pending, probe: Probe) -> None:
-        symbols = _symbols(probe.path)
-        try:
-            insn = emu.decode(symbols.read(probe.address, 15), probe.address)
-            policy.choose(self.mode, insn)
-        except (StepperError, emu.EmuError) as e:
-            if not pending.spec.is_glob and self.strict:
-                raise StepperError(f"probe spec {pending.spec.text!r}: {probe.symbol} in "
-                                   f"{probe.object}: {e}") from None
-            self.skip.add((_realpath(probe.path), probe.address))
-            self.notes.append(f"probe spec {pending.spec.text!r}: skipped {probe.symbol} in "
-                              f"{probe.object}: {e}")
-
-
-def expand_ifuncs(probes: list[Probe], obj: LoadedObject) -> list[Probe]:
-    """Each probe at the start of an IFUNC resolver becomes probes at the implementations
-    the resolver can return (see stepper.ifunc); other probes pass through."""
-    result = []
-    for probe in probes:
-        symbols = _symbols(probe.path)
-        vaddr = probe.address - obj.bias
-        targets = ifunc.implementations(symbols, vaddr) if ifunc.is_ifunc(symbols, vaddr) \
-            else []
-        if not targets:
-            result.append(probe)
-            continue
-        result += [Probe(probe.spec, probe.object, s.name, obj.bias + s.value, probe.path,
-                         group=probe.symbol) for s in targets]
-    return result
-
-
-# -- inserting, at the exec stop and whenever the loader maps objects -------------------------
-
-@dataclass
-class Row:
-    """One probe of the table: where it came from, and its breakpoint."""
-
-    spec: str
-    object: str
-    symbol: str | None
-    bp: api.Breakpoint
-    group: str | None = None   # the IFUNC an implementation was probed for (one table row)
-
-
-class Inserter:
-    """Puts the probes of a ProbeSet into a stopped (or hit-stopped) process as they resolve."""
-
-    def __init__(self, proc: api.Process, probe_set: ProbeSet, preflight: Preflight,
-                 quiet: bool) -> None:
-        self.proc = proc
-        self.probe_set = probe_set
-        self.preflight = preflight
-        self.quiet = quiet
-        self.rows: list[Row] = []
-        self.notes: list[str] = []
-        self.addresses: set[int] = set()
-        self.internal: api.Breakpoint | None = None
-        self._loader_objects: list[LoadedObject] = []
-
-    # bare addresses: the engine's first form, unchanged
-    def add_addresses(self, texts: list[str]) -> None:
-        bias = self.proc.load_bias
-        for text in texts:
-            bp = self.proc.break_at(parse_spec(text).address + bias)
-            self.addresses.add(bp.address)
-            symbol = bp.symbol   # the containing function, as the first form reported it
-            obj = os.path.basename(symbol.object if symbol else self.proc.exe)
-            self.rows.append(Row(text, obj, symbol.name if symbol else None, bp))
-
-    def update(self, strict: bool) -> None:
-        """Insert every probe that became resolvable. `strict` (before the program runs):
-        a refusal is an error; later it is a warning, as stopping the program would not be
-        transparent."""
-        objects = loaded_objects(self.proc.pid)
-        fresh = self.probe_set.update(objects)
-        by_path = {_realpath(o.path): o for o in objects}
-        sites = []
-        for probe in fresh:
-            obj = by_path.get(_realpath(probe.path))
-            sites += expand_ifuncs([probe], obj) if obj is not None else [probe]
-        self._insert(sites, by_path, strict)
-        if self.internal is None and self.probe_set.waiting:
-            self._watch_loader(objects)
-
-    def _insert(self, sites: list[Probe], by_path: dict, strict: bool) -> None:
-        progress = Progress(len(sites), enabled=not self.quiet)
-        for probe in sites:
-            progress.step()
-            if probe.address in self.addresses:
-                continue
-            obj = by_path.get(_realpath(probe.path))
-            if obj is not None and (_realpath(probe.path),
-                                    probe.address - obj.bias) in self.preflight.skip:
-                continue
-            try:
-                bp = self.proc.break_at(probe.address)
-            except StepperError as e:
-                if strict:
-                    raise StepperError(f"probe spec {probe.spec!r}: {e}") from None
-                self.notes.append(f"probe spec {probe.spec!r}: {probe.symbol} in "
-                                  f"{probe.object} not probed: {e}")
-                continue
-            self.addresses.add(probe.address)
-            self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp, probe.group))
-            progress.inserted += 1
-        progress.end()
-
-    def _watch_loader(self, objects: list[LoadedObject]) -> None:
-        """An internal breakpoint on the loader's `_dl_debug_state` (r_debug.r_brk): at each
-        hit with a consistent link map, the newly mapped objects get their probes."""
-        address = r_debug_breakpoint(objects)
-        if address is None:
-            return
-        self._loader_objects = objects
-        mine = next((row.bp for row in self.rows if row.bp.address == address), None)
-        if mine is not None:   # the user probes _dl_debug_state too: share its breakpoint
-            mine.callback = self._loader_hit
-            self.internal = mine
-        else:
-            # auto, whatever --mode says: the user's mode is for the user's probes
-            self.internal = self.proc.break_at(address, callback=self._loader_hit, mode="auto")
-
-    def _loader_hit(self, hit: api.Hit) -> None:
-        if not self.probe_set.waiting:
-            return
-        if r_debug_state(hit.read, self._loader_objects) == RT_CONSISTENT:
-            self.update(strict=False)
-
-    def warnings(self) -> list[str]:
-        return self.preflight.notes + self.notes + self.probe_set.warnings()
-
-    def fork(self, child: api.Process) -> "Inserter":
-        """The inserter of a forked child: its rows are the child's copies of this image's
-        breakpoints (own hit counts), the loader watch calls back into the child's own
-        inserter, and what is still waiting for a library is waited for in the child too."""
-        copies = {bp.address: bp for bp in child.breakpoints}
-        ps = self.probe_set
-        new = Inserter(child, dataclasses.replace(ps, waiting=list(ps.waiting),
-                                                  probes=list(ps.probes), problems=[],
-                                                  _addresses=set(ps._addresses)),
-                       self.preflight, quiet=True)
-        new.rows = [dataclasses.replace(row, bp=copies[row.bp.address]) for row in self.rows
-                    if row.bp.address in copies]
-        new.addresses = set(self.addresses)
-        new._loader_objects = list(self._loader_objects)
-        if self.internal is not None:
-            new.internal = copies.get(self.internal.address)
-            if new.internal is not None:
-                new.internal.callback = new._loader_hit
-        return new
-
-
-class Progress:
-    """`stepper: inserting probes 1200/3567` on a terminal, for batches big enough to take a
-    while; nothing when stderr is a file or a pipe, or under --quiet."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total = total
-        self.done = 0
-        self.inserted = 0
-        self.shown = enabled and total >= PROGRESS_MIN and sys.stderr.isatty()
-
-    def step(self) -> None:
-        self.done += 1
-        if self.shown and self.done % PROGRESS_EVERY == 0:
-            print(f"\rstepper: inserting probes {self.done}/{self.total}", end="",
-                  file=sys.stderr, flush=True)
-
-    def end(self) -> None:
-        if self.shown:
-            print(f"\rstepper: inserted {self.inserted} probes" + " " * 16, file=sys.stderr,
-                  flush=True)
 
 
 # -- the command ------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from stepper import ifunc
-from stepper.specs import library_closure
+from stepper.loader import library_closure
 from stepper.symbols import ElfSymbols
 
 

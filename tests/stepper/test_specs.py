@@ -15,9 +15,11 @@ import emu
 from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program, gcc
 from stepper.errors import StepperError
 from stepper.specs import (AmbiguousSpecError, NoMatchError, ObjectNotFoundError, OffsetError,
-                           Pending, Probe, ProbeSet, Spec, SpecSyntaxError, library_closure,
-                           parse_spec, resolve, resolve_all, resolve_static)
-from stepper.symbols import ElfSymbols, loaded_objects
+                           Pending, Probe, Spec, SpecSyntaxError, parse_spec, resolve,
+                           resolve_all, resolve_static)
+from stepper.loaded import loaded_objects
+from stepper.probe_set import ProbeSet
+from stepper.symbols import ElfSymbols
 
 PROGRAM = counter_program(
     third="__attribute__((noinline)) int t_three(int x) { return t_two(x) + t_one(x); }",
@@ -291,12 +293,6 @@ def test_file_line_errors(build):
         static(f"prog.c:{LINE_OF_COUNTER}", build["nopie"])
 
 
-def test_closure_follows_rpath_and_ends_with_the_interpreter(build):
-    closure = [os.path.basename(p) for p in library_closure(build["amb"])]
-    assert closure[:3] == ["amb", "liba.so", "libb.so"]
-    assert "libc.so.6" in closure and closure[-1].startswith("ld-linux")
-
-
 # -- runtime resolution -----------------------------------------------------------------------
 
 def test_runtime_addresses_match_the_program(running):
@@ -377,7 +373,7 @@ def test_unqualified_no_match_at_runtime(running):
 
 
 def _static_objects(exe: str):
-    from stepper.symbols import LoadedObject
+    from stepper.loaded import LoadedObject
     return [LoadedObject(os.path.realpath(exe), 0, main=True)]
 
 

@@ -14,8 +14,7 @@ from hypothesis import strategies as st
 import stepper.symbols as symbols_module
 from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program
 from stepper.errors import StepperError
-from stepper.symbols import (RT_CONSISTENT, ElfFileError, ElfSymbols, loaded_objects,
-                             path_matches, r_debug_breakpoint, r_debug_state)
+from stepper.symbols import ElfFileError, ElfSymbols, path_matches
 
 PROGRAM = counter_program(
     third="__attribute__((noinline)) static int t_static(int x) { return t_two(x) * 3; }",
@@ -143,37 +142,6 @@ def test_not_elf_is_one_line_error(tmp_path):
     with pytest.raises(StepperError, match="cannot read .*missing") as e:
         ElfSymbols.load(str(tmp_path / "missing"))
     assert "\n" not in str(e.value)
-
-
-def test_load_bias_matches_runtime_addresses(running):
-    proc, exe, t_one, getpid = running
-    objects = loaded_objects(proc.pid)
-    main = objects[0]
-    assert main.main and os.path.samefile(main.path, exe)
-    assert main.bias + ElfSymbols.load(exe).lookup("t_one")[0].value == t_one
-    if ElfSymbols.load(exe).is_pie:
-        assert main.bias != 0
-    else:
-        assert main.bias == 0
-    (libc,) = [o for o in objects if "libc.so.6" in o.names()]
-    assert libc.bias + libc.symbols.lookup("getpid")[0].value == getpid
-    assert all(o.start <= o.bias + ElfSymbols.load(o.path).segments[0][0] < o.end
-               for o in objects)
-
-
-def test_r_debug_breakpoint_in_the_loader(running):
-    proc, _exe, _t_one, _getpid = running
-    objects = loaded_objects(proc.pid)
-    brk = r_debug_breakpoint(objects)
-    (loader,) = [o for o in objects if o.start <= brk < o.end]
-    assert loader.symbols.describe(brk - loader.bias) == "_dl_debug_state"
-
-    def read(address: int, size: int) -> bytes:
-        with open(f"/proc/{proc.pid}/mem", "rb") as mem:
-            mem.seek(address)
-            return mem.read(size)
-    assert r_debug_state(read, objects) == RT_CONSISTENT
-    assert r_debug_breakpoint(objects[:1]) is None        # the executable is not the loader
 
 
 segment = st.text(alphabet="abc.-_", min_size=1, max_size=5).filter(lambda s: s not in (".", ".."))
