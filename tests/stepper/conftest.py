@@ -84,6 +84,31 @@ def start_tracer(tmp_path):
             p.wait()
 
 
+@pytest.fixture
+def stopped_tracee(build):
+    """(pid, exe) of the `layout` tracee under ptrace (python-ptrace's PTRACE_TRACEME child,
+    no engine), in a ptrace stop at its own SIGSTOP in main: libc loaded, rw/r/none pages
+    mapped. Killed and reaped at the end of the test."""
+    import signal
+
+    from ptrace.debugger.child import createChild
+
+    from stepper import ptrace_lean
+
+    exe = build("layout")
+    pid = createChild([exe], True)
+    try:
+        _, status = os.waitpid(pid, ptrace_lean.WALL)  # the exec stop
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
+        ptrace_lean.cont(pid)
+        _, status = os.waitpid(pid, ptrace_lean.WALL)
+        assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
+        yield pid, exe
+    finally:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, ptrace_lean.WALL)
+
+
 @pytest.fixture(params=["pie", "nopie"])
 def exe(request, build):
     """The PIE and then the non-PIE build, for modules whose own `build` fixture returns
