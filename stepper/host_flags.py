@@ -4,18 +4,26 @@ A probed program can read every rflags bit (`pushf`), the undefined ones include
 CPU computes those deterministically, per vendor and model (on this project's AMD EPYC, ~25%
 of random mul/imul/shift/rotate/bt cases differ from emu's QEMU-like model). The tracer runs
 on the very CPU its tracee runs on, so it asks it: for each operation of
-`emu.flag_oracle.OPERATIONS` and operand width, a tiny function (assembled with keystone,
-once per process, into an anonymous mapping that is made read+execute only after it is
-written) loads the two operands into rax and rcx, the six status flags of the thread's rflags
-into the CPU's, runs the instruction in its register form, and stores the resulting rflags.
-A call through ctypes costs about a microsecond (docs/flags.md has the measurements).
+`emu.flag_oracle.OPERATIONS` and operand width, a tiny function (copied once per process into
+an anonymous mapping that is made read+execute only after it is written) loads the two
+operands into rax and rcx, the six status flags of the thread's rflags into the CPU's, runs the
+instruction in its register form, and stores the resulting rflags. A call through ctypes costs
+about a microsecond (docs/flags.md has the measurements).
+
+The stubs ship prebuilt in stepper/host_flags_stubs.py, so stepping needs no assembler (the
+`fuzz` extra is not installed with the library). That table is generated with keystone by
+
+    python -m stepper.host_flags_build
+
+after any change to PROLOGUE, EPILOGUE or `instruction_text`, or to the forms of
+emu.flag_oracle.OPERATIONS; a test checks that the shipped table is what the generator makes.
 
 Only the status flags are loaded: TF would trap the tracer itself, AC would make its own
 misaligned accesses fault, DF must be clear across a C call; none of them enters the ALU's
 flag computation. The tracer's own flags are saved and restored around the instruction.
 
 If the mapping cannot be made executable (a hardened kernel or policy refusing PROT_EXEC on
-anonymous memory) or keystone refuses a form, `operation` raises emu.Unsupported: the
+anonymous memory) or the table lacks a form, `operation` raises emu.Unsupported: the
 instruction is then not emulated on live threads, and `auto` runs it on the CPU out of line.
 """
 
@@ -25,19 +33,18 @@ import ctypes
 import mmap
 import threading
 
-import capstone
 from emu import Unsupported
-from emu.flag_oracle import OPERATIONS, FlagsFunction
+from emu.flag_oracle import FlagsFunction
 
 STATUS = 0x8D5  # CF PF AF ZF SF OF
 KEEP = ~STATUS & ((1 << 64) - 1)
 _REG = {8: ("al", "cl"), 16: ("ax", "cx"), 32: ("eax", "ecx"), 64: ("rax", "rcx")}
 
 # The frame around one instruction. rdi points at u64[4]: a, b, rflags in, rflags out.
-_PROLOGUE = ("pushfq; mov rax, qword ptr [rdi]; mov rcx, qword ptr [rdi + 8]; "
+PROLOGUE = ("pushfq; mov rax, qword ptr [rdi]; mov rcx, qword ptr [rdi + 8]; "
              "mov rdx, qword ptr [rdi + 16]; and rdx, 0x8d5; pushfq; pop r8; "
              "and r8, 0xfffffffffffff72a; or r8, rdx; push r8; popfq; ")
-_EPILOGUE = "; pushfq; pop qword ptr [rdi + 24]; popfq; ret"
+EPILOGUE = "; pushfq; pop qword ptr [rdi + 24]; popfq; ret"
 
 
 def instruction_text(name: str, bits: int) -> str:
@@ -61,7 +68,7 @@ class HostFlags:
         self._memory: mmap.mmap | None = None
         try:
             self._build()
-        except (OSError, ValueError, ImportError) as e:
+        except (OSError, ValueError) as e:
             self._error = str(e) or type(e).__name__
 
     @property
@@ -79,22 +86,12 @@ class HostFlags:
         raise Unsupported(f"no host-CPU flags function for {name} on {bits}-bit operands")
 
     def _build(self) -> None:
-        import keystone
+        from .host_flags_stubs import STUBS
 
-        ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        forms = [(name, bits) for name, (widths, _) in OPERATIONS.items() for bits in widths]
         code, offsets = bytearray(), []
-        for name, bits in forms:
-            text = instruction_text(name, bits)
-            encoded, _ = ks.asm(_PROLOGUE + text + _EPILOGUE, 0)
-            # The one instruction between the frames must be exactly the one meant.
-            body = bytes(encoded)[len(bytes(ks.asm(_PROLOGUE, 0)[0])):]
-            first = next(md.disasm(body, 0, 1))
-            if f"{first.mnemonic} {first.op_str}" != text:
-                raise ValueError(f"keystone encoded {text!r} as {first.mnemonic} {first.op_str}")
+        for stub in STUBS.values():
             offsets.append(len(code))
-            code += bytes(encoded)
+            code += stub
             code += b"\xcc" * (-len(code) % 16)
         size = -(-len(code) // mmap.PAGESIZE) * mmap.PAGESIZE
         memory = mmap.mmap(-1, size, prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -108,7 +105,7 @@ class HostFlags:
         # PYFUNCTYPE: the call keeps the GIL (no release and re-take: cheaper, and the one
         # shared operand block cannot be used by two Python threads at once).
         prototype = ctypes.PYFUNCTYPE(None, ctypes.c_void_p)
-        for (name, bits), offset in zip(forms, offsets):
+        for (name, bits), offset in zip(STUBS, offsets):
             self._functions[name, bits] = _caller(prototype(base + offset))
 
 
@@ -133,7 +130,7 @@ _lock = threading.Lock()
 
 
 def get() -> HostFlags:
-    """The process's HostFlags, built on first use (~tens of ms: keystone)."""
+    """The process's HostFlags, built on first use (one mmap and mprotect)."""
     global _host
     if _host is None:
         with _lock:

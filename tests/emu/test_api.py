@@ -1,22 +1,9 @@
 """The emu API contract: decode, the FlatState, execute's all-or-nothing rule."""
 
-import keystone
 import pytest
 
 import emu
-
-KS = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
-CODE = 0x401000
-
-
-def asm(text: str, address: int = CODE) -> bytes:
-    return bytes(KS.asm(text, address)[0])
-
-
-def stack_state(**regs) -> emu.FlatState:
-    state = emu.FlatState({"rsp": 0x8000, "rip": CODE, **regs})
-    state.map(0x7000, bytes(0x1000))
-    return state
+from tests.support.flat import CODE, asm, stack_state
 
 
 def test_readme_example_push_rbp():

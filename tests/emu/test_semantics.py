@@ -6,7 +6,7 @@ import pytest
 import emu
 from emu import flags
 
-from .test_api import CODE, asm, stack_state
+from tests.support.flat import CODE, asm, stack_state
 
 
 def run(text: str, **regs) -> emu.FlatState:

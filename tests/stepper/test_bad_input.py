@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from conftest import instructions, run_cli, symbol
+from tests.support.elf import instructions, symbol
+from tests.support.runs import run_cli
 from stepper import maps
 from stepper.errors import StepperError
 

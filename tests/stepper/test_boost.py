@@ -14,7 +14,9 @@ import time
 
 import pytest
 
-from conftest import PROGRAMS, ended, instructions, run_cli, run_plain, symbol
+from tests.support.elf import instructions, symbol
+from tests.support.programs import PROGRAMS
+from tests.support.runs import ended, run_cli, run_plain
 
 PROGRAMS.setdefault("boost_storm", (["boost_storm.c", "boostops.S"], ["-O1", "-pthread"]))
 STORM_SITES = ("boost_movs_site", "boost_sse_site", "boost_xadd_site")
@@ -70,7 +72,7 @@ def test_boosted_faults_show_the_original_rip_and_si_addr(build, spawn_captured)
 def test_every_instruction_of_c_functions_in_boost_mode(build, tmp_path):
     """The shape test of test_shapes.py under --mode boost: every instruction of the C
     probe functions, boosted where it may be and plain XOL (or emulated) where not."""
-    from test_shapes import _every_instruction
+    from tests.support.programs import every_probe_instruction as _every_instruction
 
     exe = build("probes")
     insns = _every_instruction(exe)
@@ -94,7 +96,7 @@ def test_every_instruction_of_c_functions_in_boost_mode(build, tmp_path):
 def test_hand_written_sites_in_boost_mode(build, tmp_path):
     """syscall is not boosted (the kernel writes the slot address into RCX); SSE/AVX loads
     and stores, lock ops and rep string ops are."""
-    from test_shapes import ASM_SITES
+    from tests.support.programs import ASM_SITES
 
     exe = build("asmmain")
     plain = run_plain([exe])

@@ -18,9 +18,10 @@ from hypothesis import strategies as st
 
 from stepper import xol
 from stepper.strategies import boost
-from test_xol_plan import (DATA, DATA_SIZE, FAR_SLOT, GPRS, MEMORY_FAULTS, NEAR_SLOT, ORIG,
-                           RSP, _diff, decode, initial_regs, ks, new_machine, observable,
-                           pattern, regs_of, riprel)
+from tests.support.machine import (DATA, DATA_SIZE, FAR_SLOT, GPRS, MEMORY_FAULTS, NEAR_SLOT,
+                                   ORIG, RSP, decode, initial_regs, ks, new_machine, observable,
+                                   pattern, regs_of, riprel)
+from tests.support.machine import diff as _diff
 
 _cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
 

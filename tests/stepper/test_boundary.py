@@ -14,7 +14,7 @@ import sys
 import pytest
 
 import emu
-from conftest import gcc
+from tests.support.programs import gcc
 from stepper import boundary
 from stepper.boundary import Boundaries
 from stepper.errors import StepperError

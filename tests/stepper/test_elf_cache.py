@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import build_pie_and_nopie, counter_program
+from tests.support.programs import build_pie_and_nopie, counter_program
 from stepper import elf as elfread
 from stepper import elf_cache, ifunc
 from stepper.loader import library_closure

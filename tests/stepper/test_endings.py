@@ -15,7 +15,9 @@ from typing import Iterator
 
 import pytest
 
-from conftest import ended, gcc, run_cli, run_plain, symbol
+from tests.support.elf import symbol
+from tests.support.programs import gcc
+from tests.support.runs import ended, run_cli, run_plain
 
 #: argv[1]: "default" loops until a signal kills it; "handle" catches SIGINT and SIGTERM and
 #: then ends by itself (exit 3), printing how often it called f; "read" calls f until a byte

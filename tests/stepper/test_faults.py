@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import instructions, run_cli, run_plain, symbol
+from tests.support.elf import instructions, symbol
+from tests.support.runs import run_cli, run_plain
 
 SITES = ("fault_store_site", "fault_load_rip_site", "div_site")
 

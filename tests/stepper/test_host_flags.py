@@ -16,7 +16,8 @@ import subprocess
 import pytest
 
 import emu
-from conftest import instructions, run_cli, run_plain
+from tests.support.elf import instructions
+from tests.support.runs import run_cli, run_plain
 from stepper.errors import StepperError
 
 SEED = 20261203

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import build_pie_and_nopie, counter_program
+from tests.support.programs import build_pie_and_nopie, counter_program
 from stepper.loaded import RT_CONSISTENT, loaded_objects, r_debug_breakpoint, r_debug_state
 from stepper.symbols import ElfSymbols
 

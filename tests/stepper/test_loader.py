@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from conftest import gcc
+from tests.support.programs import gcc
 from stepper.loader import LoaderError, file_matches, find_library, find_on_disk, library_closure
 from stepper.symbols import ElfSymbols
 

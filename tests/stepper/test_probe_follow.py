@@ -13,7 +13,7 @@ from collections import Counter
 
 import pytest
 
-from conftest import probe_specs, run_plain
+from tests.support.runs import probe_specs, run_plain
 
 
 def probe(tmp_path, specs: list[str], argv: list[str], *options: str):

@@ -11,7 +11,8 @@ import subprocess
 from collections import defaultdict
 from pathlib import Path
 
-from conftest import TRACEES, probe_specs
+from tests.support.programs import TRACEES
+from tests.support.runs import probe_specs
 
 ROW = re.compile(r"^\s*([\d,]+)  (\S+)\s+(\S+)\s+(\S+)(?: \((\d+) sites\))?$")
 

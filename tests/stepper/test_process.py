@@ -5,7 +5,7 @@ and in the family map shared by the tree."""
 
 from __future__ import annotations
 
-from conftest import symbol
+from tests.support.elf import symbol
 from stepper import maps
 from stepper.process import TracedProcess
 

@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from conftest import run_cli, run_plain, symbol
+from tests.support.elf import symbol
+from tests.support.runs import run_cli, run_plain
 
 
 @pytest.mark.parametrize("sig", [15, 6])

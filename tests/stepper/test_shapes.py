@@ -6,12 +6,10 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import instructions, run_cli, run_plain, symbol
-
-PROBE_FUNCTIONS = ("probe_loads", "probe_stores", "probe_switch", "probe_plt", "probe_canary")
-ASM_SITES = ("call_ret_imm", "ret_imm_site", "do_write", "syscall_site", "sse_load_site",
-             "sse_store_site", "avx_load_site", "avx_store_site", "lock_add", "lock_site",
-             "lock_add_site", "rep_ops", "rep_movs_site", "rep_stos_site")
+from tests.support.elf import symbol
+from tests.support.programs import ASM_SITES, PROBE_FUNCTIONS
+from tests.support.programs import every_probe_instruction as _every_instruction
+from tests.support.runs import run_cli, run_plain
 
 
 def _decode_from(exe: str, label: str, count: int) -> list:
@@ -29,10 +27,6 @@ def _decode_from(exe: str, label: str, count: int) -> list:
         result.append(insn)
         code, address = code[insn.length:], insn.next_address
     return result
-
-
-def _every_instruction(exe: str):
-    return [i for f in PROBE_FUNCTIONS for i in instructions(exe, f)]
 
 
 def test_probe_functions_cover_the_listed_shapes(build):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ended, instructions, run_plain, symbol
+from tests.support.elf import instructions, symbol
+from tests.support.runs import ended, run_plain
 from stepper import api
 from stepper.errors import StepperError
 

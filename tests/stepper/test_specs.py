@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import emu
-from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program, gcc
+from tests.support.programs import LINE_OF_COUNTER, build_pie_and_nopie, counter_program, gcc
 from stepper.errors import StepperError
 from stepper.specs import (AmbiguousSpecError, NoMatchError, ObjectNotFoundError, OffsetError,
                            Pending, Probe, Spec, SpecSyntaxError, parse_spec, resolve,

@@ -9,7 +9,7 @@ import signal
 
 import pytest
 
-from conftest import symbol
+from tests.support.elf import symbol
 from stepper import kernel, policy, procfs
 from stepper.kernel import RIP, WALL
 from stepper.records import Step

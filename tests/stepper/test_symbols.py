@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import stepper.symbols as symbols_module
-from conftest import LINE_OF_COUNTER, build_pie_and_nopie, counter_program
+from tests.support.programs import LINE_OF_COUNTER, build_pie_and_nopie, counter_program
 from stepper.errors import StepperError
 from stepper.symbols import ElfFileError, ElfSymbols, path_matches
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import run_cli, run_plain, symbol
+from tests.support.elf import symbol
+from tests.support.runs import run_cli, run_plain
 
 
 @pytest.mark.parametrize("mode", ["auto", "xol", "boost"])

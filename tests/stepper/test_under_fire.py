@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import ended, run_plain, start_tracer, symbol
+from tests.support.elf import symbol
+from tests.support.runs import ended, run_plain
 from stepper import api, maps
 from stepper.errors import StepperError
 
@@ -264,12 +265,11 @@ def test_attach_busy_process_probe_a_second_detach(uf, busy_expected, mode):
     assert b"ready\n" + rest == expected and p.returncode == 0
 
 
-def test_sigterm_to_tracer_detaches(uf, busy_expected, tmp_path):
+def test_sigterm_to_tracer_detaches(uf, busy_expected, start_tracer):
     """SIGTERM to a tracer that attached: the program is detached and finishes normally."""
     exe, expected = uf["uf_busy"], busy_expected
     p = _start_busy(exe)
     tracer = start_tracer(
-        tmp_path,
         "from stepper import api\n"
         f"proc = api.attach({p.pid})\n"
         "seen = []\n"
@@ -289,7 +289,7 @@ def test_sigterm_to_tracer_detaches(uf, busy_expected, tmp_path):
     assert b"ready\n" + rest == expected and p.returncode == 0
 
 
-def test_detach_while_the_program_exits(uf, tmp_path):
+def test_detach_while_the_program_exits(uf, start_tracer):
     """A detach requested from a probe just before the program's exit_group. Usually the
     leader is in exit_group before stepper's SIGSTOP reaches it: it is reported only once
     every other thread was reaped, so waiting for the leader alone waited forever, and
@@ -298,7 +298,6 @@ def test_detach_while_the_program_exits(uf, tmp_path):
     Either way: no hang, no traceback, and the program's own exit status."""
     exe = uf["uf_exit"]
     tracer = start_tracer(
-        tmp_path,
         "import os\n"
         "from stepper import api\n"
         f"proc = api.spawn([{exe!r}])\n"

@@ -1,5 +1,5 @@
-"""stepper.ifunc on the system's libc: an IFUNC probe becomes probes on the implementations its
-resolver can return (decoded from the file; nothing runs)."""
+"""stepper.ifunc on the system's libc and on an IFUNC of a program built here: an IFUNC probe becomes
+probes on the implementations its resolver can return (decoded from the file; nothing runs)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import pytest
 from stepper import ifunc
 from stepper.loader import library_closure
 from stepper.symbols import ElfSymbols
+from tests.support.programs import gcc
 
 
 @pytest.fixture(scope="module")
@@ -45,3 +46,29 @@ def test_a_plain_function_is_not_an_ifunc(libc):
     getpid = libc.lookup("getpid")[0]
     assert not ifunc.is_ifunc(libc, getpid.value)
     assert ifunc.implementations(libc, getpid.value) == []
+
+
+IFUNC_PROGRAM = """
+#include <stdlib.h>
+int choice;
+__attribute__((noinline)) int impl_fast(int x) { return x * 3; }
+__attribute__((noinline)) int impl_slow(int x) { return x + x + x; }
+__attribute__((noinline)) int unrelated(int x) { return x - 1; }
+static void *pick(void) { return getenv("SLOW") ? (void *)impl_slow : (void *)impl_fast; }
+int triple(int) __attribute__((ifunc("pick")));
+int main(int argc, char **argv) { return triple(argc) + unrelated(argc); }
+"""
+
+
+def test_own_ifunc_resolves_to_exactly_its_two_implementations(tmp_path):
+    """A program's own IFUNC: the two functions its resolver can return, nothing else (not
+    the resolver, not a function it does not name)."""
+    (tmp_path / "ifunc.c").write_text(IFUNC_PROGRAM)
+    exe = gcc(tmp_path / "ifunc", "-O1", "-fPIE", "-pie", tmp_path / "ifunc.c")
+    symbols = ElfSymbols.load(exe)
+    triple = symbols.lookup("triple")[0]
+    assert ifunc.is_ifunc(symbols, triple.value)
+    found = ifunc.implementations(symbols, triple.value)
+    assert [s.name for s in found] == sorted(["impl_fast", "impl_slow"],
+                                            key=lambda n: symbols.lookup(n)[0].value)
+    assert not ifunc.is_ifunc(symbols, symbols.lookup("impl_fast")[0].value)

@@ -1,0 +1,80 @@
+"""stepper.policy: which strategy steps a site under each mode, and the verdict the coverage
+report shows, on instructions assembled with keystone (no process: choosing happens at
+insertion, from the decoded instruction alone)."""
+
+from __future__ import annotations
+
+import pytest
+
+import emu
+from stepper import policy
+from stepper.boost import BoostOps
+from stepper.errors import StepperError
+from stepper.strategies import EmulateOps, ReinsertOps, XolOps
+from tests.support.flat import CODE, asm
+
+
+def decoded(text: str) -> emu.Instruction:
+    return emu.decode(asm(text), CODE)
+
+
+#: text -> (verdict, the ops class per mode, or the start of the refusal message)
+CASES = {
+    "add rax, rbx": ("emulate", {"auto": EmulateOps, "emulate": EmulateOps, "xol": XolOps,
+                                 "boost": BoostOps}),
+    "movq xmm0, rax": ("emulate", {"auto": EmulateOps, "emulate": EmulateOps, "xol": XolOps,
+                                   "boost": BoostOps}),
+    "syscall": ("xol", {"auto": BoostOps, "emulate": "is not emulated", "xol": XolOps,
+                        "boost": BoostOps}),
+    "cpuid": ("xol", {"auto": BoostOps, "emulate": "is not emulated", "xol": XolOps,
+                      "boost": BoostOps}),
+    "int3": ("refused", {"auto": "can be neither emulated", "emulate": "is not emulated",
+                         "xol": "cannot be stepped out of line",
+                         "boost": "cannot be stepped out of line"}),
+    "hlt": ("refused", {"auto": "can be neither emulated", "emulate": "is not emulated",
+                        "xol": "cannot be stepped out of line",
+                        "boost": "cannot be stepped out of line"}),
+}
+
+
+@pytest.mark.parametrize("text", CASES)
+def test_verdict_and_choice_per_mode(text):
+    insn = decoded(text)
+    want_verdict, per_mode = CASES[text]
+    assert policy.verdict(insn) == want_verdict
+    assert isinstance(policy.choose("reinsert", insn), ReinsertOps)
+    for mode, want in per_mode.items():
+        if isinstance(want, str):
+            with pytest.raises(StepperError, match=f"^{insn.text} at {CODE:#x} {want}"):
+                policy.choose(mode, insn)
+        else:
+            assert type(policy.choose(mode, insn)) is want, mode
+
+
+def test_auto_falls_back_to_boost_and_emulate_to_plain_xol():
+    """What an emulated hit hands to the CPU (a fault, an atomic op while threads run)."""
+    insn = decoded("lock add qword ptr [rax], 1")
+    assert isinstance(policy.choose("auto", insn).fallback, BoostOps)
+    assert isinstance(policy.choose("emulate", insn).fallback, XolOps)
+
+
+def test_live_plan_reason_says_why():
+    assert policy.live_plan_reason(decoded("add rax, rbx")) is None
+    assert "system call" in policy.live_plan_reason(decoded("syscall"))
+
+
+def test_unknown_mode_names_the_choices():
+    with pytest.raises(StepperError, match="unknown strategy 'fast': choose one of auto, emulate"):
+        policy.choose("fast", decoded("nop"))
+
+
+def test_verdict_agrees_with_auto():
+    """The report's verdict is how `auto` steps: emulate <=> EmulateOps, refused <=> error."""
+    for text in ["add rax, rbx", "push rbp", "rdtsc", "int3", "ret", "pushfq", "ud2"]:
+        insn = decoded(text)
+        try:
+            ops = policy.choose("auto", insn)
+        except StepperError:
+            assert policy.verdict(insn) == "refused", text
+            continue
+        assert (policy.verdict(insn) == "emulate") == isinstance(ops, EmulateOps), text
