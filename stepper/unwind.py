@@ -148,7 +148,7 @@ def _by_frame_pointer(regs: Mapping[str, int], read: Read,
     """No CFI covers the pc: follow the rbp chain ([rbp] = caller's rbp, [rbp+8] = return
     address), which is right only if the function keeps a frame pointer."""
     rbp = regs.get("rbp")
-    if not rbp or rbp & 7 or rbp <= regs.get("rsp", 0):
+    if not rbp or rbp & 7 or rbp < regs.get("rsp", 0):
         where = obj.path if obj is not None else "no mapped object"
         raise UnwindError(f"no call-frame information covers {regs['rip']:#x} ({where}) "
                           "and rbp does not hold a frame pointer")
@@ -165,6 +165,14 @@ def caller(regs: Mapping[str, int], read: Read, objects: list[CodeObject]) -> di
     restores. None at the outermost frame. What `finish()` needs from any pc."""
     result = step(regs, read, objects, exact=True)
     return None if result is None else dict(result.regs)
+
+
+def _name(frame: Frame, obj: CodeObject, at: int) -> None:
+    """Name `frame` after the function holding `at` (its pc, or pc - 1 for a return
+    address, whose call may end its function); the offset is from the pc itself."""
+    named = obj.symbol(at)
+    frame.function, frame.offset = (None, None) if named is None else \
+        (named[0], named[1] + frame.pc - at)
 
 
 def frames(regs: Mapping[str, int], read: Read, objects: list[CodeObject],
@@ -187,9 +195,7 @@ def frames(regs: Mapping[str, int], read: Read, objects: list[CodeObject],
         obj = find(objects, pc if exact else pc - 1)
         frame = Frame(pc=pc, regs=dict(current), object=obj.path if obj else None)
         if obj is not None:
-            named = obj.symbol(pc if exact else pc - 1)
-            if named is not None:
-                frame.function, frame.offset = named[0], named[1] + (0 if exact else 1)
+            _name(frame, obj, pc if exact else pc - 1)
         result.append(frame)
         try:
             unwound = step(current, read, objects, exact)
@@ -199,6 +205,8 @@ def frames(regs: Mapping[str, int], read: Read, objects: list[CodeObject],
         if unwound is None:
             break
         frame.cfa, frame.how, frame.signal = unwound.cfa, unwound.how, unwound.signal
+        if unwound.signal and not exact and obj is not None:
+            _name(frame, obj, pc)               # a trampoline is named at its own pc, as gdb does
         next_sp = unwound.regs.get("rsp", 0)
         if not unwound.regs.get("rip"):
             break                                       # a zero return address ends stacks

@@ -56,12 +56,26 @@ class CodeObject:
         if self._names is None:
             self._names = _image_functions(self.image)
         values = [value for value, _size, _name in self._names]
-        i = bisect.bisect_right(values, vaddr) - 1
+        i = bisect.bisect_left(values, values[bisect.bisect_right(values, vaddr) - 1]) \
+            if values and values[0] <= vaddr else -1
         if i >= 0:
             value, size, name = self._names[i]
             if vaddr < value + max(size, 1):
                 return name, vaddr - value
         return None
+
+
+    def address_of(self, name: str) -> int | None:
+        """Run-time address of function `name` in this object, or None."""
+        if self.image is None:
+            try:
+                found = ElfSymbols.load(self.path).lookup(name)
+            except StepperError:
+                return None
+            return found[0].value + self.bias if found else None
+        if self._names is None:
+            self._names = _image_functions(self.image)
+        return next((value + self.bias for value, _size, n in self._names if n == name), None)
 
 
 def _image_functions(image: bytes) -> list[tuple[int, int, str]]:
@@ -75,10 +89,10 @@ def _image_functions(image: bytes) -> list[tuple[int, int, str]]:
             for sym in table.iter_symbols():
                 if sym["st_info"]["type"] == "STT_FUNC" and sym["st_value"]:
                     found.append((sym["st_value"], sym["st_size"], sym.name))
-        # Prefer __vdso_ names (gdb shows those) when an alias has the same address.
-        found.sort(key=lambda s: (s[0], not s[2].startswith("__vdso_")))
-        unique = [s for i, s in enumerate(found) if i == 0 or s[0] != found[i - 1][0]]
-        return unique
+        # Of two names for one address, prefer the public one (clock_gettime, not
+        # __vdso_clock_gettime), as gdb does.
+        found.sort(key=lambda s: (s[0], s[2].startswith("__vdso_")))
+        return found
     except ELFError:
         return []
 

@@ -1,0 +1,227 @@
+"""stepper.unwind on real tracees stopped at a breakpoint: the frames found from the CFI of
+the program, libc and the vDSO, compared with gdb's `bt` at the same stop where gdb is
+installed (physical frames: gdb's inline frames aside; gdb stops at main).
+
+Both the stepper run and the gdb run get address-space randomization turned off
+(personality ADDR_NO_RANDOMIZE, what gdb does by default), so the same code is at the same
+addresses in both and the pcs are compared as numbers."""
+
+from __future__ import annotations
+
+import ctypes
+import re
+import shutil
+import subprocess
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from conftest import TRACEES, gcc, instructions, symbol
+from stepper import api, unwind, unwind_objects
+
+ADDR_NO_RANDOMIZE = 0x0040000
+
+GDB_FRAMES = r"""
+import gdb
+f, exact = gdb.newest_frame(), True
+while f is not None:
+    if f.type() != gdb.INLINE_FRAME:
+        sigtramp = f.type() == gdb.SIGTRAMP_FRAME
+        at = f.pc() if exact or sigtramp else f.pc() - 1
+        text = gdb.execute("info symbol %#x" % at, to_string=True)
+        name = text.split(" in section")[0].split(" + ")[0] if " in section" in text else "??"
+        print("FRAME %#x %s" % (f.pc(), name))
+        exact = sigtramp
+    f = f.older()
+"""
+
+
+@pytest.fixture(scope="module")
+def programs(tmp_path_factory):
+    """The unwind tracee at -O2 without frame pointers (CFI only) and with frame pointers
+    but no unwind tables in the program itself (libc keeps its CFI)."""
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the tracees")
+    out = tmp_path_factory.mktemp("unwind")
+    source = TRACEES / "unwind.c"
+    return {
+        "cfi": gcc(out / "cfi", "-O2", "-fomit-frame-pointer", source),
+        "fp": gcc(out / "fp", "-O2", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables",
+                  "-fno-unwind-tables", source),
+    }
+
+
+@contextmanager
+def no_randomization():
+    libc = ctypes.CDLL(None, use_errno=True)
+    old = libc.personality(0xFFFFFFFF)
+    libc.personality(old | ADDR_NO_RANDOMIZE)
+    try:
+        yield
+    finally:
+        libc.personality(old)
+
+
+def inside_leaf(exe: str) -> int:
+    """Link-time address in `leaf` past its prologue (a push, or push rbp; mov rbp, rsp),
+    so that the CFA is no longer rsp + 8."""
+    insns = instructions(exe, "leaf")
+    for i, insn in enumerate(insns):
+        if insn.mnemonic == "push" or insn.text == "mov rbp, rsp":
+            last = i
+            if insn.text == "mov rbp, rsp":
+                break
+    return insns[last + 1].address
+
+
+def stop_and_unwind(argv: list[str], where, nth: int = 1) -> tuple[list[unwind.Frame], dict]:
+    """Run argv, stop at hit number `nth` of `where(proc)` (a run-time address), unwind there."""
+    seen: dict = {"hits": 0}
+    with no_randomization():
+        proc = api.spawn(argv)
+
+    def at_hit(hit):
+        seen["hits"] += 1
+        if seen["hits"] != nth:
+            return
+        objects = unwind_objects.process_objects(proc.pid, hit.read)
+        seen["frames"] = unwind.frames(hit.regs, hit.read, objects)
+        seen["caller"] = unwind.caller(hit.regs, hit.read, objects)
+        start = time.perf_counter()
+        rounds = 20
+        for _ in range(rounds):
+            unwind.frames(hit.regs, hit.read, objects, limit=6)
+        seen["warm_us"] = (time.perf_counter() - start) / rounds * 1e6
+        seen["regs"] = dict(hit.regs)
+
+    address = where(proc)
+    proc.break_at(address, callback=at_hit)
+    status = proc.run()
+    assert status.exit_code == 0
+    assert "frames" in seen, "the breakpoint was never hit"
+    return seen["frames"], seen
+
+
+def gdb_frames(argv: list[str], address: int, tmp: Path, nth: int) -> list[tuple[int, str]]:
+    """(pc, function) of the physical frames gdb's backtrace shows at the first stop at
+    `address`; skips the test when gdb is not installed."""
+    if shutil.which("gdb") is None:
+        pytest.skip("gdb is not installed: nothing to compare the frames with")
+    script = tmp / "gdb_frames.py"
+    script.write_text(GDB_FRAMES)
+    with no_randomization():
+        run = subprocess.run(
+            ["gdb", "-nx", "-batch", "-ex", "set debuginfod enabled off",
+             "-ex", "set pagination off", "-ex", "handle SIGUSR1 nostop noprint pass",
+             "-ex", "starti", "-ex", f"break *{address:#x}",
+             "-ex", f"ignore 1 {nth - 1}", "-ex", "continue",
+             "-ex", f"source {script}",
+             "-ex", "kill", "--args", *argv],
+            capture_output=True, text=True, timeout=120)
+    frames = []
+    for line in run.stdout.splitlines():
+        if line.startswith("FRAME "):
+            _, pc, name = line.split(" ", 2)
+            frames.append((int(pc, 16), name))
+    assert frames, f"gdb printed no frames:\n{run.stdout}\n{run.stderr}"
+    return frames
+
+
+def names(frames: list[unwind.Frame]) -> list[str]:
+    return [f.function or "??" for f in frames]
+
+
+def assert_same_as_gdb(frames: list[unwind.Frame], argv: list[str], address: int,
+                       tmp: Path, nth: int = 1) -> None:
+    """The (pc, function) of every physical frame equal to gdb's at hit `nth` of `address`."""
+    expected = gdb_frames(argv, address, tmp, nth)
+    assert expected[-1][1] == "main", expected
+    mine = [(f.pc, f.function or "??") for f in frames[:len(expected)]]
+    assert [(pc, plain(name)) for pc, name in mine] == [(pc, plain(n)) for pc, n in expected]
+
+
+def plain(name: str) -> str:
+    """gdb prints GCC's clone names without their number (msort_with_tmp.part.0 is shown as
+    msort_with_tmp.part): compare without it."""
+    return re.sub(r"\.\d+$", "", name)
+
+
+def leaf_address(exe):
+    return lambda proc: proc.load_bias + inside_leaf(exe)
+
+
+@pytest.mark.parametrize("build", ["cfi", "fp"])
+def test_call_chain_matches_gdb(programs, build, tmp_path):
+    exe = programs[build]
+    frames, seen = stop_and_unwind([exe, "chain"], leaf_address(exe))
+    assert names(frames)[:6] == ["leaf", "f4", "f3", "f2", "f1", "main"]
+    assert frames[-1].error is None, frames[-1].error
+    # The program's own frames are unwound by CFI, or by rbp where it has none.
+    assert {f.how for f in frames[:5]} == {build}
+    assert_same_as_gdb(frames, [exe, "chain"], frames[0].pc, tmp_path)
+    print(f"one unwind of 6 frames, warm caches: {seen['warm_us']:.0f} us")
+
+
+def test_caller_is_the_return_into_f4(programs):
+    exe = programs["cfi"]
+    frames, seen = stop_and_unwind([exe, "chain"], leaf_address(exe))
+    back = seen["caller"]
+    assert back["rip"] == frames[1].pc
+    assert back["rsp"] == frames[0].cfa
+    # leaf pushed rbx: the caller's rbx is the saved one, not leaf's (which holds x).
+    assert back["rbx"] != seen["regs"]["rbx"] or frames[1].regs["rbx"] == back["rbx"]
+    assert frames[1].regs["rsp"] == back["rsp"]
+
+
+def test_through_libc_qsort_matches_gdb(programs, tmp_path):
+    exe = programs["cfi"]
+    frames, _ = stop_and_unwind([exe, "qsort"], leaf_address(exe))
+    got = names(frames)
+    assert got[:2] == ["leaf", "compare"]
+    assert "sort_them" in got and "main" in got
+    between = frames[2:got.index("sort_them")]
+    assert between and all(f.object and "libc" in f.object for f in between)
+    assert_same_as_gdb(frames, [exe, "qsort"], frames[0].pc, tmp_path)
+
+
+def test_through_a_signal_frame_matches_gdb(programs, tmp_path):
+    exe = programs["cfi"]
+    # leaf runs twice: called by f4 (before it sends the signal), then by the handler.
+    frames, _ = stop_and_unwind([exe, "signal"], leaf_address(exe), nth=2)
+    got = names(frames)
+    assert got[:2] == ["leaf", "on_signal"]
+    assert frames[2].signal and not any(f.signal for f in frames[:2] + frames[3:])
+    # Past the trampoline: the interrupted kill() in libc, then the leaf that called it.
+    assert got[4:10] == ["leaf", "f4", "f3", "f2", "f1", "main"]
+    assert_same_as_gdb(frames, [exe, "signal"], frames[0].pc, tmp_path, nth=2)
+
+
+def vdso_function(proc) -> int:
+    objects = unwind_objects.process_objects(proc.pid, proc.read)
+    vdso = next((o for o in objects if o.path == "[vdso]"), None)
+    if vdso is None:
+        pytest.skip("this kernel maps no vDSO")
+    address = vdso.address_of("__vdso_clock_gettime")
+    if address is None:
+        pytest.skip("the vDSO has no __vdso_clock_gettime")
+    return address
+
+
+def test_from_inside_the_vdso_matches_gdb(programs, tmp_path):
+    exe = programs["cfi"]
+    frames, _ = stop_and_unwind([exe, "vdso"], vdso_function)
+    assert frames[0].object == "[vdso]"
+    assert frames[0].function == "clock_gettime" and frames[0].how == "cfi"
+    assert "main" in names(frames)
+    assert_same_as_gdb(frames, [exe, "vdso"], frames[0].pc, tmp_path)
+
+
+def test_symbol_of_a_program_address(programs):
+    exe = programs["cfi"]
+    value, _size = symbol(exe, "f2")
+    frames, _ = stop_and_unwind([exe, "chain"], leaf_address(exe))
+    f2 = frames[3]
+    assert f2.function == "f2" and f2.pc - f2.offset == value + (frames[0].pc - frames[0].offset
+                                                                  - symbol(exe, "leaf")[0])
