@@ -95,6 +95,8 @@ def stop_and_unwind(argv: list[str], where, nth: int = 1) -> tuple[list[unwind.F
             unwind.frames(hit.regs, hit.read, objects, limit=6)
         seen["warm_us"] = (time.perf_counter() - start) / rounds * 1e6
         seen["regs"] = dict(hit.regs)
+        words = {a: hit.read(a, 8) for a in range(hit.regs["rsp"], hit.regs["rsp"] + 64, 8)}
+        seen["word"] = lambda a: int.from_bytes(words[a], "little")
 
     address = where(proc)
     proc.break_at(address, callback=at_hit)
@@ -167,12 +169,12 @@ def test_call_chain_matches_gdb(programs, build, tmp_path):
 def test_caller_is_the_return_into_f4(programs):
     exe = programs["cfi"]
     frames, seen = stop_and_unwind([exe, "chain"], leaf_address(exe))
-    back = seen["caller"]
-    assert back["rip"] == frames[1].pc
-    assert back["rsp"] == frames[0].cfa
-    # leaf pushed rbx: the caller's rbx is the saved one, not leaf's (which holds x).
-    assert back["rbx"] != seen["regs"]["rbx"] or frames[1].regs["rbx"] == back["rbx"]
-    assert frames[1].regs["rsp"] == back["rsp"]
+    back, regs = seen["caller"], seen["regs"]
+    # The stop is right after leaf's one push: [rsp] is the saved register, [rsp+8] the
+    # return address, and the return leaves rsp 16 bytes higher.
+    assert back["rsp"] == regs["rsp"] + 16 == frames[0].cfa
+    assert back["rip"] == frames[1].pc == seen["word"](regs["rsp"] + 8)
+    assert frames[1].function == "f4"
 
 
 def test_through_libc_qsort_matches_gdb(programs, tmp_path):
