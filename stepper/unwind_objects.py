@@ -11,7 +11,9 @@ its `.dynsym` are read from that copy.
 from __future__ import annotations
 
 import bisect
+import functools
 import io
+import os
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -48,6 +50,9 @@ class CodeObject:
         """(function name, offset) for run-time `address`, or None outside every function."""
         vaddr = address - self.bias
         if self.image is None:
+            stub = plt_stub(self.path, vaddr)
+            if stub is not None:
+                return stub
             try:
                 hit = ElfSymbols.load(self.path).containing(vaddr)
             except StepperError:
@@ -76,6 +81,44 @@ class CodeObject:
         if self._names is None:
             self._names = _image_functions(self.image)
         return next((value + self.bias for value, _size, n in self._names if n == name), None)
+
+
+def plt_stub(path: str, vaddr: int) -> tuple[str, int] | None:
+    """("NAME@plt", offset) when link-time `vaddr` is in a PLT stub of file `path`.
+
+    The symbol tables name no PLT stub (a size-0 label before it would claim it); like gdb,
+    name each after the symbol of its `.rela.plt` relocation: with lazy binding `.plt` entry
+    i + 1 (entry 0 is the resolver's) jumps through relocation i; with IBT, `.plt.sec`
+    entry i does."""
+    for start, size, entry_size, first, stubs in _plt_sections(os.path.realpath(path)):
+        if start <= vaddr < start + size:
+            index = (vaddr - start) // entry_size - first
+            if 0 <= index < len(stubs):
+                return f"{stubs[index]}@plt", (vaddr - start) % entry_size
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _plt_sections(path: str) -> list[tuple[int, int, int, int, list[str]]]:
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            relocations = elf.get_section_by_name(".rela.plt")
+            if relocations is None:
+                return []
+            table = elf.get_section(relocations["sh_link"])
+            names = [table.get_symbol(r["r_info_sym"]).name for r in relocations.iter_relocations()]
+            sections = []
+            for name, first in ((".plt.sec", 0), (".plt", 1)):
+                section = elf.get_section_by_name(name)
+                if section is not None:
+                    entry = section["sh_entsize"] or 16
+                    sections.append((section["sh_addr"], section["sh_size"], entry, first, names))
+                    if name == ".plt.sec":
+                        break       # with IBT, .plt only holds the lazy-binding trampolines
+            return sections
+    except (OSError, ELFError):
+        return []
 
 
 def _image_functions(image: bytes) -> list[tuple[int, int, str]]:

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from conftest import TRACEES, gcc, instructions, symbol
 from stepper import api, unwind, unwind_objects
@@ -227,3 +228,29 @@ def test_symbol_of_a_program_address(programs):
     f2 = frames[3]
     assert f2.function == "f2" and f2.pc - f2.offset == value + (frames[0].pc - frames[0].offset
                                                                   - symbol(exe, "leaf")[0])
+
+
+def plt_entry(exe: str, function: str) -> int:
+    """Link-time address of `function@plt` (lazy binding: .plt entry i+1 for relocation i)."""
+    with open(exe, "rb") as stream:
+        elf = ELFFile(stream)
+        plt = elf.get_section_by_name(".plt")
+        relocations = elf.get_section_by_name(".rela.plt")
+        symbols = elf.get_section(relocations["sh_link"])
+        for i, reloc in enumerate(relocations.iter_relocations()):
+            if symbols.get_symbol(reloc["r_info_sym"]).name == function:
+                return plt["sh_addr"] + 16 * (i + 1)
+    raise KeyError(function)
+
+
+def test_from_a_plt_entry_matches_gdb(programs, tmp_path):
+    # The .plt's CFA is an expression: rsp + 8, and 8 more once the entry has pushed its
+    # relocation index (rip & 15 >= 11). Stop on the jump after that push.
+    exe = programs["cfi"]
+    entry = plt_entry(exe, "qsort")
+    frames, seen = stop_and_unwind([exe, "qsort"], lambda proc: proc.load_bias + entry + 11)
+    assert frames[0].how == "cfi" and frames[0].cfa == seen["regs"]["rsp"] + 16
+    assert names(frames)[1:3] == ["sort_them", "main"]
+    # Named after its relocation's symbol, as gdb does.
+    assert (frames[0].function, frames[0].offset) == ("qsort@plt", 11)
+    assert_same_as_gdb(frames, [exe, "qsort"], frames[0].pc, tmp_path)
