@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
 from .cfi import Row
-from .cfi_expr import DWARF_REGS, UnwindError, evaluate, read_word, reg_name
+from .cfi_expr import DWARF_REGS, UnwindError, evaluate, read_exact, read_word, reg_name
 from .unwind_objects import CodeObject, find
 
 __all__ = ["Frame", "frames", "caller", "step", "UnwindError"]
@@ -107,11 +107,17 @@ def _by_cfi(regs: Mapping[str, int], read: Read, obj: CodeObject, row: Row) -> _
         cfa = (regs[base] + rule.offset) & MASK
     caller = {name: regs[name] for name in CALLEE_SAVED if name in regs}
     caller["rsp"] = cfa
+    # The registers saved at CFA+N sit side by side: one read for all of them.
+    offsets = [r.arg for n, r in row.rules.items() if r.type == "OFFSET" and n <= RA]
+    window = None
+    if offsets:
+        low = min(offsets)
+        window = ((cfa + low) & MASK, read_exact(read, (cfa + low) & MASK, max(offsets) - low + 8))
     for number, reg_rule in row.rules.items():
         name = reg_name(number) if number != RA else "rip"
         if number > RA:
             continue                                    # xmm and other columns: not tracked
-        value = _apply(reg_rule, number, cfa, regs, read, obj)
+        value = _apply(reg_rule, number, cfa, regs, read, obj, window)
         if value is None:
             caller.pop(name, None)
         else:
@@ -124,14 +130,18 @@ def _by_cfi(regs: Mapping[str, int], read: Read, obj: CodeObject, row: Row) -> _
 
 
 def _apply(rule, number: int, cfa: int, regs: Mapping[str, int], read: Read,
-           obj: CodeObject) -> int | None:
+           obj: CodeObject, window: tuple[int, bytes] | None = None) -> int | None:
     kind = rule.type
     if kind == "UNDEFINED":
         return None
     if kind == "SAME_VALUE":
         return regs.get(reg_name(number))
     if kind == "OFFSET":
-        return read_word(read, (cfa + rule.arg) & MASK)
+        address = (cfa + rule.arg) & MASK
+        if window is not None:
+            at = address - window[0]
+            return int.from_bytes(window[1][at:at + 8], "little")
+        return read_word(read, address)
     if kind == "VAL_OFFSET":
         return (cfa + rule.arg) & MASK
     if kind == "REGISTER":

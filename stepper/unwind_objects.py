@@ -38,6 +38,7 @@ class CodeObject:
     image: bytes | None = None      # the bytes of an object without a file (the vDSO)
     _cfi: ObjectCfi | None = field(default=None, repr=False)
     _names: list | None = field(default=None, repr=False)
+    _seen: dict = field(default_factory=dict, repr=False)
 
     @property
     def cfi(self) -> ObjectCfi:
@@ -47,8 +48,17 @@ class CodeObject:
         return self._cfi
 
     def symbol(self, address: int) -> tuple[str, int] | None:
-        """(function name, offset) for run-time `address`, or None outside every function."""
+        """(function name, offset) for run-time `address`, or None outside every function.
+        Answers are kept per address: a stack shows the same return addresses again."""
         vaddr = address - self.bias
+        if vaddr in self._seen:
+            return self._seen[vaddr]
+        if len(self._seen) > 65536:
+            self._seen.clear()
+        found = self._seen[vaddr] = self._lookup(vaddr)
+        return found
+
+    def _lookup(self, vaddr: int) -> tuple[str, int] | None:
         if self.image is None:
             stub = plt_stub(self.path, vaddr)
             if stub is not None:
@@ -68,7 +78,6 @@ class CodeObject:
             if vaddr < value + max(size, 1):
                 return name, vaddr - value
         return None
-
 
     def address_of(self, name: str) -> int | None:
         """Run-time address of function `name` in this object, or None."""
