@@ -77,6 +77,26 @@ def test_write_watch_traps_after_each_write_and_names_its_slot(watched):
     assert seen == [([2], 1), ([2], 2)]
 
 
+def test_read_write_watch_also_traps_on_the_read(watched):
+    exe, address, _other = watched
+    pid = start(exe)
+    try:
+        debugregs.set_slot(pid, 0, address, size=8, access="rw")
+    except debugregs.DebugRegisterError as e:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.skip(str(e))
+    values = []
+    status = cont(pid)
+    while os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP:
+        assert debugregs.fired(pid) == [0]
+        values.append(peek(pid, address))
+        status = cont(pid)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    # Three writes, then the read of the final test (it reads 3, the value stays 3).
+    assert values == [1, 2, 3, 3]
+
+
 def test_control_bits_follow_the_dr7_layout():
     # Slot 1, write, 4 bytes: L1 = bit 2; RW1 = bits 20-21 = 01; LEN1 = bits 22-23 = 11.
     bits, mask = debugregs.control_bits(1, 4, "w")

@@ -48,9 +48,9 @@ def programs(tmp_path_factory):
     out = tmp_path_factory.mktemp("unwind")
     source = TRACEES / "unwind.c"
     return {
-        "cfi": gcc(out / "cfi", "-O2", "-fomit-frame-pointer", source),
-        "fp": gcc(out / "fp", "-O2", "-fno-omit-frame-pointer", "-fno-asynchronous-unwind-tables",
-                  "-fno-unwind-tables", source),
+        "cfi": gcc(out / "cfi", "-O2", "-fomit-frame-pointer", "-pthread", source),
+        "fp": gcc(out / "fp", "-O2", "-pthread", "-fno-omit-frame-pointer",
+                  "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", source),
     }
 
 
@@ -159,8 +159,9 @@ def assert_same_as_gdb(frames: list[unwind.Frame], argv: list[str], address: int
                        tmp: Path, nth: int = 1, before: tuple[int, ...] = ()) -> None:
     """The (pc, function) of every physical frame equal to gdb's at hit `nth` of `address`."""
     expected = gdb_frames(argv, address, tmp, nth, before)
-    # gdb stops at main, or at the outermost frame when no symbol names main.
-    assert expected[-1][1] in ("main", "_start", "??"), expected
+    # gdb stops at main, or at the outermost frame (_start, a thread's clone3) when no
+    # symbol names main or the stack is a thread's.
+    assert expected[-1][1] in ("main", "_start", "clone3", "clone", "??"), expected
     if expected[-1][1] != "main":
         assert len(frames) == len(expected) and frames[-1].error is None
     mine = [(f.pc, f.function or "??") for f in frames[:len(expected)]]
@@ -221,6 +222,15 @@ def test_through_a_signal_frame_matches_gdb(programs, tmp_path):
     # Past the trampoline: the interrupted kill() in libc, then the leaf that called it.
     assert got[4:10] == ["leaf", "f4", "f3", "f2", "f1", "main"]
     assert_same_as_gdb(frames, [exe, "signal"], frames[0].pc, tmp_path, nth=2)
+
+
+def test_in_a_thread_matches_gdb(programs, tmp_path):
+    exe = programs["cfi"]
+    frames, seen = stop_and_unwind([exe, "thread"], leaf_address(exe))
+    got = names(frames)
+    assert got[:6] == ["leaf", "f4", "f3", "f2", "f1", "worker"]
+    assert "main" not in got and frames[-1].error is None
+    assert_same_as_gdb(frames, [exe, "thread"], frames[0].pc, tmp_path)
 
 
 def vdso_function(proc) -> int:

@@ -4,7 +4,9 @@
  *   qsort:  main -> sort_them -> qsort (libc) -> compare -> leaf
  *   signal: main -> f1 -> ... -> f4 -> leaf -> kill (libc), SIGUSR1 handled by on_signal -> leaf
  *   vdso:   main -> clock_gettime (libc) -> the vDSO
+ *   thread: a second thread: start_thread (libc) -> worker -> f1 -> ... -> leaf
  * Each function does work after its call so that no call becomes a tail call. */
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,6 +35,8 @@ NOINLINE long f1(long x) { long r = f2(x + 1); sink ^= r; return r + 1; }
 
 static void on_signal(int sig) { sink += leaf(sig * 100); }
 
+static void *worker(void *arg) { sink += f1((long)arg); return NULL; }
+
 NOINLINE int compare(const void *a, const void *b) {
     long x = *(const long *)a, y = *(const long *)b;
     leaf(x * 1000 + y);
@@ -56,6 +60,11 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, on_signal);
         mode_signal = 1;
         r = f1(0);
+    } else if (strcmp(mode, "thread") == 0) {
+        pthread_t t;
+        pthread_create(&t, NULL, worker, NULL);
+        pthread_join(t, NULL);
+        r = sink != 0;
     } else if (strcmp(mode, "vdso") == 0) {
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
