@@ -224,6 +224,19 @@ def test_through_a_signal_frame_matches_gdb(programs, tmp_path):
     assert_same_as_gdb(frames, [exe, "signal"], frames[0].pc, tmp_path, nth=2)
 
 
+def test_return_address_past_the_end_of_its_function_matches_gdb(programs, tmp_path):
+    # ends_in_call's last instruction calls a noreturn function: the return address is the
+    # first byte after ends_in_call (padding or the next function), so it is looked up at
+    # pc - 1 for both its CFI row and its name.
+    exe = programs["cfi"]
+    frames, _ = stop_and_unwind([exe, "noreturn"], leaf_address(exe))
+    assert names(frames)[:4] == ["leaf", "die", "ends_in_call", "main"]
+    value, size = symbol(exe, "ends_in_call")
+    assert frames[2].pc - frames[2].offset + size == frames[2].pc  # right at its end
+    assert all(f.how == "cfi" for f in frames)
+    assert_same_as_gdb(frames, [exe, "noreturn"], frames[0].pc, tmp_path)
+
+
 def test_in_a_thread_matches_gdb(programs, tmp_path):
     exe = programs["cfi"]
     frames, seen = stop_and_unwind([exe, "thread"], leaf_address(exe))

@@ -4,6 +4,8 @@
  *   qsort:  main -> sort_them -> qsort (libc) -> compare -> leaf
  *   signal: main -> f1 -> ... -> f4 -> leaf -> kill (libc), SIGUSR1 handled by on_signal -> leaf
  *   vdso:   main -> clock_gettime (libc) -> the vDSO
+ *   noreturn: main -> ends_in_call -> die (noreturn) -> leaf; the call to die is the last
+ *           instruction of ends_in_call: its return address is the next function's
  *   thread: a second thread: start_thread (libc) -> worker -> f1 -> ... -> leaf
  * Each function does work after its call so that no call becomes a tail call. */
 #include <pthread.h>
@@ -35,6 +37,16 @@ NOINLINE long f1(long x) { long r = f2(x + 1); sink ^= r; return r + 1; }
 
 static void on_signal(int sig) { sink += leaf(sig * 100); }
 
+NOINLINE __attribute__((noreturn)) void die(long x) {
+    sink += leaf(x);
+    printf("noreturn %ld\n", sink);
+    exit(0);
+}
+
+NOINLINE void ends_in_call(long x) { sink += x; die(x + 1); }
+
+NOINLINE long after_ends_in_call(long x) { return x * 7 + sink; }
+
 static void *worker(void *arg) { sink += f1((long)arg); return NULL; }
 
 NOINLINE int compare(const void *a, const void *b) {
@@ -60,6 +72,9 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, on_signal);
         mode_signal = 1;
         r = f1(0);
+    } else if (strcmp(mode, "noreturn") == 0) {
+        ends_in_call(argc);
+        r = after_ends_in_call(argc);
     } else if (strcmp(mode, "thread") == 0) {
         pthread_t t;
         pthread_create(&t, NULL, worker, NULL);
