@@ -41,8 +41,9 @@ while f is not None:
 
 @pytest.fixture(scope="module")
 def programs(tmp_path_factory):
-    """The unwind tracee at -O2 without frame pointers (CFI only) and with frame pointers
-    but no unwind tables in the program itself (libc keeps its CFI)."""
+    """The unwind tracee at -O2 without frame pointers (CFI only), with frame pointers but no
+    unwind tables in the program itself (libc keeps its CFI), and with its CFI in
+    .debug_frame only (-g without unwind tables)."""
     if shutil.which("gcc") is None:
         pytest.skip("gcc is needed to build the tracees")
     out = tmp_path_factory.mktemp("unwind")
@@ -51,6 +52,8 @@ def programs(tmp_path_factory):
         "cfi": gcc(out / "cfi", "-O2", "-fomit-frame-pointer", "-pthread", source),
         "fp": gcc(out / "fp", "-O2", "-pthread", "-fno-omit-frame-pointer",
                   "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", source),
+        "debug_frame": gcc(out / "debug_frame", "-O2", "-pthread", "-fomit-frame-pointer", "-g",
+                           "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", source),
     }
 
 
@@ -178,14 +181,14 @@ def leaf_address(exe):
     return lambda proc: proc.load_bias + inside_leaf(exe)
 
 
-@pytest.mark.parametrize("build", ["cfi", "fp"])
+@pytest.mark.parametrize("build", ["cfi", "fp", "debug_frame"])
 def test_call_chain_matches_gdb(programs, build, tmp_path):
     exe = programs[build]
     frames, seen = stop_and_unwind([exe, "chain"], leaf_address(exe))
     assert names(frames)[:6] == ["leaf", "f4", "f3", "f2", "f1", "main"]
     assert frames[-1].error is None, frames[-1].error
     # The program's own frames are unwound by CFI, or by rbp where it has none.
-    assert {f.how for f in frames[:5]} == {build}
+    assert {f.how for f in frames[:5]} == {"fp" if build == "fp" else "cfi"}
     assert_same_as_gdb(frames, [exe, "chain"], frames[0].pc, tmp_path)
     print(f"one unwind of 6 frames, warm caches: {seen['warm_us']:.0f} us")
 
