@@ -21,7 +21,7 @@ import os
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from elftools.common.exceptions import ELFError
+from elftools.common.exceptions import DWARFError, ELFError
 from elftools.dwarf.callframe import FDE
 from elftools.dwarf.dwarf_expr import DWARFExprOp, DWARFExprParser
 from elftools.elf.elffile import ELFFile
@@ -59,7 +59,7 @@ class ObjectCfi:
                 if dwarf.has_CFI():
                     entries += dwarf.CFI_entries()
                 self._fdes = _sorted_fdes(entries)
-        except (ELFError, AssertionError, ValueError) as e:
+        except (ELFError, DWARFError, AssertionError, ValueError) as e:
             raise UnwindError(f"cannot read the call-frame information of {name}: {e}") from None
         self._starts = [start for start, _end, _fde in self._fdes]
         self._rows: dict[int, tuple[list[int], list[dict]]] = {}
@@ -108,8 +108,9 @@ class ObjectCfi:
 
 
 def _sorted_fdes(entries) -> list[tuple[int, int, FDE]]:
-    """FDEs as (start, end, fde) sorted by start; an address covered by two FDEs (an
-    `.eh_frame` and a `.debug_frame` entry for the same function) keeps the first one seen."""
+    """FDEs as (start, end, fde) sorted by start, without overlaps: where two FDEs cover an
+    address (an `.eh_frame` and a `.debug_frame` entry for one function), the one starting
+    first is kept, and at equal starts the `.eh_frame` one."""
     found = []
     for order, entry in enumerate(entries):
         if isinstance(entry, FDE) and entry.cie is not None and entry["address_range"]:
