@@ -38,7 +38,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
-from . import boost, environment, located, procfs, ptrace_lean, quiet, sigtrap, xol
+from . import boost, environment, located, placement, procfs, ptrace_lean, quiet, sigtrap, xol
 from .breakpoints import Breakpoint, Breakpoints
 from .errors import StepperError
 from .live import LiveState
@@ -152,6 +152,7 @@ class Session:
         #: on_exec(session) at an exec stop (new image mapped, none of it run, no breakpoints)
         self.on_fork: Callable[["Session", "Session"], None] | None = None
         self.on_exec: Callable[["Session"], None] | None = None
+        self.placement = placement.default_policy()  # root only: stepper.placement
         # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
         # nothing; anything else is checked after each trap of ours and put back if reset.
         self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
@@ -335,6 +336,7 @@ class Session:
         self._loop_thread = threading.get_ident()
         restore = self._handle_sigterm()
         restore_int = self._handle_sigint()
+        self._follower = placement.Follower(self.pid, self.placement).start()
         try:
             for t in list(self.family.values()):
                 if not t.running:
@@ -351,6 +353,7 @@ class Session:
             self.abandon()
             raise
         finally:
+            self._follower.end()
             restore_int()
             restore()
             self._loop_thread = None
@@ -368,8 +371,10 @@ class Session:
         getregs = ptrace_lean.getregs
         waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
         stopped_trap = (SIGTRAP << 8) | 0x7F
+        seen = self._follower.seen
         while mine and not self._detach_requested:
             tid, status = waitpid(-1, WALL)
+            seen(tid)
             t = family.get(tid)
             if t is None:
                 self._unknown(tid, status)

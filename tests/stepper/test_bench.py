@@ -184,35 +184,14 @@ def test_last_cpu_reads_field_39_after_the_command_name():
     assert placement.last_cpu(os.getpid()) in os.sched_getaffinity(0)
 
 
-def test_follow_tracee_moves_only_the_tracer_and_restores_it():
+def test_watching_colocation_changes_no_affinity():
     before = os.sched_getaffinity(0)
     proc = api.spawn(["/bin/true"])
-    tracee_before = os.sched_getaffinity(proc.pid)
-    with placement.FollowTracee(proc.pid) as follow:
-        assert len(os.sched_getaffinity(0)) == 1
-        assert os.sched_getaffinity(proc.pid) == tracee_before
-        proc.run()
-    assert follow.moves >= 1
-    assert os.sched_getaffinity(0) == before
-
-
-@given(comm=st.binary(min_size=0, max_size=15).filter(lambda b: b"\n" not in b),
-       cpu=st.integers(0, 4095))
-def test_processor_field_survives_any_command_name(comm, cpu):
-    # A stat line as the kernel writes it: pid (comm) state, then fields 4..52.
-    fields = [str(n) for n in range(4, 53)]
-    fields[39 - 4] = str(cpu)
-    line = b"1234 (" + comm + b") S " + " ".join(fields).encode() + b"\n"
-    assert placement.processor_field(line) == cpu
-
-
-def test_watching_without_the_policy_changes_no_affinity():
-    before = os.sched_getaffinity(0)
-    proc = api.spawn(["/bin/true"])
-    with placement.FollowTracee(proc.pid, pin=False) as follow:
+    proc.placement = "none"
+    with placement.Colocation(proc.pid):
         assert os.sched_getaffinity(0) == before
         proc.run()
-    assert follow.moves == 0 and os.sched_getaffinity(0) == before
+    assert os.sched_getaffinity(0) == before
 
 
 def test_unknown_placement_is_refused():
