@@ -80,17 +80,17 @@ class Follower:
     Only the calling thread's (the loop's) affinity ever changes."""
 
     def __init__(self, pid: int, policy: str = "follow", every: int | None = None,
-                 agree: int = AGREE) -> None:
+                 agree: int | None = None) -> None:
         self.pid = pid
         self.active = check(policy) == "follow"
         self.every = max(1, EVERY if every is None else every)
-        self.agree = agree
+        self.agree = AGREE if agree is None else agree
         self.moves = 0
         self.readings = 0
         self.cpu: int | None = None  # where the loop thread is pinned, None: not by us
         self._old: set[int] | None = None
         self._allowed: frozenset[int] = frozenset()
-        self._history: deque[int] = deque(maxlen=max(1, agree))
+        self._history: deque[int] = deque(maxlen=max(1, self.agree))
         self._count = self.every
         if not self.active:
             self.seen = _nothing  # type: ignore[method-assign]
