@@ -63,6 +63,9 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
     }
     for (scope, key), counts in results.hits.items():
         report["hit_counts"].setdefault(scope, {})[key] = counts
+    report["samples_us"] = {}  # every repeat's figure, a null's included: the raw evidence
+    for (scope, key), samples in results.us.items():
+        report["samples_us"].setdefault(scope, {})[key] = [round(v, 2) for v in samples]
     if ("breakdown", "breakdown") in results.reasons:
         report["null_reasons"]["breakdown_us"] = results.reasons[("breakdown", "breakdown")]
     report["targets"] = targets(report)
