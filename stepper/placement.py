@@ -130,7 +130,8 @@ class Follower:
         try:
             if tid != self._tid:  # one descriptor, of the last thread read: pread is a
                 self._close()     # quarter of open+read+close
-                self._fd = os.open(f"/proc/{self.pid}/task/{tid}/stat", os.O_RDONLY)
+                # by tid alone: a thread of a followed child is found as well
+                self._fd = os.open(f"/proc/{tid}/task/{tid}/stat", os.O_RDONLY)
                 self._tid = tid
             cpu = thread_cpu(os.pread(self._fd, 1024, 0))
         except (OSError, ValueError, IndexError):
