@@ -10,10 +10,10 @@ never the program's: a program can read its own affinity (sched_getaffinity) and
 and children inherit it, so touching it would not be transparent. It:
 
 - at the start of `run`, pins the tracer to the CPU the program's main thread last ran on;
-- every `EVERY` stops, reads the CPU of the thread that stopped (/proc/PID/task/TID/stat,
-  field 39; one read costs 5-20 µs, hence the sampling: about 0.1 µs per stop) and moves the tracer when the last
-  `AGREE` readings name the same other CPU (hysteresis: one migration costs far more than a
-  few slow hits, see docs/costs.md);
+- every `EVERY` stops, reads the CPU of the thread that stopped (/proc/TID/task/TID/stat,
+  field 39; one read costs 5-20 µs, hence the sampling: about 0.1 µs per stop) and moves
+  the tracer when the last `AGREE` readings name the same other CPU (hysteresis: one
+  migration costs far more than a few slow hits, see docs/costs.md);
 - only ever picks a CPU stepper was allowed to use when the run started (taskset, cpusets);
 - puts the tracer's old affinity back when the run ends.
 

@@ -152,7 +152,7 @@ class Session:
         #: on_exec(session) at an exec stop (new image mapped, none of it run, no breakpoints)
         self.on_fork: Callable[["Session", "Session"], None] | None = None
         self.on_exec: Callable[["Session"], None] | None = None
-        self.placement = placement.default_policy()  # root only: stepper.placement
+        self.placement = parent.placement if parent is not None else placement.default_policy()
         # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
         # nothing; anything else is checked after each trap of ours and put back if reset.
         self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
