@@ -136,7 +136,8 @@ def targets(report: dict) -> list[dict]:
 
 def table(report: dict) -> str:
     """The human summary: per-hit µs by placement, variants, breakdown, targets."""
-    load = f", +load: under {report['load']} busy loops" if report.get("load") else ""
+    n = report.get("load", 0)
+    load = f", +load: under {n} busy loop{'s' if n > 1 else ''}" if n else ""
     lines = [f"stepper bench: µs per breakpoint hit ({report['hits']} hits, median of "
              f"{report['repeat']}; {report['machine']['date']}, {report['machine']['cpus']} CPUs"
              f"{load})"]
