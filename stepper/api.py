@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+from . import placement
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .session import Session
 from .policy import MODES
@@ -74,6 +75,17 @@ class Process:
     @property
     def wall_s(self) -> float:
         return self._session.wall_s
+
+    @property
+    def placement(self) -> str:
+        """Where stepper's tracer runs (stepper.placement): `follow` (the default, or
+        $STEPPER_PLACEMENT) keeps it on the CPU of the thread it serves; `none` leaves
+        stepper's affinity alone. The program's own affinity is never changed."""
+        return self._session.placement
+
+    @placement.setter
+    def placement(self, policy: str) -> None:
+        self._session.placement = placement.check(policy, "placement")
 
     def break_at(self, address: int, callback: Callable[[Hit], None] | None = None,
                  mode: str | None = None) -> Breakpoint:
@@ -165,6 +177,7 @@ def spawn(argv: Sequence[str], mode: str = "auto", env: dict | None = None,
     `children`: "follow" (default) traces forked children with the breakpoints active in
     them; "detach" removes the breakpoints from a child and lets it go untraced."""
     _check_mode(mode)
+    placement.default_policy()  # a bad $STEPPER_PLACEMENT fails before anything starts
     return Process(Session.spawn(argv, mode, env, children))
 
 
@@ -173,6 +186,7 @@ def attach(pid: int, mode: str = "auto", children: str = "follow") -> Process:
     stepper attaches); it stays stopped until `run()`. Mirrors `spawn`. A pid that is dead,
     a thread rather than a process, stepper itself, or not ours to trace: StepperError."""
     _check_mode(mode)
+    placement.default_policy()
     return Process(Session.attach(pid, mode, children))
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import kernel, located, procfs, sigtrap, stepping, xol
+from . import kernel, located, placement, procfs, sigtrap, stepping, xol
 from .breakpoints import Breakpoints
 from .errors import StepperError
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
@@ -63,6 +63,7 @@ class TracedProcess:
         self.on_exec: Callable[["TracedProcess"], None] | None = None
         # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
         # nothing; anything else is checked after each trap of ours and put back if reset.
+        self.placement = parent.placement if parent is not None else placement.default_policy()
         self.trap_handler = parent.trap_handler if parent is not None else sigtrap.initial(pid)
         self.trap_gadget: int | None = None
         self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from . import endings, kernel, sigtrap, stepping, stops
+from . import endings, kernel, placement, sigtrap, stepping, stops
 from .errors import StepperError
 from .kernel import EFLAGS, RIP, SI_KERNEL, TF, WALL, PtraceFailed
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
@@ -38,6 +38,7 @@ def run(root: Any) -> ExitStatus:
     start = time.perf_counter()
     root.loop_thread = threading.get_ident()
     restore = endings.detach_on_signals(root)
+    root.follower = placement.Follower(root.pid, root.placement).start()
     try:
         for t in list(root.family.values()):
             if not t.running:
@@ -54,6 +55,7 @@ def run(root: Any) -> ExitStatus:
         root.abandon()
         raise
     finally:
+        root.follower.end()
         restore()
         root.loop_thread = None
         root.wall_s += time.perf_counter() - start
@@ -72,8 +74,10 @@ def loop(root: Any) -> None:
     returning, single_step = stepping.returning, stepping.single_step
     waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
     stopped_trap = stops.TRAP_STATUS
+    seen = root.follower.seen
     while mine and not root.detach_requested:
         tid, status = waitpid(-1, WALL)
+        seen(tid)
         t = family.get(tid)
         if t is None:
             unknown(root, tid, status)

@@ -2,7 +2,7 @@
 
 Why a module: the unwinder needs, for any pc, the object that holds it, its load bias, its
 call-frame information and a name for the pc. The mapped files come from
-stepper.symbols.loaded_objects (path, bias, extent) and are named with their symbol tables;
+stepper.loaded.loaded_objects (path, bias, extent) and are named with their symbol tables;
 the vDSO has no file, so its image is read from the process memory at its `[vdso]` mapping
 (the kernel maps a complete ELF image there, section headers included) and both its CFI and
 its `.dynsym` are read from that copy.
@@ -24,7 +24,8 @@ from . import maps
 from .cfi import ObjectCfi, for_file, for_image
 from .cfi_expr import UnwindError
 from .errors import StepperError
-from .symbols import ElfSymbols, loaded_objects
+from .loaded import loaded_objects
+from .symbols import ElfSymbols
 
 
 @dataclass

@@ -724,7 +724,7 @@ def _fixed(*mnemonics: str) -> Callable[[Builder], Spec]:
     return build
 
 
-#: family name -> operand builder. Names follow the issue's list; `nop` and `endbr64` come from
+#: family name -> operand builder. Names follow the project's list of probe-site families; `nop` and `endbr64` come from
 #: GNU as (see GAS_TEXTS) and are handled in `cases`.
 FAMILIES: dict[str, Callable[[Builder], Spec] | None] = {
     "nop": None,

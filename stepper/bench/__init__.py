@@ -5,7 +5,7 @@
     report["per_hit_us"]["emulate"]      # µs per breakpoint hit, tracer and tracee on one CPU
 
 The implementation lives in the private modules: tracee (bundled programs), placement (CPU
-affinity and the follow-the-tracee policy), runs (stepper's strategies), peers (C floor, gdb,
+affinity of the placements, the colocation watcher), load (--load busy loops), runs (stepper's strategies), peers (C floor, gdb,
 libdebug), breakdown (the emulate hit path timed step by step), harness (orchestration,
 medians), report (table, JSON) and plot.
 """

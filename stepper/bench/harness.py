@@ -15,7 +15,8 @@ from typing import Callable
 
 from . import breakdown, peers, report
 from .errors import Unmeasurable
-from .placement import PLACEMENTS, POLICY, Placement, applied, resolve
+from .load import busy
+from .placement import LOADED, PLACEMENTS, POLICY, Placement, applied, resolve
 from .report import KEYS, STRATEGIES
 from .runs import Sample, stepper_run
 from .tracee import HEADLINE, VARIANTS, Tracee, tracee
@@ -34,6 +35,7 @@ class Config:
     variants: bool = True
     breakdown: bool = True
     policy: bool = True
+    load: int = 0  # busy-looping processes: each placement is measured again under them
     progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
@@ -43,6 +45,8 @@ class Config:
             raise StepperError(f"--hits must be at least 1, not {self.hits}")
         if self.repeat < 1:
             raise StepperError(f"--repeat must be at least 1, not {self.repeat}")
+        if self.load < 0:
+            raise StepperError(f"--load must be 0 or more, not {self.load}")
         for name in self.placements:
             resolve(name)  # raises on an unknown name or a missing second CPU
 
@@ -187,7 +191,30 @@ def run_bench(config: Config) -> dict:
                         _breakdown_once(head, n, placement, base, timer_ns, results)
             say(f"repeat {r + 1}/{config.repeat} {name}: " + ", ".join(
                 f"{k} {_fmt(results.median(name, k))}" for k in KEYS))
-    return report.build(config, results, head, others, [*config.placements, *policies], first)
+            if config.load:
+                _measure_loaded(config, head, name, bool(policies), results, r)
+    scopes = [*config.placements, *policies]
+    if config.load:
+        scopes += [s + LOADED for s in scopes]
+    return report.build(config, results, head, others, scopes, first)
+
+
+def _measure_loaded(config: Config, head: Tracee, name: str, policy: bool, results: Results,
+                    turn: int) -> None:
+    """stepper's figures of placement `name` again, under `config.load` busy loops (started
+    unpinned, before the placement pins this process)."""
+    n = config.hits
+    with busy(config.load):
+        placement = resolve(name)
+        with applied(placement):
+            groups = [(name + LOADED, stepper_group(head, n, placement))]
+            if name == "free" and policy:
+                groups.append((POLICY + LOADED, stepper_group(head, n, placement, policy=True)))
+            for scope, group in rotate(groups, turn):
+                measure_group(group, scope, n, results, turn)
+    (config.progress or (lambda line: None))(
+        f"repeat {turn + 1}/{config.repeat} {name}{LOADED}: " + ", ".join(
+            f"{k} {_fmt(results.median(name + LOADED, k))}" for k in STRATEGIES))
 
 
 def _breakdown_once(t: Tracee, n: int, placement: Placement, base: Sample, timer_ns: float,

@@ -9,10 +9,11 @@ docs/costs.md). So the bench reports each figure per placement:
 - `free`:  nobody pinned, as users run things;
 - `split`: tracer on one CPU, tracee on another (the worst case, on request).
 
-The policy (`FollowTracee`) changes only the *tracer's* affinity, never the tracee's, which the
-program could observe with sched_getaffinity: it moves the tracer onto the CPU its tracee last
-ran on (/proc/PID/stat field 39, "processor"), then re-checks from a background thread in case
-the scheduler moved the tracee. The hit path itself does nothing extra.
+`free` runs stepper with its placement policy off (`none`), `free+policy` with it on
+(`follow`, the engine's default, stepper.placement); in `same` and `split` the tracer may use
+one CPU only, so the policy has nothing to choose. With `--load N` each placement's stepper
+figures are measured again under N busy loops (scopes `same+load`, `free+load`,
+`free+policy+load`; stepper.bench.load).
 """
 
 from __future__ import annotations
@@ -21,13 +22,16 @@ import os
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 from ..errors import StepperError
+from ..placement import thread_cpu
 
 PLACEMENTS = ("same", "free", "split")
 #: The placement under which `stepper`'s own runs also use the policy (extra figures).
 POLICY = "free+policy"
+#: Suffix of a scope measured under `--load` busy loops ("same+load", "free+policy+load").
+LOADED = "+load"
 
 
 @dataclass(frozen=True)
@@ -74,88 +78,43 @@ def place_tracee(placement: Placement, pid: int) -> None:
 def last_cpu(pid: int, tid: int | None = None) -> int:
     """The CPU thread `tid` of process `pid` (default: its main thread) last ran on."""
     with open(f"/proc/{pid}/task/{pid if tid is None else tid}/stat", "rb") as f:
-        return processor_field(f.read())
+        return thread_cpu(f.read())
 
 
-def processor_field(stat: bytes) -> int:
-    """Field 39 of a /proc stat line. The command name (field 2) is in parentheses and may
-    itself hold spaces and ')', so fields are counted from the last ')'."""
-    return int(stat[stat.rindex(b")") + 2:].split()[36])
+class Colocation:
+    """Watch how often tracer and tracee share a CPU, around the tracer's loop.
 
+    A daemon thread reads both threads' last CPU every `period` seconds: the share of
+    samples that found them together (`colocated`, 0..1) is the mechanism behind the
+    unpinned timings, which a busy machine cannot blur. It only reads; whether the tracer
+    follows its tracee is the engine's placement policy (stepper.placement)."""
 
-class FollowTracee:
-    """Keep the calling (tracer) thread on the CPU its tracee last ran on.
-
-    A context manager around the tracer's loop: pins the tracer at entry, then a daemon thread
-    re-reads the tracee's CPU every `period` seconds and re-pins when it moved. On exit the
-    tracer's own affinity is restored. Only the tracer's affinity ever changes.
-
-    `pin=False` only observes (the bench's `free` runs): either way the watcher samples how
-    often tracer and tracee were last on the same CPU (`colocated`, 0..1), the mechanism
-    behind the timings, which a busy machine cannot blur. `active()`, if given, is asked
-    before each re-pin: when it says False (say, the program now has several threads that
-    one CPU should not serialise) the tracer's old affinity is put back instead."""
-
-    def __init__(self, tracee_pid: int, period: float = 0.02, pin: bool = True,
-                 active: Callable[[], bool] | None = None) -> None:
+    def __init__(self, tracee_pid: int, period: float = 0.02) -> None:
         self.pid = tracee_pid
         self.period = period
-        self.pin = pin
-        self.active = active
-        self.moves = 0
         self.samples = 0
         self.together = 0
         self._tracer = threading.get_native_id()
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="follow-tracee")
-        self._old: set[int] | None = None
-        self._cpu = -1
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="colocation")
 
     @property
     def colocated(self) -> float | None:
         return self.together / self.samples if self.samples else None
 
-    def __enter__(self) -> "FollowTracee":
-        self._old = os.sched_getaffinity(self._tracer)
-        self._follow()
+    def __enter__(self) -> "Colocation":
         self._thread.start()
         return self
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
         self._thread.join()
-        if self._old is not None and self.moves:
-            os.sched_setaffinity(self._tracer, self._old)
-
-    def _follow(self) -> None:
-        if not self.pin:
-            return
-        if self.active is not None and not self.active():
-            if self._cpu != -1 and self._old is not None:
-                os.sched_setaffinity(self._tracer, self._old)
-                self._cpu = -1
-            return
-        try:
-            cpu = last_cpu(self.pid)
-        except (OSError, ValueError, IndexError):
-            return  # the tracee is gone: nothing to follow
-        if cpu != self._cpu:
-            try:
-                os.sched_setaffinity(self._tracer, {cpu})
-            except OSError:
-                return  # a CPU this tracer may not use (cpuset): stay where it is
-            self._cpu = cpu
-            self.moves += 1
-
-    def _sample(self) -> None:
-        try:
-            together = last_cpu(self.pid) == last_cpu(os.getpid(), self._tracer)
-        except (OSError, ValueError, IndexError):
-            return
-        self.samples += 1
-        self.together += together
 
     def _watch(self) -> None:
         while not self._stop.wait(self.period):
-            self._sample()
-            self._follow()
+            try:
+                together = last_cpu(self.pid) == last_cpu(os.getpid(), self._tracer)
+            except (OSError, ValueError, IndexError):
+                continue  # the tracee is gone
+            self.samples += 1
+            self.together += together

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from .. import api
 from ..errors import StepperError
 from .errors import Unmeasurable
-from .placement import FollowTracee, Placement, place_tracee
+from .placement import Colocation, Placement, place_tracee
 from .tracee import Tracee
 
 
@@ -32,13 +32,15 @@ def stepper_run(tracee: Tracee, iterations: int, mode: str | None, placement: Pl
     breakpoint, the baseline). Every hit must have been stepped by `mode` itself: a fall-back
     would measure another strategy, so it makes the figure unmeasurable instead.
 
-    `policy`: the tracer follows the tracee's CPU (placement.FollowTracee). Unpinned runs
-    are watched either way, to report how often tracer and tracee shared a CPU."""
+    `policy`: the engine's placement policy `follow` (stepper.placement), else `none`.
+    Unpinned runs are watched either way, to report how often tracer and tracee shared a
+    CPU."""
     if mode is not None and mode not in api.MODES:
         reason = ("boost strategy not implemented" if mode == "boost"
                   else f"stepper has no {mode} strategy")
         raise Unmeasurable(reason)
     proc = api.spawn(tracee.argv(iterations), mode or "auto")
+    proc.placement = "follow" if policy else "none"
     bp = None
     try:
         place_tracee(placement, proc.pid)
@@ -47,8 +49,7 @@ def stepper_run(tracee: Tracee, iterations: int, mode: str | None, placement: Pl
     except StepperError as e:
         proc.kill()
         raise Unmeasurable(str(e)) from None
-    watch = policy or (placement.name == "free")
-    follow = FollowTracee(proc.pid, pin=policy) if watch else None
+    follow = Colocation(proc.pid) if placement.name == "free" else None
     try:
         with follow or nullcontext():
             status = proc.run()

@@ -1,6 +1,6 @@
 """`stepper bench`: per-hit cost of each step strategy, against gdb, libdebug and a C floor.
 
-    stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] \\
+    stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] [--load N] \\
                   [--json FILE] [--plot FILE.png]
 
 The table goes to stdout, progress to stderr. See docs/bench.md for what each figure means.
@@ -16,7 +16,7 @@ from ..bench.report import table
 from ..output import check_writable, write_json
 from . import SUMMARIES
 
-#: Without --placement: both placements the issue asks for; `split` only on request.
+#: Without --placement: the two placements users meet (same CPU, unpinned); `split` only on request.
 DEFAULT_PLACEMENTS = ("same", "free")
 
 
@@ -33,6 +33,9 @@ def register(subparsers) -> None:
     p.add_argument("--placement", choices=(*PLACEMENTS, "all"), default=None,
                    help="same: tracer and tracee on one CPU; free: unpinned; split: on two "
                         "CPUs; all: the three (default: same and free)")
+    p.add_argument("--load", type=int, default=0, metavar="N",
+                   help="measure stepper's figures of each placement again while N "
+                        "busy-looping processes run (default: 0, no second measurement)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
@@ -45,7 +48,7 @@ def run(args) -> int:
         placements = PLACEMENTS
     else:
         placements = (args.placement,)
-    config = Config(hits=args.hits, repeat=args.repeat, placements=placements,
+    config = Config(hits=args.hits, repeat=args.repeat, placements=placements, load=args.load,
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     for path in (args.json, args.plot):
         if path:

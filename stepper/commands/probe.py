@@ -27,6 +27,7 @@ from ..binfmt import executable_image
 from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
 from ..output import check_writable, claim, write_json
+from ..placement import POLICIES, default_policy
 from ..policy import MODES
 from ..loaded import loaded_objects
 from ..probe_set import ProbeSet
@@ -47,6 +48,9 @@ def register(subparsers) -> None:
                     "addresses, and report the hits. Exits as the program did.")
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="step strategy for every probe (default: auto)")
+    p.add_argument("--placement", choices=POLICIES, default=None,
+                   help="follow: keep stepper on the CPU of the thread it serves (default, "
+                        "or $STEPPER_PLACEMENT); none: leave stepper's CPU affinity alone")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true",
                    help="print nothing but errors (no progress, table or warnings)")
@@ -129,6 +133,7 @@ def run(args) -> int:
         probe_set = ProbeSet.for_executable(named, exe)
         preflight.check(probe_set.waiting, exe)
     proc = api.spawn(argv, args.mode)
+    proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
         inserter.add_addresses(addresses)
@@ -192,6 +197,7 @@ def run_attached(args, specs: list[str]) -> int:
     probe_set._addresses = set()
     preflight = Preflight(args.mode)
     proc = api.attach(args.pid, mode=args.mode)
+    proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
         if args.json is not None:

@@ -93,20 +93,20 @@ def stopped_tracee(build):
 
     from ptrace.debugger.child import createChild
 
-    from stepper import ptrace_lean
+    from stepper import kernel
 
     exe = build("layout")
     pid = createChild([exe], True)
     try:
-        _, status = os.waitpid(pid, ptrace_lean.WALL)  # the exec stop
+        _, status = os.waitpid(pid, kernel.WALL)  # the exec stop
         assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP
-        ptrace_lean.cont(pid)
-        _, status = os.waitpid(pid, ptrace_lean.WALL)
+        kernel.cont(pid)
+        _, status = os.waitpid(pid, kernel.WALL)
         assert os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGSTOP
         yield pid, exe
     finally:
         os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, ptrace_lean.WALL)
+        os.waitpid(pid, kernel.WALL)
 
 
 @pytest.fixture(params=["pie", "nopie"])

@@ -10,11 +10,9 @@ import shutil
 from importlib.util import find_spec
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from stepper import api
-from stepper.bench import KEYS, STRATEGIES, placement, report
+from stepper.bench import KEYS, STRATEGIES, load, placement, report
 from stepper.bench.breakdown import PARTS
 from stepper.bench.tracee import VARIANTS
 from stepper.cli import main
@@ -153,7 +151,9 @@ def test_table_names_every_figure_and_the_targets(quick):
 def test_targets_are_judged_from_the_figures():
     fig = dict.fromkeys(KEYS)
     fig.update(emulate=2.0, c_floor=1.0, xol=8.0, gdb=30.0, libdebug=10.0)
-    r = {"per_hit_us": fig, "placements": {"same": fig, "free+policy": {"emulate": 2.5}},
+    r = {"per_hit_us": fig, "placements": {"same": fig, "free+policy": {"emulate": 2.5},
+                                           "same+load": {"emulate": 4.0},
+                                           "free+policy+load": {"emulate": 8.0}},
          "breakdown_us": {"wait": 9.0, "emulate": 0.5, "memory_io": 0.7}}
     verdicts = {t["target"]: (t["ratio"], t["met"]) for t in report.targets(r)}
     assert verdicts["emulate <= 1.5x c_floor"] == (2.0, False)
@@ -162,6 +162,7 @@ def test_targets_are_judged_from_the_figures():
     assert verdicts["gdb >= 10x emulate"] == (15.0, True)
     assert verdicts["libdebug >= 6x emulate"] == (5.0, False)
     assert verdicts["free+policy emulate <= 1.5x same"] == (1.25, True)
+    assert verdicts["free+policy+load emulate <= 1.5x same+load"] == (2.0, False)
     missed = [t for t in report.targets(r) if t["met"] is False]
     assert missed and all(t["dominant"].startswith("memory_io (0.7 µs") for t in missed)
 
@@ -169,6 +170,7 @@ def test_targets_are_judged_from_the_figures():
 @pytest.mark.parametrize("argv, message", [
     (["--hits", "0"], "--hits must be at least 1"),
     (["--repeat", "0"], "--repeat must be at least 1"),
+    (["--load", "-1"], "--load must be 0 or more"),
     (["--plot", "chart.jpg"], "PNG"),
     (["--plot", "/nonexistent/chart.png"], "cannot write /nonexistent/chart.png"),
 ])
@@ -184,37 +186,51 @@ def test_last_cpu_reads_field_39_after_the_command_name():
     assert placement.last_cpu(os.getpid()) in os.sched_getaffinity(0)
 
 
-def test_follow_tracee_moves_only_the_tracer_and_restores_it():
+def test_watching_colocation_changes_no_affinity():
     before = os.sched_getaffinity(0)
     proc = api.spawn(["/bin/true"])
-    tracee_before = os.sched_getaffinity(proc.pid)
-    with placement.FollowTracee(proc.pid) as follow:
-        assert len(os.sched_getaffinity(0)) == 1
-        assert os.sched_getaffinity(proc.pid) == tracee_before
-        proc.run()
-    assert follow.moves >= 1
-    assert os.sched_getaffinity(0) == before
-
-
-@given(comm=st.binary(min_size=0, max_size=15).filter(lambda b: b"\n" not in b),
-       cpu=st.integers(0, 4095))
-def test_processor_field_survives_any_command_name(comm, cpu):
-    # A stat line as the kernel writes it: pid (comm) state, then fields 4..52.
-    fields = [str(n) for n in range(4, 53)]
-    fields[39 - 4] = str(cpu)
-    line = b"1234 (" + comm + b") S " + " ".join(fields).encode() + b"\n"
-    assert placement.processor_field(line) == cpu
-
-
-def test_watching_without_the_policy_changes_no_affinity():
-    before = os.sched_getaffinity(0)
-    proc = api.spawn(["/bin/true"])
-    with placement.FollowTracee(proc.pid, pin=False) as follow:
+    proc.placement = "none"
+    with placement.Colocation(proc.pid):
         assert os.sched_getaffinity(0) == before
         proc.run()
-    assert follow.moves == 0 and os.sched_getaffinity(0) == before
+    assert os.sched_getaffinity(0) == before
 
 
 def test_unknown_placement_is_refused():
     with pytest.raises(Exception, match="unknown placement"):
         placement.resolve("elsewhere")
+
+
+def _children() -> set[int]:
+    """The live children of this process, from every thread's /proc children list."""
+    found: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children") as f:
+            found |= {int(p) for p in f.read().split()}
+    return found
+
+
+def test_load_runs_busy_loops_for_the_block_and_kills_them_on_an_exception():
+    before = _children()
+    with pytest.raises(RuntimeError, match="measurement failed"):
+        with load.busy(2) as pids:
+            assert len(pids) == 2 and set(pids) <= _children() - before
+            for pid in pids:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    assert f.read().split(b") ")[1][:1] in b"RS"  # alive, not a zombie
+            raise RuntimeError("measurement failed")
+    assert _children() == before
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in pids)
+
+
+def test_bench_with_load_measures_the_loaded_rows_and_leaves_no_process(tmp_path):
+    before = _children()
+    out = tmp_path / "load.json"
+    assert main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "free",
+                 "--load", "1", "--json", str(out)]) == 0
+    assert _children() == before
+    r = json.loads(out.read_text())
+    assert r["load"] == 1
+    assert {"free", "free+policy", "free+load", "free+policy+load"} <= set(r["placements"])
+    for scope in ("free+load", "free+policy+load"):
+        assert r["hit_counts"][scope]["emulate"] == [HITS]

@@ -12,7 +12,8 @@ import signal
 
 import pytest
 
-from conftest import TRACEES, gcc, symbol
+from tests.support.elf import symbol
+from tests.support.programs import TRACEES, gcc
 from stepper import debugregs
 
 PTRACE_TRACEME, PTRACE_CONT, PTRACE_PEEKDATA, PTRACE_GETREGS = 0, 7, 2, 12

@@ -7,34 +7,34 @@ from __future__ import annotations
 import pytest
 
 import emu
-from stepper import live_vector, ptrace_lean
+from stepper import live_vector, kernel
 from tests.support.flat import asm
 
-XMM = {name: ptrace_lean.XMM_OFFSET + 16 * n for n, name in enumerate(emu.VECTOR_REGISTERS)}
+XMM = {name: kernel.XMM_OFFSET + 16 * n for n, name in enumerate(emu.VECTOR_REGISTERS)}
 
 
 def xmm(pid: int, name: str) -> int:
-    fp = ptrace_lean.FpregsBuffer()
-    ptrace_lean.getfpregs(pid, fp)
+    fp = kernel.FpregsBuffer()
+    kernel.getfpregs(pid, fp)
     return int.from_bytes(bytes(fp[XMM[name]:XMM[name] + 16]), "little")
 
 
 def gpr(pid: int):
-    buf = ptrace_lean.new_regs()
-    ptrace_lean.getregs(pid, buf)
+    buf = kernel.new_regs()
+    kernel.getregs(pid, buf)
     return buf
 
 
 def plan_at(pid: int, text: str):
-    rip = gpr(pid)[ptrace_lean.RIP]
+    rip = gpr(pid)[kernel.RIP]
     return live_vector.compile_vector_plan(emu.decode(asm(text, rip), rip))
 
 
 def test_vector_regs_tell_general_from_xmm_keys():
-    g, fp = ptrace_lean.new_regs(), ptrace_lean.FpregsBuffer()
+    g, fp = kernel.new_regs(), kernel.FpregsBuffer()
     regs = live_vector.VectorRegs(g, fp)
-    regs[ptrace_lean.RAX] = 7
-    assert g[ptrace_lean.RAX] == 7 and not regs.dirty
+    regs[kernel.RAX] = 7
+    assert g[kernel.RAX] == 7 and not regs.dirty
     regs["xmm3"] = (1 << 127) | 5
     assert regs.dirty and regs["xmm3"] == (1 << 127) | 5
     assert bytes(fp[XMM["xmm3"]:XMM["xmm3"] + 16]) == ((1 << 127) | 5).to_bytes(16, "little")
@@ -44,26 +44,26 @@ def test_vector_regs_tell_general_from_xmm_keys():
 def test_a_plan_writing_xmm_reaches_the_thread(stopped_tracee):
     pid, _ = stopped_tracee
     regs = gpr(pid)
-    regs[ptrace_lean.REG_INDEX["rbx"]] = 0x1122334455667788
+    regs[kernel.REG_INDEX["rbx"]] = 0x1122334455667788
     live_vector.run_vector_plan(plan_at(pid, "movq xmm5, rbx"), pid, regs,
-                                ptrace_lean.VmAccess(pid))
+                                kernel.VmAccess(pid))
     assert xmm(pid, "xmm5") == 0x1122334455667788  # movq zeroes the upper half
 
 
 def test_a_plan_reading_xmm_leaves_the_image_alone(stopped_tracee):
     pid, _ = stopped_tracee
     regs = gpr(pid)
-    regs[ptrace_lean.REG_INDEX["rbx"]] = 0xABCD
+    regs[kernel.REG_INDEX["rbx"]] = 0xABCD
     live_vector.run_vector_plan(plan_at(pid, "movq xmm6, rbx"), pid, regs,
-                                ptrace_lean.VmAccess(pid))
-    image = ptrace_lean.FpregsBuffer()
-    ptrace_lean.getfpregs(pid, image)
+                                kernel.VmAccess(pid))
+    image = kernel.FpregsBuffer()
+    kernel.getfpregs(pid, image)
     live_vector.run_vector_plan(plan_at(pid, "movq rcx, xmm6"), pid, regs,
-                                ptrace_lean.VmAccess(pid))
-    assert regs[ptrace_lean.REG_INDEX["rcx"]] == 0xABCD  # the caller writes gpr back
-    assert regs[ptrace_lean.RIP] == gpr(pid)[ptrace_lean.RIP] + len(asm("movq rcx, xmm6"))
-    after = ptrace_lean.FpregsBuffer()
-    ptrace_lean.getfpregs(pid, after)
+                                kernel.VmAccess(pid))
+    assert regs[kernel.REG_INDEX["rcx"]] == 0xABCD  # the caller writes gpr back
+    assert regs[kernel.RIP] == gpr(pid)[kernel.RIP] + len(asm("movq rcx, xmm6"))
+    after = kernel.FpregsBuffer()
+    kernel.getfpregs(pid, after)
     assert bytes(after) == bytes(image)
 
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 from elftools.elf.elffile import ELFFile
 
-from conftest import TRACEES, gcc, instructions, symbol
+from tests.support.elf import instructions, symbol
+from tests.support.programs import TRACEES, gcc
 from stepper import api, unwind, unwind_objects
 
 ADDR_NO_RANDOMIZE = 0x0040000

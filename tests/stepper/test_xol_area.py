@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from stepper import maps, ptrace_lean, xol_area
+from stepper import maps, kernel, xol_area
 from stepper.errors import StepperError
 
 SYS_GETPID = 39
@@ -17,14 +17,14 @@ SYS_GETPID = 39
 @pytest.fixture
 def tracee(stopped_tracee):
     pid, exe = stopped_tracee
-    mem = ptrace_lean.ProcMem(pid)
+    mem = kernel.ProcMem(pid)
     yield pid, exe, mem
     mem.close()
 
 
 def regs_of(pid: int) -> list[int]:
-    buf = ptrace_lean.new_regs()
-    ptrace_lean.getregs(pid, buf)
+    buf = kernel.new_regs()
+    kernel.getregs(pid, buf)
     return list(buf)
 
 

@@ -25,6 +25,7 @@ PROGRAMS = {
     "execer": (["execer.c"], ["-O1"]),
     "family": (["family.c"], ["-O1", "-g"]),
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
+    "affinity": (["affinity.c"], ["-O1", "-pthread"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
