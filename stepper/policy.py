@@ -15,12 +15,12 @@ from __future__ import annotations
 import emu
 from emu import Unsupported
 
-from . import live_vector, xol
+from . import xol
 from .errors import StepperError
 from .records import Breakpoint
 from .strategies.base import Ops
 from .strategies.boost import BoostOps
-from .strategies.emulate import EmulateOps
+from .strategies.emulate import EmulateOps, compile_live
 from .strategies.reinsert import ReinsertOps
 from .strategies.xol import XolOps
 
@@ -33,13 +33,17 @@ def live_plan_reason(insn: emu.Instruction) -> str | None:
     """Why emu cannot run `insn` on a live thread (None: it can). Plans that need xmm
     registers run on the thread's FXSAVE image too (stepper.live_vector); flags the SDM
     leaves undefined must come from the host CPU (stepper.host_flags)."""
+    return _live(insn)[1]
+
+
+def _live(insn: emu.Instruction) -> tuple[tuple | None, str | None]:
+    """The live plan of `insn` (compiled once: the engine keeps it) or why there is none."""
     if not insn.emulatable:
-        return insn.reason or "not emulated"
+        return None, insn.reason or "not emulated"
     try:
-        live_vector.compile_vector_plan(insn)
+        return compile_live(insn), None
     except Unsupported as e:
-        return f"{insn.text}: {e.reason}"
-    return None
+        return None, f"{insn.text}: {e.reason}"
 
 
 def choose(mode: str, insn: emu.Instruction) -> Ops:
@@ -55,18 +59,18 @@ def choose(mode: str, insn: emu.Instruction) -> Ops:
     out_of_line = XolOps(insn) if refusal is None else None
     boosted = BoostOps(insn) if refusal is None and mode != "xol" else None
     fallback: Ops = out_of_line if out_of_line is not None else ReinsertOps()
-    not_emulated = live_plan_reason(insn)
+    live, not_emulated = _live(insn)
     if mode in ("xol", "boost"):
         if out_of_line is not None:
             return boosted or out_of_line
         if not_emulated is None:  # branches and calls: emulated rather than executed out of line
-            return EmulateOps(insn, ReinsertOps())
+            return EmulateOps(insn, ReinsertOps(), live)
         raise StepperError(f"{insn.text} at {insn.address:#x} cannot be stepped out of line "
                            f"({refusal}) nor emulated ({not_emulated})")
     if not_emulated is None:
         # auto: a hit the emulator hands to the CPU (a fault, an atomic op while other
         # threads run) is boosted where it may be (one trap), else plain XOL.
-        return EmulateOps(insn, boosted if mode == "auto" and boosted else fallback)
+        return EmulateOps(insn, boosted if mode == "auto" and boosted else fallback, live)
     if mode == "emulate":
         raise StepperError(f"{insn.text} at {insn.address:#x} is not emulated ({not_emulated}); "
                            f"use --mode auto or xol")

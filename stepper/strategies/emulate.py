@@ -17,16 +17,23 @@ from .. import host_flags, kernel, live_vector
 from .base import Ops
 
 
+def compile_live(insn: emu.Instruction) -> tuple:
+    """(plan, vector) for a live thread, or Unsupported. Plans over general registers run on
+    the register buffer; plans that need xmm registers (`vector`) on the thread's FXSAVE
+    image, fetched per hit (stepper.live_vector)."""
+    try:
+        return emu.compile(insn, kernel.REG_INDEX, host_flags.get()), False
+    except Unsupported:
+        return live_vector.compile_vector_plan(insn), True
+
+
 class EmulateOps(Ops):
     name = "emulate"
 
-    def __init__(self, insn: emu.Instruction, fallback: Ops) -> None:
-        try:
-            self.plan = emu.compile(insn, kernel.REG_INDEX, host_flags.get())
-            self.vector = False
-        except Unsupported:  # it needs xmm registers: the FXSAVE image is fetched per hit
-            self.plan = live_vector.compile_vector_plan(insn)
-            self.vector = True
+    def __init__(self, insn: emu.Instruction, fallback: Ops, live: tuple | None = None) -> None:
+        """`live`: what `compile_live(insn)` returned, when the caller has it already (the
+        policy compiles once to decide, and hands the plan over)."""
+        self.plan, self.vector = live if live is not None else compile_live(insn)
         self.atomic = insn.atomic
         self.fallback = fallback
 

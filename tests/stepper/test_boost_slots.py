@@ -1,4 +1,4 @@
-"""Boost slots (stepper.boost) against Unicorn, without ptrace.
+"""Boost slots (stepper.strategies.boost) against Unicorn, without ptrace.
 
 The oracle: Unicorn runs the original instruction in place until RIP leaves it (a rep string
 op runs all its iterations); a second Unicorn runs the boost slot from the same registers with

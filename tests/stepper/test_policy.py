@@ -8,9 +8,11 @@ import pytest
 
 import emu
 from stepper import policy
-from stepper.boost import BoostOps
+from stepper.strategies.boost import BoostOps
 from stepper.errors import StepperError
-from stepper.strategies import EmulateOps, ReinsertOps, XolOps
+from stepper.strategies.emulate import EmulateOps
+from stepper.strategies.reinsert import ReinsertOps
+from stepper.strategies.xol import XolOps
 from tests.support.flat import CODE, asm
 
 

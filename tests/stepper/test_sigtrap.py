@@ -1,5 +1,5 @@
 """The program's own SIGTRAP state across hits (stepper.sigtrap), and a program that sets TF
-itself with popf (never boosted: stepper.boost). Tracees: tests/stepper/tracees/sigtrap_state.c
+itself with popf (never boosted: stepper.strategies.boost). Tracees: tests/stepper/tracees/sigtrap_state.c
 and popf_tf.c, each run unprobed and under `stepper probe` in every mode, compared byte for
 byte (stdout and exit status)."""
 
