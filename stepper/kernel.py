@@ -180,6 +180,14 @@ def getsiginfo(tid: int, info: Siginfo | None = None) -> Siginfo:
     return info
 
 
+def siginfo_if_any(tid: int) -> Siginfo | None:
+    """The stopped thread's siginfo, or None (a group-stop has none)."""
+    try:
+        return getsiginfo(tid)
+    except PtraceFailed:
+        return None
+
+
 def setsiginfo(tid: int, info: Siginfo) -> None:
     if _ptrace(SETSIGINFO, tid, 0, ctypes.byref(info)) == -1:
         _check(-1, "PTRACE_SETSIGINFO", tid)

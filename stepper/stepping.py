@@ -128,14 +128,6 @@ def synchronous(sig: int, info: kernel.Siginfo) -> bool:
     return info.code > 0 and sig in FAULTS
 
 
-def siginfo(tid: int) -> kernel.Siginfo | None:
-    """The stopped thread's siginfo, or None (a group-stop has none)."""
-    try:
-        return kernel.getsiginfo(tid)
-    except StepperError:
-        return None
-
-
 def copy_info(info: kernel.Siginfo) -> kernel.Siginfo:
     """A copy of `info` (the kernel's buffer is read anew at every stop)."""
     copy = kernel.Siginfo()
@@ -263,7 +255,7 @@ def boost_stopped(p: Any, t: "Thread", sig: int) -> int | None:
         return sig
     if (sig and regs[RIP] == plan.slot_address and plan.kind in _HOLDABLE
             and can_quiet(plan.instruction)):
-        info = siginfo(t.tid)
+        info = kernel.siginfo_if_any(t.tid)
         if info is not None and not synchronous(sig, info):
             t.boost_held = [copy_info(info)]
             quiet_step(t)  # no further signal can cut the step short
@@ -279,7 +271,7 @@ def _map(p: Any, t: "Thread", plan, sig: int) -> None:
     rip = t.regs[RIP]
     t.regs[RIP] = plan.original_address(rip)
     kernel.setregs(t.tid, t.regs)
-    info = siginfo(t.tid) if sig else None
+    info = kernel.siginfo_if_any(t.tid) if sig else None
     if info is not None:
         p.boost.fix_siginfo(t.tid, plan, rip, sig, info)
         if synchronous(sig, info):
@@ -295,7 +287,7 @@ def _release(p: Any, t: "Thread", sig: int, held: list) -> int | None:
     regs = t.regs
     kernel.getregs(t.tid, regs)
     plan = p.boost.locate(regs[RIP])
-    info = siginfo(t.tid) if sig else None
+    info = kernel.siginfo_if_any(t.tid) if sig else None
     if sig == SIGTRAP and info is not None and info.code > 0:
         # The step's trap: the instruction ran. The first held signal goes now with its
         # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).

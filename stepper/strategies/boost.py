@@ -196,7 +196,7 @@ class Boost:
             return None
         regs[RIP] = plan.original_address(rip)
         kernel.setregs(tid, regs)
-        info = _siginfo(tid) if sig else None
+        info = kernel.siginfo_if_any(tid) if sig else None
         if info is not None:
             _fix_siginfo(tid, plan, rip, sig, info)
         return plan
@@ -238,13 +238,6 @@ class Boost:
                 except (StepperError, OSError):
                     pass
         self.areas, self._bounds, self.plans = [], [], {}
-
-
-def _siginfo(tid: int):
-    try:
-        return kernel.getsiginfo(tid)
-    except StepperError:  # a group-stop has no siginfo
-        return None
 
 
 def _fix_siginfo(tid: int, plan: planner.XolPlan, rip: int, sig: int, info) -> None:

@@ -16,7 +16,7 @@ import pytest
 
 from tests.support.programs import build_pie_and_nopie, counter_program
 from stepper import elf as elfread
-from stepper import elf_cache, ifunc
+from stepper import ifunc
 from stepper.loader import library_closure
 from stepper.symbols import ElfSymbols
 
