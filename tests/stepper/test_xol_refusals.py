@@ -4,48 +4,11 @@ Encodings come from keystone, or GNU as where keystone lacks a form."""
 
 from __future__ import annotations
 
-import functools
-import os
-import subprocess
-import tempfile
-
-import capstone
-import keystone
 import pytest
 
-import emu
 from stepper import xol, xol_refusals
 from stepper.errors import StepperError
-
-ORIG = 0x401234                    # where the probed instruction lives
-NEAR_SLOT = 0x10000040             # within 2 GiB of ORIG
-FAR_SLOT = 0x7F1234560080          # 127 TiB away
-
-_ks = keystone.Ks(keystone.KS_ARCH_X86, keystone.KS_MODE_64)
-_cs = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-
-
-@functools.lru_cache(maxsize=None)
-def ks(text: str, address: int = ORIG) -> bytes:
-    return bytes(_ks.asm(text, address)[0])
-
-
-@functools.lru_cache(maxsize=None)
-def gas(text: str) -> bytes:
-    """First instruction of `text` assembled by GNU as (for forms keystone lacks)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        src, obj, out = (os.path.join(tmp, n) for n in ("a.s", "a.o", "a.bin"))
-        with open(src, "w") as f:
-            f.write(".intel_syntax noprefix\n.text\n" + text + "\n")
-        subprocess.run(["as", "--64", "-o", obj, src], check=True, capture_output=True)
-        subprocess.run(["objcopy", "-O", "binary", "-j", ".text", obj, out], check=True)
-        code = open(out, "rb").read()
-    first = next(_cs.disasm(code, 0, 1))
-    return code[:first.size]
-
-
-def decode(code: bytes, address: int = ORIG) -> emu.Instruction:
-    return emu.decode(code, address)
+from tests.support.machine import FAR_SLOT, NEAR_SLOT, ORIG, decode, gas, ks
 
 
 REFUSALS = [
