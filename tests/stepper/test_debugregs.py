@@ -51,6 +51,17 @@ def cont(pid: int) -> int:
     return status
 
 
+def watch_or_skip(pid: int, slot: int, address: int, access: str) -> None:
+    """Set an 8-byte watch, or kill the tracee and skip with the kernel's refusal (a machine
+    whose debug registers cannot be set)."""
+    try:
+        debugregs.set_slot(pid, slot, address, size=8, access=access)
+    except debugregs.DebugRegisterError as e:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.skip(str(e))
+
+
 def peek(pid: int, address: int) -> int:
     return _libc.ptrace(PTRACE_PEEKDATA, pid, address, None)
 
@@ -58,12 +69,7 @@ def peek(pid: int, address: int) -> int:
 def test_write_watch_traps_after_each_write_and_names_its_slot(watched):
     exe, address, other = watched
     pid = start(exe)
-    try:
-        debugregs.set_slot(pid, 2, address, size=8, access="w")
-    except debugregs.DebugRegisterError as e:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.skip(str(e))
+    watch_or_skip(pid, 2, address, "w")
     assert debugregs.read(pid, 2) == address
     seen = []
     status = cont(pid)
@@ -81,12 +87,7 @@ def test_write_watch_traps_after_each_write_and_names_its_slot(watched):
 def test_read_write_watch_also_traps_on_the_read(watched):
     exe, address, _other = watched
     pid = start(exe)
-    try:
-        debugregs.set_slot(pid, 0, address, size=8, access="rw")
-    except debugregs.DebugRegisterError as e:
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-        pytest.skip(str(e))
+    watch_or_skip(pid, 0, address, "rw")
     values = []
     status = cont(pid)
     while os.WIFSTOPPED(status) and os.WSTOPSIG(status) == signal.SIGTRAP:

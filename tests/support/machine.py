@@ -63,24 +63,21 @@ def gas(text: str) -> bytes:
     return code[:first.size]
 
 
-def riprel(template: str, target: int) -> bytes:
-    """Assemble `template` (with `{m}` for a `[rip ± d]` operand) so it addresses `target`."""
-    length = len(ks(template.format(m="[rip + 0]")))
+def riprel(template: str, target: int, assemble=None) -> bytes:
+    """Assemble `template` (with `{m}` for a `[rip ± d]` operand) so it addresses `target`,
+    with keystone or the given assembler."""
+    assemble = assemble or ks
+    length = len(assemble(template.format(m="[rip + 0]")))
     disp = target - (ORIG + length)
     sign = "+" if disp >= 0 else "-"
-    code = ks(template.format(m=f"[rip {sign} {abs(disp):#x}]"))
+    code = assemble(template.format(m=f"[rip {sign} {abs(disp):#x}]"))
     assert len(code) == length
     return code
 
 
 def gas_riprel(template: str, target: int) -> bytes:
     """As `riprel`, with GNU as (for prefixes keystone cannot express)."""
-    length = len(gas(template.format(m="[rip + 0]")))
-    disp = target - (ORIG + length)
-    sign = "+" if disp >= 0 else "-"
-    code = gas(template.format(m=f"[rip {sign} {abs(disp):#x}]"))
-    assert len(code) == length
-    return code
+    return riprel(template, target, gas)
 
 
 def decode(code: bytes, address: int = ORIG) -> emu.Instruction:
