@@ -2,7 +2,7 @@
 
 Why Unicorn: it is QEMU's x86 translator, an implementation independent of ours, and it runs
 in-process thousands of times a second. Its known differences from a user-mode Linux CPU are
-handled where they arise: it runs at CPL 0 (see the POPF note in generate.py), it does not
+handled where they arise: it runs at CPL 0 (see the POPF note in emu.testing.generate.cases), it does not
 check canonical addresses, and after a taken branch to unmapped memory it reports a *fetch*
 fault for the next instruction, which here counts as the instruction having completed.
 

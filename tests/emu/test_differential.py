@@ -1,7 +1,7 @@
 """The emulator against Unicorn, instruction family by instruction family.
 
 Each family draws assembled instructions with random operands and random register/memory
-states (emu/testing/generate.py), runs them through `emu.execute` on a FlatState and through
+states (emu/testing/generate/), runs them through `emu.execute` on a FlatState and through
 Unicorn from the same state, and requires the same registers, the same defined flags and the
 same bytes, or the same kind of fault with the emulator's state untouched.
 """
@@ -146,7 +146,7 @@ def test_generator_reaches_rip_relative_fs_gs_and_faulting_operands():
 def test_sse_generator_reaches_every_kind_of_operand():
     """Each SSE family reaches xmm<-xmm (or gpr), a load, a store, a fault and full 128-bit
     register values; the unaligned-access families reach misaligned operands, the aligned ones
-    never (Unicorn would not raise the #GP: see generate.py). Every individual form is run
+    never (Unicorn would not raise the #GP: see emu/testing/generate/cases.py). Every individual form is run
     against Unicorn by test_every_sse_form_agrees_with_unicorn."""
     import capstone
     from hypothesis import seed, settings
