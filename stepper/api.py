@@ -102,6 +102,11 @@ class Process:
         return self._session.read_memory(address, size)
 
     @property
+    def warnings(self) -> list[str]:
+        """What the engine warned of while tracing this process (each also printed once)."""
+        return list(self._session.warnings)
+
+    @property
     def attached(self) -> bool:
         """True for a process taken with `attach` (it was running before stepper)."""
         return self._session.attached

@@ -69,6 +69,7 @@ class TracedProcess:
         self.trap_rest: tuple[int, ...] | None = None  # flags, restorer, mask last restored
         self.trap_status_fd: int | None = None
         self.trap_warned = False
+        self.warnings: list[str] = []  # what the engine warned the user of in this process
         self.trap_requeue: set[int] = set()  # threads whose own SIGTRAP merged with ours
         self.add_thread(pid)
 

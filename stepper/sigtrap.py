@@ -182,6 +182,7 @@ def warn(s: "Session", message: str) -> None:
     if s.trap_warned:
         return
     s.trap_warned = True
+    s.warnings.append(message)  # for the JSON report too
     print(f"stepper: warning: {message}", file=sys.stderr, flush=True)
 
 

@@ -74,6 +74,7 @@ class Tracker:
     def warnings(self) -> list[str]:
         lines = [w for t in self.processes.values() for image in t.images
                  for w in image.warnings()]
+        lines += [w for proc in self.processes for w in proc.warnings]
         return list(dict.fromkeys(lines + self.notes))   # forked copies repeat their parent's
 
 

@@ -82,6 +82,8 @@ def test_reset_stepper_cannot_see_is_never_silent(tracee, tmp_path):
     assert hits["sigtrap_state:trap_callee"] == 1
     assert err.count("stepper: warning:") == 1, err
     assert "trap_callee" in err and "SIGTRAP" in err
+    warnings = json.loads((tmp_path / "report-emulate.json").read_text())["warnings"]
+    assert [w for w in warnings if "SIGTRAP" in w and "trap_callee" in w], warnings
     assert got.returncode in (-5, 128 + 5)  # killed by SIGTRAP, as stepper's own status
 
 
