@@ -31,6 +31,8 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 # Requests (linux/ptrace.h).
+PEEKUSER = 3
+POKEUSER = 6
 CONT = 7
 SINGLESTEP = 9
 GETREGS = 12
@@ -137,6 +139,26 @@ def getfpregs(tid: int, buf) -> None:
 def setfpregs(tid: int, buf) -> None:
     if _ptrace(SETFPREGS, tid, 0, buf) == -1:
         _check(-1, "PTRACE_SETFPREGS", tid)
+
+
+def peekuser(tid: int, offset: int) -> int:
+    """The word at `offset` in the stopped thread's `struct user` (e.g. a debug register),
+    as an unsigned int. errno is cleared first: -1 is a valid word."""
+    ctypes.set_errno(0)
+    value = _ptrace(PEEKUSER, tid, ctypes.c_ulong(offset), 0)
+    if value == -1:
+        _check(-1, "PTRACE_PEEKUSER", tid)
+    return value & _WORD
+
+
+def pokeuser(tid: int, offset: int, value: int) -> None:
+    """Write the word at `offset` in the stopped thread's `struct user` (the kernel
+    validates debug registers and refuses a bad one with EINVAL)."""
+    if _ptrace(POKEUSER, tid, ctypes.c_ulong(offset), ctypes.c_ulong(value & _WORD)) == -1:
+        _check(-1, "PTRACE_POKEUSER", tid)
+
+
+_WORD = (1 << 64) - 1
 
 
 def cont(tid: int, sig: int = 0) -> None:
