@@ -159,6 +159,27 @@ def test_the_programs_own_sigtrap_is_passed_through(build, spawn_captured):
     assert wp.hits == 6
 
 
+@pytest.mark.parametrize("children", ["follow", "detach"])
+def test_forked_children_do_not_inherit_watchpoints(build, tmp_path, children):
+    """As in gdb, a watchpoint belongs to the process it was set in: the kernel starts a
+    child with clear debug registers and stepper sets none there. The child's stores are
+    not reported (nor do they kill it); the parent's are."""
+    exe = build("watchpoints")
+    proc = api.spawn([exe, "fork", "4"], children=children)
+    try:
+        new_values = []
+        wp = watch_or_skip(proc, addr(proc, exe, "counter"), 8, "w",
+                           callback=lambda hit: new_values.append(hit.new_value))
+        assert proc.run().exit_code == 0
+    finally:
+        if proc.exit is None:
+            proc.kill()
+    assert wp.hits == 4 and new_values == [1, 2, 3, 4]
+    assert all(child.watchpoints == [] for child in proc.children)
+    if children == "follow":
+        assert [child.exit.exit_code for child in proc.children] == [0]
+
+
 def test_unwatch_from_a_callback(build, spawn_captured):
     exe = build("watchpoints")
     proc, out = spawn_captured([exe, "store", "5"])

@@ -6,6 +6,8 @@
  *   watchpoints call K          calls `watched_fn` K times: "calls=K sum=..."
  *   watchpoints trap K          K times: a store into `counter`, then raise(SIGTRAP), caught:
  *                               "writes=K traps=K"
+ *   watchpoints fork K          forks; the child stores into `counter` K times and exits 0,
+ *                               then the parent does: "writes=K child=0"
  *   watchpoints onebyte K       runs the one-byte `push` at `one_byte_site` and the `pop` at
  *                               `after_one_byte` K times: "calls=K sum=..." */
 #include <pthread.h>
@@ -13,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 volatile long counter;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -88,6 +92,20 @@ int main(int argc, char **argv) {
         printf("writes=%d traps=%d\n", k, (int)traps);
         return 0;
     }
+    if (argc == 3 && strcmp(argv[1], "fork") == 0) {
+        int k = atoi(argv[2]), status = 0;
+        pid_t child = fork();
+        if (child == 0) {
+            for (int i = 1; i <= k; i++)
+                store(100 + i);
+            _exit(0);
+        }
+        waitpid(child, &status, 0);
+        for (int i = 1; i <= k; i++)
+            store(i);
+        printf("writes=%d child=%d\n", k, status);
+        return 0;
+    }
     if (argc == 3 && strcmp(argv[1], "onebyte") == 0) {
         int k = atoi(argv[2]);
         long sum = 0;
@@ -96,6 +114,6 @@ int main(int argc, char **argv) {
         printf("calls=%d sum=%ld\n", k, sum);
         return 0;
     }
-    fprintf(stderr, "usage: watchpoints threads N ITER | store K | trap K | call K | onebyte K\n");
+    fprintf(stderr, "usage: watchpoints threads N ITER | store K | trap K | fork K | call K | onebyte K\n");
     return 2;
 }
