@@ -64,9 +64,11 @@ EVENT_EXEC = 4
 EVENT_VFORK_DONE = 5
 EVENT_EXIT = 6
 
-# siginfo si_code values of a SIGTRAP: an INT3 (SI_KERNEL), a single-step trap (TRAP_TRACE).
+# siginfo si_code values of a SIGTRAP: an INT3 (SI_KERNEL), a single-step trap (TRAP_TRACE),
+# a debug-register hit alone (TRAP_HWBKPT; with a single step in the same trap: TRAP_TRACE).
 SI_KERNEL = 0x80
 TRAP_TRACE = 2
+TRAP_HWBKPT = 4
 #: The trap flag in rflags.
 TF = 0x100
 

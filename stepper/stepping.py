@@ -297,6 +297,8 @@ def _release(p: Any, t: "Thread", sig: int, held: list) -> int | None:
         # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
         if plan is not None:
             _map(p, t, plan, 0)
+        if p.watchpoints:  # the slot's instruction ran on the CPU: its watch trap is this one
+            watchpoints.fired(p, t)
         if p.trap_handler:  # the step's trap is forced, as the INT3 was
             address = plan.instruction.address if plan is not None else None
             sigtrap.after_trap(p, t, p.breakpoints.by_address.get(address))

@@ -41,6 +41,7 @@ from .errors import StepperError
 from .kernel import RIP
 
 ACCESSES = ("w", "rw", "x")
+_DEBUG_TRAPS = (kernel.TRAP_HWBKPT, kernel.TRAP_TRACE)
 SIZES = (1, 2, 4, 8)
 
 
@@ -246,7 +247,12 @@ def fired(p: Any, t: Any) -> list[WatchHit]:
     the trap is someone else's). Called for a SIGTRAP of a thread with no step in progress
     (stepper.tracer.stopped) and after a completed out-of-line step (stepper.stepping).
     DR6 is cleared, each hit counted, the watched bytes refreshed, and the callback of each
-    fired watchpoint called with its hit."""
+    fired watchpoint called with its hit. Only a SIGTRAP the CPU raised (si_code
+    TRAP_HWBKPT, or TRAP_TRACE with a step) is looked at: one sent by a program or by an
+    INT3 can never be a watchpoint's, whatever DR6 holds."""
+    info = kernel.siginfo_if_any(t.tid)
+    if info is None or info.code not in _DEBUG_TRAPS:
+        return []
     status = debugregs.read(t.tid, 6)
     mine = [wp for wp in p.watchpoints if status >> wp.slot & 1]
     if not status & 0xF:
