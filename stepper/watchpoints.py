@@ -254,10 +254,10 @@ def fired(p: Any, t: Any) -> list[WatchHit]:
     if info is None or info.code not in _DEBUG_TRAPS:
         return []
     status = debugregs.read(t.tid, 6)
-    mine = [wp for wp in p.watchpoints if status >> wp.slot & 1]
     if not status & 0xF:
         return []
     debugregs.write(t.tid, 6, 0)
+    mine = [wp for wp in p.watchpoints if status >> wp.slot & 1]
     if not mine:
         return []
     kernel.getregs(t.tid, t.regs)
