@@ -5,8 +5,8 @@ oracle, so the flags the SDM leaves undefined are this CPU's (stepper.host_flags
 MemoryFault (a genuine fault, or a push that must grow the stack) falls back, for that hit, to
 executing the instruction on the CPU; so does an access to watched memory (the debug
 registers see only the CPU's accesses: stepper.watchpoints); so does an `.atomic`
-instruction while another thread may run, because the tracer's read and write are two accesses that another thread could slip
-between.
+instruction while another thread may run, because the tracer's read and write are two
+accesses that another thread could slip between.
 """
 
 from __future__ import annotations
