@@ -2,7 +2,7 @@
 The tracee (tracees/watchpoints.c) prints what it did; every count is checked against it.
 
 Covered: a global written by two threads created after the watch (every write seen, old and
-new values chained), "rw" seeing the read, "x" on a function alone and with a breakpoint of
+new values chained), threads that exist already (attach), "rw" seeing the read, "x" on a function alone and with a breakpoint of
 every strategy on the same instruction or on the one-byte instruction just before it, a
 breakpoint emulating a store into the watched global (the store must go to the CPU), the
 program's own SIGTRAP passed through, unwatch, the errors, and the detach."""
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import time
 
 import pytest
 
 from tests.support.elf import symbol
-from tests.support.runs import run_plain
+from tests.support.runs import ended, run_plain
 from stepper import api
 from stepper.errors import StepperError
 
@@ -65,6 +66,29 @@ def test_threads_created_after_the_watch_get_it_too(build, spawn_captured):
     assert out.read_bytes() == b"writes=200 counter=200\n"
     assert wp.hits == 200
     assert len(tids) == 4 and proc.pid not in tids  # every clone had the slot re-applied
+
+
+def test_attached_threads_that_exist_already_get_it(build):
+    """Attached to a program whose three threads exist and wait: the watchpoint is set in
+    each of them (the stores come after, one per thread)."""
+    exe = build("watchpoints")
+    prog = subprocess.Popen([exe, "waiting", "3"], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    with ended(prog):
+        assert prog.stdout.readline() == b"ready\n"
+        proc = api.attach(prog.pid)
+        assert proc.threads_seen == 4
+        tids = []
+        wp = watch_or_skip(proc, addr(proc, exe, "counter"), 8, "w",
+                           callback=lambda hit: tids.append(hit.tid))
+        prog.stdin.write(b"abc")  # one byte per thread, read once they run again
+        prog.stdin.close()
+        status = proc.run()
+        assert status.exit_code == 0
+        out, err = prog.stdout.read(), prog.stderr.read()
+        prog.wait(timeout=60)
+    assert out == b"writes=3 counter=3\n", err
+    assert wp.hits == 3 and len(set(tids)) == 3 and prog.pid not in tids
 
 
 @pytest.mark.parametrize("access, expected", [("w", 5), ("rw", 6)])

@@ -3,6 +3,8 @@
  *                               (created after main starts): "writes=N*ITER counter=..."
  *   watchpoints store K         K stores into `counter` by the instruction at `store_site`,
  *                               then one read of it: "writes=K counter=K"
+ *   watchpoints waiting N       N threads, then "ready"; each thread reads one byte of stdin,
+ *                               then adds 1 to `counter` under the mutex: "writes=N counter=N"
  *   watchpoints call K          calls `watched_fn` K times: "calls=K sum=..."
  *   watchpoints trap K          K times: a store into `counter`, then raise(SIGTRAP), caught:
  *                               "writes=K traps=K"
@@ -45,6 +47,17 @@ static void on_trap(int sig) {
     traps++;
 }
 
+static void *waiter(void *arg) {
+    char c;
+    (void)arg;
+    if (read(0, &c, 1) != 1)
+        return NULL;
+    pthread_mutex_lock(&lock);
+    counter = counter + 1;
+    pthread_mutex_unlock(&lock);
+    return NULL;
+}
+
 static void *worker(void *arg) {
     (void)arg;
     for (int i = 0; i < iterations; i++) {
@@ -65,6 +78,18 @@ int main(int argc, char **argv) {
         for (int i = 0; i < n && i < 16; i++)
             pthread_join(tids[i], NULL);
         printf("writes=%d counter=%ld\n", n * iterations, counter);
+        return 0;
+    }
+    if (argc == 3 && strcmp(argv[1], "waiting") == 0) {
+        int n = atoi(argv[2]);
+        pthread_t tids[16];
+        for (int i = 0; i < n && i < 16; i++)
+            pthread_create(&tids[i], NULL, waiter, NULL);
+        printf("ready\n");
+        fflush(stdout);
+        for (int i = 0; i < n && i < 16; i++)
+            pthread_join(tids[i], NULL);
+        printf("writes=%d counter=%ld\n", n, counter);
         return 0;
     }
     if (argc == 3 && strcmp(argv[1], "store") == 0) {
@@ -114,6 +139,6 @@ int main(int argc, char **argv) {
         printf("calls=%d sum=%ld\n", k, sum);
         return 0;
     }
-    fprintf(stderr, "usage: watchpoints threads N ITER | store K | trap K | fork K | call K | onebyte K\n");
+    fprintf(stderr, "usage: watchpoints threads N ITER | waiting N | store K | trap K | fork K | call K | onebyte K\n");
     return 2;
 }
