@@ -24,12 +24,14 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from . import placement
+from . import placement, watchpoints
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .session import Session
 from .policy import MODES
+from .watchpoints import Watchpoint, WatchHit
 
-__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]
+__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES",
+           "Watchpoint", "WatchHit"]
 
 
 class Process:
@@ -96,6 +98,25 @@ class Process:
 
     def remove(self, bp: Breakpoint) -> None:
         self._session.remove_breakpoint(bp)
+
+    def watch(self, address: int, size: int = 8, access: str = "w",
+              callback: Callable[[WatchHit], object] | None = None) -> Watchpoint:
+        """A hardware watchpoint on [address, address + size) in every thread, present and
+        future: `access` "w" (a write), "rw" (a read or a write) or "x" (executing
+        `address`; size 1). `callback(hit)` runs at each hit (a WatchHit: tid, rip, old and
+        new bytes); `wp.hits` counts them. Every thread must be stopped (before `run()`, or
+        in a callback of a single-threaded program). Raises StepperError (one line, nothing
+        set) for a size other than 1, 2, 4, 8, a misaligned or unmapped address, or a fifth
+        watchpoint. Not copied to forked children; dropped at exec."""
+        return watchpoints.watch(self._session, address, size, access, callback)
+
+    def unwatch(self, wp: Watchpoint) -> None:
+        """Remove watchpoint `wp` from every thread (every thread must be stopped)."""
+        watchpoints.unwatch(self._session, wp)
+
+    @property
+    def watchpoints(self) -> list[Watchpoint]:
+        return list(self._session.watchpoints)
 
     def read(self, address: int, size: int) -> bytes:
         """The program's memory, breakpoint bytes hidden."""

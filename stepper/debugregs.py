@@ -13,19 +13,12 @@ See docs/unwind.md ("Hardware debug registers") for the bit layout relied on.
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 
+from . import kernel
 from .errors import StepperError
 
-_libc = ctypes.CDLL(None, use_errno=True)
-_ptrace = _libc.ptrace
-_ptrace.restype = ctypes.c_long
-_ptrace.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p)
-
-PEEKUSER = 3
-POKEUSER = 6
 #: offsetof(struct user, u_debugreg) on x86-64 (sys/user.h): 8 bytes per register after it.
 DEBUGREG_OFFSET = 848
 SLOTS = 4
@@ -37,7 +30,12 @@ DR6_SINGLE_STEP = 1 << 14
 
 
 class DebugRegisterError(StepperError):
-    """A watch slot cannot be set: bad size, alignment or access, or the kernel refused."""
+    """A watch slot cannot be set: bad size, alignment or access, or the kernel refused
+    (`errno`: the kernel's reason, 0 when refused before any call; ESRCH: thread gone)."""
+
+    def __init__(self, message: str, errno: int = 0) -> None:
+        super().__init__(message)
+        self.errno = errno
 
 
 def _offset(index: int) -> int:
@@ -46,21 +44,23 @@ def _offset(index: int) -> int:
 
 def read(tid: int, index: int) -> int:
     """Debug register DR`index` (0-3, 6 or 7) of stopped thread `tid`."""
-    ctypes.set_errno(0)
-    value = _ptrace(PEEKUSER, tid, _offset(index), None)
-    err = ctypes.get_errno()
-    if value == -1 and err:
-        raise DebugRegisterError(f"cannot read DR{index} of thread {tid}: {os.strerror(err)}")
-    return value & ((1 << 64) - 1)
+    try:
+        return kernel.peekuser(tid, _offset(index))
+    except kernel.PtraceFailed as e:
+        raise DebugRegisterError(f"cannot read DR{index} of thread {tid}: "
+                                 f"{os.strerror(e.errno)}", e.errno) from None
 
 
 def write(tid: int, index: int, value: int) -> None:
     """Set debug register DR`index` of stopped thread `tid` (the kernel validates it)."""
-    if _ptrace(POKEUSER, tid, _offset(index), value & ((1 << 64) - 1)) == -1:
-        err = ctypes.get_errno()
+    try:
+        kernel.pokeuser(tid, _offset(index), value)
+    except kernel.PtraceFailed as e:
+        err = e.errno
         raise DebugRegisterError(f"cannot set DR{index} of thread {tid}: {os.strerror(err)}"
                                  + (" (this CPU or virtual machine may not offer hardware "
-                                    "watchpoints)" if err in (errno.EIO, errno.ENOSPC) else ""))
+                                    "watchpoints)" if err in (errno.EIO, errno.ENOSPC) else ""),
+                                 err) from None
 
 
 def control_bits(slot: int, size: int, access: str) -> tuple[int, int]:

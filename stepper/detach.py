@@ -15,7 +15,7 @@ import os
 import signal
 from typing import Any
 
-from . import kernel, procfs, stepping, stops, tracer
+from . import kernel, procfs, stepping, stops, tracer, watchpoints
 from .errors import StepperError
 from .kernel import RIP, WALL
 from .records import ExitStatus, Thread
@@ -74,6 +74,7 @@ def abandon(p: Any) -> None:
                 except (StepperError, OSError):
                     pass
         for s, threads in stopped.values():
+            watchpoints.clear_threads(s, threads)  # debug registers outlive a detach
             # The leader last: let go first, it may exit_group at once, and threads still
             # stopped under us would die as zombies only we can reap (the program's exit
             # would then never reach its parent).

@@ -31,6 +31,8 @@ _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
 # Requests (linux/ptrace.h).
+PEEKUSER = 3
+POKEUSER = 6
 CONT = 7
 SINGLESTEP = 9
 GETREGS = 12
@@ -62,9 +64,11 @@ EVENT_EXEC = 4
 EVENT_VFORK_DONE = 5
 EVENT_EXIT = 6
 
-# siginfo si_code values of a SIGTRAP: an INT3 (SI_KERNEL), a single-step trap (TRAP_TRACE).
+# siginfo si_code values of a SIGTRAP: an INT3 (SI_KERNEL), a single-step trap (TRAP_TRACE),
+# a debug-register hit alone (TRAP_HWBKPT; with a single step in the same trap: TRAP_TRACE).
 SI_KERNEL = 0x80
 TRAP_TRACE = 2
+TRAP_HWBKPT = 4
 #: The trap flag in rflags.
 TF = 0x100
 
@@ -137,6 +141,26 @@ def getfpregs(tid: int, buf) -> None:
 def setfpregs(tid: int, buf) -> None:
     if _ptrace(SETFPREGS, tid, 0, buf) == -1:
         _check(-1, "PTRACE_SETFPREGS", tid)
+
+
+def peekuser(tid: int, offset: int) -> int:
+    """The word at `offset` in the stopped thread's `struct user` (e.g. a debug register),
+    as an unsigned int. errno is cleared first: -1 is a valid word."""
+    ctypes.set_errno(0)
+    value = _ptrace(PEEKUSER, tid, ctypes.c_ulong(offset), 0)
+    if value == -1:
+        _check(-1, "PTRACE_PEEKUSER", tid)
+    return value & _WORD
+
+
+def pokeuser(tid: int, offset: int, value: int) -> None:
+    """Write the word at `offset` in the stopped thread's `struct user` (the kernel
+    validates debug registers and refuses a bad one with EINVAL)."""
+    if _ptrace(POKEUSER, tid, ctypes.c_ulong(offset), ctypes.c_ulong(value & _WORD)) == -1:
+        _check(-1, "PTRACE_POKEUSER", tid)
+
+
+_WORD = (1 << 64) - 1
 
 
 def cont(tid: int, sig: int = 0) -> None:

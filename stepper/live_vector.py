@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import emu
 
-from . import host_flags, kernel
+from . import host_flags, kernel, watchpoints
 from .live import LiveState
 
 #: Register keys of a vector-capable plan: general registers index the ptrace buffer (ints),
@@ -50,16 +50,18 @@ def compile_vector_plan(insn: emu.Instruction):
     return emu.compile(insn, VECTOR_KEYS, host_flags.get())
 
 
-def run_vector_plan(plan, tid: int, gpr, vm) -> None:
+def run_vector_plan(plan, tid: int, gpr, vm, watches: list | None = None) -> None:
     """Run `plan` on a stopped thread whose general registers are already in `gpr`.
 
     Reads the FXSAVE image, runs the plan (which raises, with nothing changed, like any emu
-    plan), and writes the image back only if an xmm register changed; the caller writes the
-    general registers back as for any emulated hit.
+    plan; `watches`: the process's watchpoints, whose ranges it may not touch), and writes
+    the image back only if an xmm register changed; the caller writes the general registers
+    back as for any emulated hit.
     """
     fp = kernel.FpregsBuffer()
     kernel.getfpregs(tid, fp)
     regs = VectorRegs(gpr, fp)
-    plan(LiveState(tid, regs, vm))
+    state = LiveState(tid, regs, vm)
+    plan(watchpoints.GuardedState(state, watches) if watches else state)
     if regs.dirty:
         kernel.setfpregs(tid, fp)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import kernel, located, placement, procfs, sigtrap, stepping, xol
+from . import kernel, located, placement, procfs, sigtrap, stepping, watchpoints, xol
 from .breakpoints import Breakpoints
 from .errors import StepperError
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
@@ -71,6 +71,11 @@ class TracedProcess:
         self.trap_warned = False
         self.warnings: list[str] = []  # what the engine warned the user of in this process
         self.trap_requeue: set[int] = set()  # threads whose own SIGTRAP merged with ours
+        #: hardware watchpoints set in every thread (stepper.watchpoints); not inherited by
+        #: forked children. `watch_exec`: one is an "x" watchpoint (the loop must then tell
+        #: its trap from an INT3 just before it).
+        self.watchpoints: list[watchpoints.Watchpoint] = []
+        self.watch_exec = False
         self.add_thread(pid)
 
     @property
@@ -204,6 +209,7 @@ class TracedProcess:
         self.exe = procfs.exe_of(self.pid)
         self.vfork = False
         self.trap_handler = sigtrap.initial(self.pid)  # exec resets handlers, keeps SIG_IGN
+        watchpoints.forget(self)  # exec cleared the debug registers
         self.trap_gadget = self.trap_rest = None
 
     def gone(self, t: Thread, status: int) -> None:

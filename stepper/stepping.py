@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from capstone import x86_const as X
 
-from . import kernel, sigtrap
+from . import kernel, sigtrap, watchpoints
 from .errors import StepperError
 from .kernel import RIP, RSP, TRAP_TRACE
 
@@ -184,7 +184,11 @@ def step_stopped(p: Any, t: "Thread", sig: int) -> None:
     ops, bp, token = step.ops, step.bp, step.token
     t.stepping = None
     if sig == SIGTRAP and kernel.getsiginfo(t.tid).code > 0:
+        if p.watch_exec and watchpoints.refired(p, t, bp.address):
+            return single_step(t, step)  # an "x" watchpoint on the instruction stepped in place
         if ops.complete(p, t, bp, token):
+            if p.watchpoints:  # the instruction ran on the CPU: its watch trap is this one
+                watchpoints.fired(p, t)
             if p.trap_handler:  # the step's trap, forced like the INT3
                 sigtrap.after_trap(p, t, bp)
                 resume_stepped(p, t, step.held)
@@ -293,6 +297,8 @@ def _release(p: Any, t: "Thread", sig: int, held: list) -> int | None:
         # own siginfo, any other is sent again (as by tgkill: its siginfo is lost).
         if plan is not None:
             _map(p, t, plan, 0)
+        if p.watchpoints:  # the slot's instruction ran on the CPU: its watch trap is this one
+            watchpoints.fired(p, t)
         if p.trap_handler:  # the step's trap is forced, as the INT3 was
             address = plan.instruction.address if plan is not None else None
             sigtrap.after_trap(p, t, p.breakpoints.by_address.get(address))

@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from . import endings, kernel, placement, sigtrap, stepping, stops
+from . import endings, kernel, placement, sigtrap, stepping, stops, watchpoints
 from .errors import StepperError
 from .kernel import EFLAGS, RIP, SI_KERNEL, TF, WALL, PtraceFailed
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
@@ -90,7 +90,8 @@ def loop(root: Any) -> None:
                 getregs(tid, regs)
                 address = regs[RIP] - 1
                 bp = p.breakpoints.by_address.get(address)
-                if bp is not None and (not regs[EFLAGS] & TF or _is_int3(tid)):
+                if bp is not None and (not (regs[EFLAGS] & TF or p.watch_exec)
+                                       or _is_int3(tid)):
                     regs[RIP] = address
                     t.tf = regs[EFLAGS] & TF
                     bp.stats.hits += 1
@@ -164,6 +165,10 @@ def stopped(p: Any, t: Thread, status: int) -> None:
         if t.stepping is not None:
             stepping.settle(p, t, SIGSTOP)
         return None
+    if sig == SIGTRAP and p.watchpoints and t.stepping is None and t.boost_held is None:
+        hits = watchpoints.fired(p, t)  # reported (callbacks called); not the program's
+        if hits and not hits[0].single_step:
+            return stepping.resume(t)
     if p.boost.areas and t.stepping is None:
         sig = stepping.boost_stopped(p, t, sig)  # a RIP in a boost slot is mapped back first
         if sig is None:
@@ -178,6 +183,8 @@ def stopped(p: Any, t: Thread, status: int) -> None:
 def first_stop(p: Any, t: Thread) -> None:
     """The initial stop of a new thread or child process."""
     t.fresh = False
+    if p.watchpoints:  # a new thread starts with clear debug registers
+        watchpoints.apply(p, t)
     step = t.stepping
     if step is not None:  # forked in the middle of an out-of-line syscall: finish it
         t.stepping = None

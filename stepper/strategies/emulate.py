@@ -3,9 +3,10 @@
 The plan is compiled at insertion with keys = ptrace buffer indices, and the host CPU as flags
 oracle, so the flags the SDM leaves undefined are this CPU's (stepper.host_flags). A
 MemoryFault (a genuine fault, or a push that must grow the stack) falls back, for that hit, to
-executing the instruction on the CPU; so does an `.atomic` instruction while another thread
-may run, because the tracer's read and write are two accesses that another thread could slip
-between.
+executing the instruction on the CPU; so does an access to watched memory (the debug
+registers see only the CPU's accesses: stepper.watchpoints); so does an `.atomic`
+instruction while another thread may run, because the tracer's read and write are two
+accesses that another thread could slip between.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import emu
 from emu import MemoryFault, Unsupported
 
-from .. import host_flags, kernel, live_vector
+from .. import host_flags, kernel, live_vector, watchpoints
 from .base import Ops
 
 
@@ -42,9 +43,12 @@ class EmulateOps(Ops):
             return self._fall_back(p, t, bp, "atomic instruction while other threads run")
         try:
             if self.vector:
-                live_vector.run_vector_plan(self.plan, t.tid, t.regs, t.live.vm)
+                live_vector.run_vector_plan(self.plan, t.tid, t.regs, t.live.vm,
+                                            p.watchpoints)
             else:
-                self.plan(t.live)
+                self.plan(watchpoints.guard(p, t) if p.watchpoints else t.live)
+        except watchpoints.WatchedAccess:
+            return self._fall_back(p, t, bp, "watched memory")
         except MemoryFault as e:
             return self._fall_back(p, t, bp, f"memory fault ({e.access})")
         except Unsupported as e:
