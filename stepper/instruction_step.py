@@ -8,14 +8,17 @@ honour page protections) or changes nothing and returns False, and the caller si
 the instruction on the CPU instead. docs/engine.md ("Stepping by emulation") says when.
 
 Plans are cached per process (a WeakKeyDictionary here, keyed by the process object) and by
-address, with the raw bytes they were compiled from. A cached plan is trusted without reading
-memory only while `kernel.epoch` is unchanged since its bytes were last compared, i.e. while
-no traced thread ran and the tracer wrote nothing, and only when every thread is stopped.
-Otherwise (another thread may run, or something ran or wrote since) the bytes are read again
-(one process_vm_readv) and a changed byte means recompiling. An exec replaces the process's
-/proc/PID/mem handle, and the cache of a process whose handle changed is dropped whole.
-The emulated instruction's own stores are watched: one that lands on a page holding checked
-code (self-modifying code) makes every plan be checked again before its next use.
+address, with the raw bytes they were compiled from, and every use compares those bytes with
+the bytes in memory now; a changed byte means recompiling. Where "now" comes from:
+- another thread may run (`all_stopped` false), or the code is on a shared mapping: the
+  instruction's bytes are read at each step (one process_vm_readv);
+- every thread is stopped: from a snapshot of the code page, read once per page and
+  `kernel.epoch` (bumped by every ptrace resume and every write of the tracer's into a
+  tracee). While the epoch stands, no program instruction ran and nothing wrote, so the page
+  is unchanged, except by the emulated instructions themselves: a store of theirs onto a
+  snapshotted page (self-modifying code) drops the snapshots.
+An exec gives the process a new /proc/PID/mem handle; a cache whose handle is not the
+process's is dropped whole, so a new image never sees the old image's plans.
 """
 
 from __future__ import annotations
@@ -38,49 +41,44 @@ PAGE = 1 << PAGE_SHIFT
 
 class _Plan:
     """What one address compiles to: the raw bytes (as in memory, INT3s included) it was
-    compiled from, and the plan, or None with the reason it is not emulated."""
+    compiled from, and the plan, or None (`reason` says why it is not emulated)."""
 
-    __slots__ = ("raw", "plan", "vector", "atomic", "memory", "shared_code", "reason",
-                 "first_page", "last_page")
+    __slots__ = ("raw", "size", "plan", "vector", "atomic", "memory", "shared_code", "reason")
 
-    def __init__(self, address: int, raw: bytes) -> None:
+    def __init__(self, raw: bytes) -> None:
         self.raw = raw
+        self.size = len(raw)
         self.plan = None
         self.vector = self.atomic = self.memory = self.shared_code = False
         self.reason: str | None = None
-        self.first_page = address >> PAGE_SHIFT
-        self.last_page = (address + len(raw) - 1) >> PAGE_SHIFT
 
 
 class _Cache:
-    """The plans of one process. `checked`: the plans whose bytes were compared at `epoch`;
-    `code_pages`: the pages those bytes are on (a store there unchecks everything)."""
+    """The plans of one process (by address) and the code pages read in `epoch`."""
 
-    __slots__ = ("mem", "plans", "checked", "epoch", "code_pages", "maps", "maps_epoch",
-                 "stored_on_code", "__weakref__")
+    __slots__ = ("mem", "plans", "epoch", "pages", "maps", "maps_epoch", "stored_on_code",
+                 "__weakref__")
 
     def __init__(self, mem) -> None:
         self.mem = mem
         self.plans: dict[int, _Plan] = {}
-        self.checked: dict[int, _Plan] = {}
         self.epoch = -1
-        self.code_pages: set[int] = set()
+        self.pages: dict[int, bytes | None] = {}  # page number -> its bytes in this epoch
         self.maps: list | None = None
         self.maps_epoch = -1
         self.stored_on_code = False
 
-    def uncheck(self) -> None:
-        self.checked = {}
-        self.code_pages = set()
-
 
 _caches: "weakref.WeakKeyDictionary[object, _Cache]" = weakref.WeakKeyDictionary()
+#: (weak reference to the process, its cache) of the last call: a step loop skips the
+#: WeakKeyDictionary lookup, and a process that is gone is not kept alive.
+_last: tuple = (lambda: None, None)
 
 
 class _Watched:
-    """The State a memory-touching plan runs on: the caller's state, with stores on checked
-    code pages noticed, and (atomic instructions) accesses to MAP_SHARED mappings refused
-    before anything is written."""
+    """The State a memory-touching plan runs on: the caller's state, with stores onto a
+    snapshotted code page noticed, and (atomic instructions) accesses to shared mappings
+    refused before anything is written."""
 
     __slots__ = ("regs", "_state", "_cache", "_p", "_atomic")
 
@@ -97,7 +95,7 @@ class _Watched:
         if self._atomic:
             self._refuse_shared(address, len(data), "write")
         cache = self._cache
-        pages = cache.code_pages
+        pages = cache.pages
         if pages and ((address >> PAGE_SHIFT) in pages
                       or ((address + len(data) - 1) >> PAGE_SHIFT) in pages):
             cache.stored_on_code = True
@@ -133,39 +131,39 @@ def _run_vector(plan, tid: int, regs, watched: _Watched) -> None:
         kernel.setfpregs(tid, fp)
 
 
-def _cache_of(p) -> _Cache:
-    cache = _caches.get(p)
-    if cache is None or cache.mem is not p.mem:  # first use, or a new image (exec)
-        cache = _caches[p] = _Cache(p.mem)
-    return cache
+def _code(vm, cache: _Cache, address: int, size: int, fresh: bool) -> bytes | None:
+    """The `size` bytes at `address` as they are now: read now (`fresh`), or from the
+    snapshot of their page(s) taken in this epoch. None: not readable."""
+    if fresh:
+        return vm.read(address, size)
+    first, last = address >> PAGE_SHIFT, (address + size - 1) >> PAGE_SHIFT
+    pages = cache.pages
+    data = b""
+    for page in range(first, last + 1):
+        snap = pages.get(page)
+        if snap is None:
+            snap = pages[page] = vm.read(page << PAGE_SHIFT, PAGE)
+            if snap is None:
+                del pages[page]
+                return None
+        data += snap
+    offset = address & (PAGE - 1)
+    return data[offset:offset + size]
 
 
-def _check(p, vm, cache: _Cache, rip: int) -> _Plan | None:
-    """The plan for the bytes now at `rip`, compared (or compiled) now; None if they cannot
-    be read or do not decode (the CPU raises the genuine fault)."""
-    known = cache.plans.get(rip)
-    if known is not None:
-        raw = vm.read(rip, len(known.raw))
-        if raw == known.raw:
-            _mark_checked(cache, rip, known)
-            return known
-    raw = vm.read(rip, MAX_LENGTH)
-    if raw is None:  # the window may run into an unreadable page: read up to its end
-        raw = vm.read(rip, PAGE - (rip & (PAGE - 1)))
+def _compile(p, vm, cache: _Cache, rip: int, fresh: bool) -> _Plan | None:
+    """Decode and compile the instruction at `rip` (breakpoint bytes hidden) and cache it;
+    None if its bytes cannot be read or do not decode (the CPU raises the genuine fault)."""
+    raw = _code(vm, cache, rip, MAX_LENGTH, fresh)
+    if raw is None:  # the window may run into an unreadable page: up to the page's end
+        raw = _code(vm, cache, rip, PAGE - (rip & (PAGE - 1)), fresh)
         if raw is None:
             return None
     try:
         insn = emu.decode(p.read_memory(rip, len(raw)), rip)
     except (DecodeError, OSError):
         return None
-    entry = _compile(p, rip, raw[:insn.length], insn)
-    cache.plans[rip] = entry
-    _mark_checked(cache, rip, entry)
-    return entry
-
-
-def _compile(p, rip: int, raw: bytes, insn: emu.Instruction) -> _Plan:
-    entry = _Plan(rip, raw)
+    entry = cache.plans[rip] = _Plan(raw[:insn.length])
     entry.atomic = insn.atomic
     entry.memory = touches_memory(insn.capstone)
     try:
@@ -175,18 +173,10 @@ def _compile(p, rip: int, raw: bytes, insn: emu.Instruction) -> _Plan:
     except Unsupported as e:
         entry.reason = e.reason
         return entry
+    # Code that another process may write (a shared mapping): read at every step.
     mapping = maps.find(maps.read(p.pid), rip)
-    # Code another process may write (a shared mapping): never trusted between steps.
     entry.shared_code = mapping is None or mapping.perms[3:4] != "p"
     return entry
-
-
-def _mark_checked(cache: _Cache, rip: int, entry: _Plan) -> None:
-    if entry.shared_code:
-        return
-    cache.checked[rip] = entry
-    cache.code_pages.add(entry.first_page)
-    cache.code_pages.add(entry.last_page)
 
 
 def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
@@ -198,23 +188,40 @@ def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
     set, whose trap only the CPU raises), and nothing was changed.
 
     `all_stopped`: every thread of the process is stopped (atomic instructions may then be
-    emulated, and checked plans are trusted without reading the code again). `state`: the
+    emulated, and code bytes may be taken from this epoch's page snapshot). `state`: the
     emu State to run on (a guarding one, e.g. for watchpoints); default `t.live`.
     """
     regs = t.regs
     if regs[EFLAGS] & TF:
         return False
     rip = regs[RIP]
-    cache = _caches.get(p)
-    if cache is None or cache.mem is not p.mem:
-        cache = _cache_of(p)
-    epoch = kernel.epoch
-    if cache.epoch != epoch:
-        cache.uncheck()
-        cache.epoch = epoch
-    entry = cache.checked.get(rip) if all_stopped else None
+    global _last
+    last_p, cache = _last
+    if last_p() is not p or cache.mem is not p.mem:
+        cache = _caches.get(p)
+        if cache is None or cache.mem is not p.mem:  # first use, or a new image (exec)
+            cache = _caches[p] = _Cache(p.mem)
+        _last = (weakref.ref(p), cache)
+    if cache.epoch != kernel.epoch:
+        cache.pages = {}
+        cache.epoch = kernel.epoch
+    vm = t.live.vm
+    entry = cache.plans.get(rip)
+    if entry is not None:
+        fresh = entry.shared_code or not all_stopped
+        if fresh:
+            now = vm.read(rip, entry.size)
+        else:
+            snap = cache.pages.get(rip >> PAGE_SHIFT)
+            offset = rip & (PAGE - 1)
+            if snap is not None and offset + entry.size <= PAGE:
+                now = snap[offset:offset + entry.size]
+            else:
+                now = _code(vm, cache, rip, entry.size, False)
+        if now != entry.raw:
+            entry = None
     if entry is None:
-        entry = _check(p, t.live.vm, cache, rip)
+        entry = _compile(p, vm, cache, rip, not all_stopped)
         if entry is None:
             return False
     plan = entry.plan
@@ -234,8 +241,9 @@ def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
             plan(watched)
     except (MemoryFault, Unsupported):
         return False
-    # Our own stores moved the epoch; they changed no checked code unless they landed on it.
+    # Our own stores moved the epoch; they changed no code unless they landed on a
+    # snapshotted page.
     if cache.stored_on_code:
-        cache.uncheck()
+        cache.pages = {}
     cache.epoch = kernel.epoch
     return True

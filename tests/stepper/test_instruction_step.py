@@ -148,6 +148,14 @@ def test_a_faulting_load_changes_nothing_and_the_cpu_faults(loop):
     assert t.regs[kernel.RIP] == _site(exe, "fault_site")
 
 
+def test_a_push_onto_an_unmapped_stack_changes_nothing(loop):
+    p, t, exe = loop()
+    _go_to(t, _site(exe, "loop_top"), rsp=0x10000)  # push rbx, with no stack there
+    before = list(t.regs)
+    assert emulate_one(p, t, True) is False
+    assert list(t.regs) == before
+
+
 def test_a_system_call_is_left_to_the_kernel(loop):
     p, t, exe = loop()
     _go_to(t, _site(exe, "syscall_site"), rax=39)  # getpid
@@ -199,6 +207,20 @@ def test_a_breakpoint_byte_is_hidden_from_the_decoder(loop):
     assert p.mem.read(site, 1) == b"\xcc"
     assert emulate_one(p, t, True) is True
     assert t.regs[kernel.REG_INDEX["r12"]] == 300
+
+
+def test_an_sse_move_updates_the_xmm_register(loop):
+    """A plan over xmm registers runs on the thread's FXSAVE image, written back."""
+    p, t, exe = loop()
+    site = _site(exe, "after_setup")
+    p.mem.write(site, bytes.fromhex("66480f6ec0"))  # movq xmm0, rax
+    _go_to(t, site, rax=0x1122334455667788)
+    assert emulate_one(p, t, True) is True
+    fp = kernel.FpregsBuffer()
+    kernel.getfpregs(t.tid, fp)
+    assert bytes(fp[kernel.XMM_OFFSET:kernel.XMM_OFFSET + 16]) == (
+        (0x1122334455667788).to_bytes(8, "little") + bytes(8))
+    assert t.regs[kernel.RIP] == site + 5
 
 
 MOV_R12_7 = bytes.fromhex("49c7c407000000")  # mov r12, 7: as long as `mov r12, 300`
