@@ -57,7 +57,7 @@ class _Cache:
     """The plans of one process (by address) and the code pages read in `epoch`."""
 
     __slots__ = ("mem", "plans", "epoch", "pages", "maps", "maps_epoch", "stored_on_code",
-                 "__weakref__")
+                 "watched", "__weakref__")
 
     def __init__(self, mem) -> None:
         self.mem = mem
@@ -67,6 +67,7 @@ class _Cache:
         self.maps: list | None = None
         self.maps_epoch = -1
         self.stored_on_code = False
+        self.watched: _Watched | None = None  # the last one made (a step loop reuses it)
 
 
 _caches: "weakref.WeakKeyDictionary[object, _Cache]" = weakref.WeakKeyDictionary()
@@ -234,10 +235,13 @@ def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
             plan(state)
             return True
         cache.stored_on_code = False
-        watched = _Watched(state, cache, p, entry.atomic)
         if entry.vector:
-            _run_vector(plan, t.tid, regs, watched)
+            _run_vector(plan, t.tid, regs, _Watched(state, cache, p, entry.atomic))
         else:
+            watched = cache.watched
+            if watched is None or watched._state is not state:
+                watched = cache.watched = _Watched(state, cache, p, False)
+            watched._atomic = entry.atomic
             plan(watched)
     except (MemoryFault, Unsupported):
         return False

@@ -1,6 +1,6 @@
 """Instruction steps per second: a `step` callable on the bundled instruction loop
 (bench_steploop.S), next to a plain C PTRACE_SINGLESTEP loop over the same program
-(bench_singlestep.c), measured in the same run. A benchmark, not a test: it asserts nothing.
+(bench_singlestep.c), measured in the same run, alternated. A benchmark, not a test: it asserts nothing.
 
     python -m stepper.bench.steps [--steps N]
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import time
 from functools import lru_cache
@@ -103,15 +104,30 @@ def emulated_us(steps: int) -> tuple[float, float]:
         session.kill()
 
 
+def compare(steps: int, repeat: int = 3) -> dict:
+    """The C loop and the emulated stepper, alternated `repeat` times (so both see the same
+    machine load); the median of each."""
+    c, emulated, shares = [], [], []
+    for _ in range(repeat):
+        c.append(c_singlestep_us(steps))
+        us, share = emulated_us(steps)
+        emulated.append(us)
+        shares.append(share)
+    return {"steps": steps, "repeat": repeat, "c_singlestep_us": statistics.median(c),
+            "emulated_us": statistics.median(emulated), "emulated_share": min(shares)}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m stepper.bench.steps",
                                      description=__doc__.split("\n")[0])
     parser.add_argument("--steps", type=int, default=100000, help="timed steps per figure")
+    parser.add_argument("--repeat", type=int, default=3, help="alternated runs; medians shown")
     args = parser.parse_args(argv)
-    c_us = c_singlestep_us(args.steps)
-    emu_us, share = emulated_us(args.steps)
-    print(f"C PTRACE_SINGLESTEP loop   {c_us:8.2f} µs/step")
-    print(f"stepper emulated step      {emu_us:8.2f} µs/step  ({share:.0%} emulated, "
+    r = compare(args.steps, args.repeat)
+    c_us, emu_us = r["c_singlestep_us"], r["emulated_us"]
+    print(f"µs per step, median of {r['repeat']} alternated runs of {r['steps']} steps")
+    print(f"C PTRACE_SINGLESTEP loop   {c_us:8.2f}")
+    print(f"stepper emulated step      {emu_us:8.2f}  ({r['emulated_share']:.0%} emulated, "
           f"{c_us / emu_us:.1f}x faster)")
     return 0
 

@@ -5,7 +5,8 @@
  * (with ASLR off, two runs have the same registers at every step).
  *
  *   bench_steploop          300 iterations, then the sites below, then exit(0)
- *   bench_steploop ANY      (practically) forever: the benchmark stops it
+ *   bench_steploop ANY      (practically) forever, and without the bsf (which emulation
+ *                           leaves to the CPU): the benchmark stops it
  *
  * After the loop come labelled sites that the tests start from directly: a system call, a
  * locked add on .data and on a MAP_SHARED page (r15, mapped first), and a load from an
@@ -35,9 +36,11 @@ _start:
     .globl after_setup
 after_setup:
     mov r12, 300
+    xor r13d, r13d
     cmp qword ptr [rsp], 1      /* argc */
     je 1f
     mov r12, 0x7fffffffffffffff
+    mov r13d, 1
 1:
     lea rbx, [rip + buf]
     mov rax, 0x0123456789abcdef
@@ -54,7 +57,10 @@ loop_top:
     mov [rbx], rax
     add [rbx + 8], rdx
     sub rax, [rbx + 8]
+    test r13, r13
+    jnz 4f
     bsf rsi, rax
+4:
     xor edi, edi
     cmp rax, rdx
     jae 2f
