@@ -284,3 +284,20 @@ def _find(p, start: int, text: str) -> int:
         if insn.text == text:
             return pc
         pc = insn.next_address
+
+
+def test_a_new_image_never_reuses_the_old_plans(loop):
+    """An exec gives the process a new /proc/PID/mem handle (stepper.process's exec): plans
+    and page snapshots made for the old handle are dropped, even with no epoch change."""
+    p, t, exe = loop()
+    site = _site(exe, "after_setup")
+    assert _rerun(p, t, site, True) == 300
+    other = os.open(f"/proc/{p.pid}/mem", os.O_RDWR)  # unseen: no epoch change
+    try:
+        os.pwrite(other, bytes.fromhex("49c7c409000000"), site)  # mov r12, 9
+    finally:
+        os.close(other)
+    old = p.mem
+    p.mem = p.breakpoints.mem = kernel.ProcMem(p.pid)  # as exec does
+    old.close()
+    assert _rerun(p, t, site, True) == 9
