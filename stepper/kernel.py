@@ -30,6 +30,12 @@ _process_vm_writev.restype = ctypes.c_ssize_t
 _syscall = _libc.syscall
 _syscall.restype = ctypes.c_long
 
+#: Bumped by every request that lets a thread run (cont, singlestep, detach, PTRACE_SYSCALL)
+#: and by every write into a tracee's memory: while it is unchanged, no traced program ran
+#: and the tracer wrote nothing, so code bytes checked at that value are still the bytes
+#: (stepper.instruction_step keeps its checked plans per epoch).
+epoch = 0
+
 # Requests (linux/ptrace.h).
 PEEKUSER = 3
 POKEUSER = 6
@@ -164,16 +170,22 @@ _WORD = (1 << 64) - 1
 
 
 def cont(tid: int, sig: int = 0) -> None:
+    global epoch
+    epoch += 1
     if _ptrace(CONT, tid, 0, sig) == -1:
         _check(-1, "PTRACE_CONT", tid)
 
 
 def singlestep(tid: int, sig: int = 0) -> None:
+    global epoch
+    epoch += 1
     if _ptrace(SINGLESTEP, tid, 0, sig) == -1:
         _check(-1, "PTRACE_SINGLESTEP", tid)
 
 
 def detach(tid: int, sig: int = 0) -> None:
+    global epoch
+    epoch += 1
     if _ptrace(DETACH, tid, 0, sig) == -1:
         _check(-1, "PTRACE_DETACH", tid)
 
@@ -279,6 +291,8 @@ class VmAccess:
 
     def write(self, address: int, data: bytes) -> int:
         """Write `data`; returns how many leading bytes were written (-1: none, error)."""
+        global epoch
+        epoch += 1
         size = len(data)
         ctypes.memmove(self._buffer(size), data, size)
         self._local.base = self._buf_addr
@@ -301,6 +315,8 @@ class ProcMem:
         return os.pread(self.fd, size, address)
 
     def write(self, address: int, data: bytes) -> None:
+        global epoch
+        epoch += 1
         done = os.pwrite(self.fd, data, address)
         if done != len(data):
             raise StepperError(f"short write of {len(data)} byte(s) at {address:#x}")

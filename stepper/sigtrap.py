@@ -239,6 +239,7 @@ def inject(s: "Session", tid: int, nr: int, *args: int) -> int:
     pending, stops = [], 0
     try:
         while stops < 2:  # the syscall's entry stop, then its exit stop
+            kernel.epoch += 1
             if kernel._ptrace(kernel.SYSCALL, tid, 0, 0) == -1:
                 kernel._check(-1, "PTRACE_SYSCALL", tid)
             _, status = os.waitpid(tid, kernel.WALL)

@@ -10,6 +10,8 @@ from pathlib import Path
 from tests.support.elf import instructions
 
 TRACEES = Path(__file__).resolve().parents[1] / "stepper" / "tracees"
+#: The package's bundled sources (the benchmark programs), which some tests build as tracees.
+BUNDLED = Path(__file__).resolve().parents[2] / "stepper" / "data"
 
 #: name -> (sources, gcc flags)
 PROGRAMS = {
@@ -27,6 +29,8 @@ PROGRAMS = {
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
     "affinity": (["affinity.c"], ["-O1", "-pthread"]),
     "watchpoints": (["watchpoints.c"], ["-O1", "-pthread"]),
+    # the instruction loop of the step benchmark (an absolute path: TRACEES / it is itself)
+    "steploop": ([str(BUNDLED / "bench_steploop.S")], ["-static", "-nostdlib", "-no-pie"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
