@@ -26,6 +26,7 @@ PROGRAMS = {
     "family": (["family.c"], ["-O1", "-g"]),
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
     "affinity": (["affinity.c"], ["-O1", "-pthread"]),
+    "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.

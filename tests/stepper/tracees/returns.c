@@ -79,7 +79,7 @@ int main(int argc, char **argv) {
         for (long i = 5; i < 9; i++)
             printf("compute(%ld)=%ld\n", i, compute(i));
     } else if (!strcmp(mode, "alloc")) {
-        char *p = malloc(4096);
+        char *p = malloc(4099);
         if (p == NULL) {
             puts("out of memory");
             return 3;
