@@ -79,9 +79,9 @@ class Pending:
         self.callback = callback
         self.owner = owner  # the entry breakpoint (its stats count expiries)
 
-    def copy_for(self, tid: int) -> "Pending":
+    def copy_for(self, tid: int, owner: Breakpoint | None) -> "Pending":
         other = Pending(tid, self.site, self.cfa, self.stack, self.function, self.entry,
-                        self.callback, self.owner)
+                        self.callback, owner)
         other.start_ns = self.start_ns
         return other
 
@@ -315,7 +315,10 @@ def forked(parent: Any, child: Any, t: Thread, vfork: bool) -> None:
         return
     c = of(child)
     c._ranges = list(r._ranges)
-    mine = [f.copy_for(child.pid) for f in r.by_tid.get(t.tid, [])]
+    copies = child.breakpoints.by_address
+    mine = [f.copy_for(child.pid, None if f.owner is None else
+                       copies.get(f.owner.address, f.owner))
+            for f in r.by_tid.get(t.tid, [])]
     if mine:
         c.by_tid[child.pid] = mine
     for f in mine:

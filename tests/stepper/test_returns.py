@@ -174,3 +174,27 @@ def test_arm_away_from_an_entry_uses_the_unwinder(build, spawn_captured):
     assert out.read_bytes() == b"compute(3)=151 skippable(5)=105\n"
     assert [(r.value, r.entry) for r in got] == [(151, None)]
     assert len(errors) == 1 and "\n" not in errors[0] and "no frame to return to" in errors[0]
+
+
+def test_fork_child_reports_the_return_too(build, spawn_captured):
+    exe = build("returns")
+    plain = run_plain([exe, "fork"])
+    proc, out = spawn_captured([exe, "fork"])
+    got = []
+    bp = proc.break_at(_fn(proc, exe, "forker"), on_return=got.append)
+    assert proc.run().exit_code == 0
+    assert sorted(out.read_bytes().splitlines()) == sorted(plain.stdout.splitlines())
+    (child,) = proc.children
+    assert sorted((r.tid, r.value) for r in got) == sorted([(proc.pid, 22), (child.pid, 11)])
+    (copy,) = child.breakpoints
+    assert bp.stats.returns == copy.stats.returns == 1  # each process counts its own
+
+
+def test_exec_drops_pending_returns(build, spawn_captured):
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "exec"])
+    got = []
+    proc.break_at(_fn(proc, exe, "exec_self"), on_return=got.append)
+    assert proc.run().exit_code == 0
+    assert out.read_bytes() == b"compute(3)=151 skippable(5)=105\n"
+    assert got == [] and proc._session.returns is None

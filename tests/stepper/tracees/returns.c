@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 int tail_outer(int x);      /* returns_asm.S: jmp tail_inner */
 int tail_inner(int x);
@@ -35,6 +37,16 @@ __attribute__((noinline, noclone)) int deep(int i) {
 __attribute__((noinline, noclone)) int jumper(int i) {
     volatile int r = deep(i);
     return r + 1;
+}
+
+__attribute__((noinline, noclone)) int forker(void) {
+    pid_t pid = fork();
+    return pid == 0 ? 11 : 22;
+}
+
+__attribute__((noinline, noclone)) int exec_self(const char *self) {
+    execl(self, self, "args", (char *)NULL);
+    return -1;
 }
 
 static void on_usr1(int sig) {
@@ -87,6 +99,14 @@ int main(int argc, char **argv) {
         strcpy(p, "allocated");
         puts(p);
         free(p);
+    } else if (!strcmp(mode, "fork")) {
+        int r = forker();
+        printf("forker()=%d\n", r);
+        fflush(stdout);
+        if (r == 22)
+            wait(NULL);
+    } else if (!strcmp(mode, "exec")) {
+        return exec_self(argv[0]);
     } else if (!strcmp(mode, "args")) {
         printf("compute(3)=%ld skippable(5)=%d\n", compute(3), skippable(5));
     }
