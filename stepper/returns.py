@@ -43,8 +43,8 @@ from .kernel import RAX, REG_INDEX, RIP, RSP
 from .records import Breakpoint, Hit, Regs, Thread
 from .unwind import UnwindError
 
-_ITEMS = tuple(REG_INDEX.items())
-_NAMES = tuple(name for name, _ in _ITEMS)
+REG_ITEMS = tuple(REG_INDEX.items())
+REG_NAMES = tuple(name for name, _ in REG_ITEMS)
 
 
 @dataclass(frozen=True)
@@ -210,6 +210,8 @@ class Returns:
         bp = self.spare.get(address)
         if bp is None or bp.original == b"\xcc" or self.p.mem.read(address, 1) != bp.original:
             return False
+        if kernel.getsiginfo(t.tid).code != kernel.SI_KERNEL:
+            return False  # not an INT3 (the program's own single-step trap)
         t.regs[RIP] = address
         kernel.setregs(t.tid, t.regs)
         return True
@@ -235,7 +237,7 @@ def arm(p: Any, t: Thread, entry: Hit | None, callback: Callable[[Return], Any],
         cfa = rsp + 8
         function: int | None = entry.address
     else:
-        now = dict(zip(_NAMES, (regs[i] for _, i in _ITEMS)))
+        now = dict(zip(REG_NAMES, (regs[i] for _, i in REG_ITEMS)))
         read = p.read_memory
         try:
             back = unwind.caller(now, read, unwind_objects.process_objects(p.pid, read))
@@ -273,7 +275,7 @@ def write_back(t: Thread, regs: Regs, address: int) -> bool:
     """Apply a callback's register writes to stopped thread `t` (its buffer, then the
     kernel). True when it moved rip: the displaced instruction is skipped."""
     buf = t.regs
-    for name, i in _ITEMS:
+    for name, i in REG_ITEMS:
         buf[i] = regs[name]
     kernel.setregs(t.tid, buf)
     return buf[RIP] != address

@@ -138,8 +138,8 @@ def go_on(p: Any, t: Thread, step: Step | None) -> None:
         kernel.cont(t.tid, 0)
 
 
-_REG_NAMES = returns._NAMES
-_REG_GET = itemgetter(*(i for _, i in returns._ITEMS))
+_REG_NAMES = returns.REG_NAMES
+_REG_GET = itemgetter(*(i for _, i in returns.REG_ITEMS))
 
 
 def _call(p: Any, bp: Breakpoint, t: Thread) -> bool:

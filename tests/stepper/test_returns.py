@@ -21,10 +21,11 @@ def _pairs(text: str, name: str) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in re.findall(rf"\b{name}\((-?\d+)\)=(-?\d+)", text)]
 
 
-def test_four_threads_each_return_paired_with_its_entry(build, spawn_captured):
+@pytest.mark.parametrize("mode", ["auto", "xol"])
+def test_four_threads_each_return_paired_with_its_entry(build, spawn_captured, mode):
     exe = build("returns")
     plain = run_plain([exe, "threads"])
-    proc, out = spawn_captured([exe, "threads"])
+    proc, out = spawn_captured([exe, "threads"], mode)
     got = []
     bp = proc.break_at(_fn(proc, exe, "compute"), on_return=got.append)
     status = proc.run()
