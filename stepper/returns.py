@@ -113,6 +113,7 @@ class Returns:
     # --- arming ----------------------------------------------------------------------
 
     def add(self, pending: Pending) -> None:
+        self._take(pending.site)  # first: StepperError leaves nothing changed
         frames = self.by_tid.setdefault(pending.tid, [])
         kept = []
         for f in frames:  # frames below the new one on its stack are gone
@@ -124,13 +125,12 @@ class Returns:
                 kept.append(f)
         kept.append(pending)
         self.by_tid[pending.tid] = kept
-        self._take(pending.site)
 
     def _take(self, address: int) -> None:
         n = self.count.get(address, 0)
-        self.count[address] = n + 1
         if n == 0 and address not in self.sites:
             self.sites[address] = self._insert(address)
+        self.count[address] = n + 1
 
     def _insert(self, address: int) -> Breakpoint:
         p = self.p

@@ -199,3 +199,13 @@ def test_exec_drops_pending_returns(build, spawn_captured):
     assert proc.run().exit_code == 0
     assert out.read_bytes() == b"compute(3)=151 skippable(5)=105\n"
     assert got == [] and proc._session.returns is None
+
+
+def test_an_entry_whose_return_cannot_be_armed_is_counted(build, spawn_captured):
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "args"])
+    got = []
+    start = proc.break_at(_fn(proc, exe, "_start"), on_return=got.append)  # [rsp] is argc
+    assert proc.run().exit_code == 0
+    assert out.read_bytes() == b"compute(3)=151 skippable(5)=105\n"
+    assert got == [] and start.stats.unarmed == 1 and start.stats.hits == 1
