@@ -209,3 +209,24 @@ def test_an_entry_whose_return_cannot_be_armed_is_counted(build, spawn_captured)
     assert proc.run().exit_code == 0
     assert out.read_bytes() == b"compute(3)=151 skippable(5)=105\n"
     assert got == [] and start.stats.unarmed == 1 and start.stats.hits == 1
+
+
+def test_a_user_breakpoint_removed_at_a_return_address_leaves_the_returns_armed(
+        build, spawn_captured):
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "fib"])
+    got, user = [], []
+
+    def once(hit):
+        proc.remove(user[0])  # from its own callback, while returns are pending there
+
+    def entry(hit):
+        if not user and hit.regs["rdi"] == 11:  # called by fib(12): returns inside fib
+            back = int.from_bytes(hit.read(hit.regs["rsp"], 8), "little")
+            user.append(proc.break_at(back, callback=once))
+
+    bp = proc.break_at(_fn(proc, exe, "fib"), callback=entry, on_return=got.append)
+    assert proc.run().exit_code == 0
+    assert out.read_bytes() == b"fib(12)=144\n"
+    assert user[0].stats.hits == 1 and proc.breakpoints == [bp]
+    assert len(got) == bp.stats.returns == 465 and got[-1].value == 144
