@@ -26,12 +26,13 @@ from typing import Callable, Sequence
 
 from . import placement, watchpoints
 from .records import Breakpoint, ExitStatus, Hit, Stats
+from .returns import Return
 from .session import Session
 from .policy import MODES
 from .watchpoints import Watchpoint, WatchHit
 
-__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES",
-           "Watchpoint", "WatchHit"]
+__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "Return",
+           "MODES", "Watchpoint", "WatchHit"]
 
 
 class Process:
@@ -62,7 +63,7 @@ class Process:
 
     @property
     def breakpoints(self) -> list[Breakpoint]:
-        return list(self._session.breakpoints)
+        return [bp for bp in self._session.breakpoints if not bp.internal]
 
     @property
     def retired_breakpoints(self) -> list[Breakpoint]:
@@ -90,11 +91,17 @@ class Process:
         self._session.placement = placement.check(policy, "placement")
 
     def break_at(self, address: int, callback: Callable[[Hit], None] | None = None,
-                 mode: str | None = None) -> Breakpoint:
+                 mode: str | None = None,
+                 on_return: Callable[[Return], None] | None = None) -> Breakpoint:
         """Put a breakpoint at run-time `address`. `callback(hit)` runs at every hit, before
-        the instruction is stepped; `mode` overrides the process's strategy for this one.
-        Raises StepperError (one line, nothing written) for an address that cannot be probed."""
-        return self._session.add_breakpoint(address, mode, callback)
+        the instruction is stepped (what it writes in `hit.regs` is applied first; a new
+        `rip` skips the instruction; `hit.skip_call(value)` returns at once from a function
+        entry); `mode` overrides the process's strategy for this one. `on_return(ret)`: at a
+        function's entry, called when each call returns (ret.value = rax, ret.duration_ns,
+        ret.entry = the Hit, ret.tid), matched by thread and stack pointer, the stack never
+        rewritten (stepper.returns). Raises StepperError (one line, nothing written) for an
+        address that cannot be probed."""
+        return self._session.add_breakpoint(address, mode, callback, on_return)
 
     def remove(self, bp: Breakpoint) -> None:
         self._session.remove_breakpoint(bp)
@@ -188,7 +195,7 @@ class Process:
 
     def stats(self) -> dict[int, Stats]:
         """Per breakpoint address: hits, steps by strategy, fall-backs and why."""
-        return {bp.address: bp.stats for bp in self._session.breakpoints}
+        return {bp.address: bp.stats for bp in self._session.breakpoints if not bp.internal}
 
 
 def spawn(argv: Sequence[str], mode: str = "auto", env: dict | None = None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import kernel, located, placement, procfs, sigtrap, stepping, watchpoints, xol
+from . import kernel, located, placement, procfs, returns, sigtrap, stepping, watchpoints, xol
 from .breakpoints import Breakpoints
 from .errors import StepperError
 from .records import Breakpoint, ExitStatus, Hit, Step, Thread
@@ -52,6 +52,7 @@ class TracedProcess:
         self.area: XolArea | None = None  # the XOL area (per-thread slots), made on need
         self.boost = Boost(self)  # the boost slots' registry (areas mapped on first need)
         self.closed = False
+        self.returns: returns.Returns | None = None  # return breakpoints, made on first need
         # Root only: the loop's state.
         self.detach_requested = False
         self.interrupted = False  # Ctrl-C: KeyboardInterrupt is raised once detached
@@ -112,18 +113,23 @@ class TracedProcess:
     # --- breakpoints --------------------------------------------------------------------
 
     def add_breakpoint(self, address: int, mode: str | None = None,
-                       callback: Callable[[Hit], None] | None = None) -> Breakpoint:
+                       callback: Callable[[Hit], None] | None = None,
+                       on_return: Callable | None = None) -> Breakpoint:
         """Insert an INT3 at run-time `address`; see Breakpoints.prepare for the refusals.
+        `on_return`: see stepper.returns.
 
         The process must be stopped (before `run`, or from a callback).
         """
+        returns.before_add(self, address)  # a return INT3 of the engine's steps aside
         bp = self.breakpoints.prepare(address, mode or self.mode, callback)
         self.boost.prepare(bp)  # a boosted probe's slot is written once, before its INT3
         self.breakpoints.insert(bp)
+        returns.added(self, bp, on_return)
         return bp
 
     def remove_breakpoint(self, bp: Breakpoint) -> None:
         self.breakpoints.remove(bp)
+        returns.removed(self, bp)
 
     def read_memory(self, address: int, size: int) -> bytes:
         """Memory as the program sees it (breakpoint bytes hidden)."""
@@ -173,7 +179,8 @@ class TracedProcess:
         self.children.append(child)
         for bp in self.breakpoints:
             copy = Breakpoint(bp.address, bp.insn, bp.mode, bp.ops, bp.callback, bp.symbol,
-                              inserted=bp.inserted)
+                              inserted=bp.inserted, on_return=bp.on_return, hook=bp.hook,
+                              internal=bp.internal)
             child.breakpoints.by_address[bp.address] = copy
         child.boost = self.boost.inherited(child)
         if vfork:  # the same memory: the same area and slots
@@ -184,6 +191,7 @@ class TracedProcess:
             step = t.stepping
             child.threads[pid].stepping = Step(
                 step.ops, child.breakpoints.by_address.get(step.bp.address, step.bp), step.token)
+        returns.forked(self, child, t, vfork)
         return child
 
     def exec(self, t: Thread) -> None:
@@ -200,6 +208,7 @@ class TracedProcess:
             self.area.release(t.tid)
         self.retired += self.breakpoints.by_address.values()
         self.breakpoints.by_address.clear()
+        self.returns = None  # pending returns went with the old image
         self.area = None
         self.boost = Boost(self)
         t.boost_held = None  # held for slots that went with the old image
@@ -215,6 +224,8 @@ class TracedProcess:
     def gone(self, t: Thread, status: int) -> None:
         """Thread `t` exited or was killed (`status` from waitpid)."""
         self.drop_thread(t.tid)
+        if self.returns is not None:
+            self.returns.thread_gone(t.tid)
         if self.area is not None:
             self.area.release(t.tid)
         if t.tid == self.pid:

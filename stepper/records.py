@@ -32,6 +32,11 @@ class Stats:
     #: breakpoint and hit it again after the handler: `hits` counts that hit once)
     abandoned: int = 0
     boost: int = 0  # boosted out-of-line steps (stepper.strategies.boost)
+    #: on_return (stepper.returns): returns reported, pending returns expired (their frame
+    #: was abandoned: longjmp, an exception), entries whose return could not be armed
+    returns: int = 0
+    expired: int = 0
+    unarmed: int = 0
 
     @property
     def steps(self) -> dict[str, int]:
@@ -55,6 +60,11 @@ class Breakpoint:
     symbol: located.Symbol | None = None
     stats: Stats = field(default_factory=Stats)
     inserted: bool = False
+    #: on_return(ret) at each return of the function this breakpoint enters (stepper.returns)
+    on_return: Callable | None = None
+    #: the engine's own work at a hit, before the callback: hook(p, bp, t, hit) (returns)
+    hook: Callable | None = None
+    internal: bool = False  # a return breakpoint of the engine's, not the user's
 
     @property
     def original(self) -> bytes:
@@ -86,15 +96,47 @@ class ExitStatus:
         return cls(os.WEXITSTATUS(status), None)
 
 
+MASK = (1 << 64) - 1
+
+
+class Regs(dict):
+    """A hit's registers (emu names): a dict that notes writes, so a hit whose callback
+    changed nothing costs nothing more (the engine writes them back only if `written`)."""
+
+    written = False
+
+    def __setitem__(self, name: str, value: int) -> None:
+        if name not in self:
+            raise KeyError(f"{name!r} is not a register of a hit (one of {', '.join(self)})")
+        dict.__setitem__(self, name, value & MASK)
+        self.written = True
+
+    def update(self, *args, **kwargs) -> None:  # type: ignore[override]
+        for name, value in dict(*args, **kwargs).items():
+            self[name] = value
+
+
+
 @dataclass(frozen=True)
 class Hit:
     """What a breakpoint callback receives: the thread, its registers at the breakpoint
-    (rip = the breakpoint address; a copy, changing it changes nothing) and `read`."""
+    (rip = the breakpoint address) and `read`. `regs` is writable: what the callback
+    changes is written to the thread before the displaced instruction runs; a changed
+    `rip` skips that instruction (the thread resumes at the new rip)."""
 
     tid: int
     address: int
     regs: dict[str, int]
     read: Callable[[int, int], bytes]
+
+    def skip_call(self, return_value: int = 0) -> None:
+        """At a function's entry: return to the caller at once with rax = `return_value`
+        (rip = [rsp], rsp += 8); the function's body never runs."""
+        regs = self.regs
+        rsp = regs["rsp"]
+        regs["rip"] = int.from_bytes(self.read(rsp, 8), "little")
+        regs["rsp"] = rsp + 8
+        regs["rax"] = return_value
 
 
 @dataclass(slots=True, eq=False)

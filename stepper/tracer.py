@@ -16,13 +16,13 @@ import os
 import signal
 import threading
 import time
+from operator import itemgetter
 from typing import Any
 
-from . import endings, kernel, placement, sigtrap, stepping, stops, watchpoints
+from . import endings, kernel, placement, returns, sigtrap, stepping, stops, watchpoints
 from .errors import StepperError
 from .kernel import EFLAGS, RIP, SI_KERNEL, TF, WALL, PtraceFailed
-from .records import Breakpoint, ExitStatus, Hit, Step, Thread
-from .strategies.base import regs_dict
+from .records import Breakpoint, ExitStatus, Hit, Regs, Step, Thread
 
 SIGTRAP = signal.SIGTRAP
 SIGSTOP = signal.SIGSTOP
@@ -97,8 +97,9 @@ def loop(root: Any) -> None:
                     bp.stats.hits += 1
                     if t.rehit is not None and returning(t, address):
                         pass  # the re-hit of a step abandoned for a signal: seen already
-                    elif bp.callback is not None:
-                        _call(p, bp, t)
+                    elif (bp.callback is not None or bp.hook is not None) and _call(p, bp, t):
+                        skipped(p, t, bp)  # the callback moved rip: no step
+                        continue
                     if p.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
                         sigtrap.after_trap(p, t, bp)
                         go_on(p, t, bp.ops.hit(p, t, bp))
@@ -112,6 +113,8 @@ def loop(root: Any) -> None:
                         else:
                             t.running = True
                             cont(tid, 0)
+                elif p.returns is not None and p.returns.is_stale(t, address):
+                    go_on(p, t, None)  # our return INT3, removed as the thread trapped on it
                 else:
                     stopped(p, t, status)  # the program's own trap, passed through
             elif wifstopped(status):
@@ -136,8 +139,29 @@ def go_on(p: Any, t: Thread, step: Step | None) -> None:
         kernel.cont(t.tid, 0)
 
 
-def _call(p: Any, bp: Breakpoint, t: Thread) -> None:
-    bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), p.read_memory))
+_REG_NAMES = returns.REG_NAMES
+_REG_GET = itemgetter(*(i for _, i in returns.REG_ITEMS))
+
+
+def _call(p: Any, bp: Breakpoint, t: Thread) -> bool:
+    """The breakpoint's hook (return breakpoints, stepper.returns) and callback. What they
+    wrote in hit.regs is applied to the thread; True when that moved rip (skip the step)."""
+    hit = Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory)
+    if bp.hook is not None:
+        bp.hook(p, bp, t, hit)
+    if bp.callback is not None:
+        bp.callback(hit)
+    return hit.regs.written and returns.write_back(t, hit.regs, bp.address)
+
+
+def skipped(p: Any, t: Thread, bp: Breakpoint) -> None:
+    """Resume `t` where a callback sent it, its displaced instruction not run."""
+    if p.trap_handler:
+        sigtrap.after_trap(p, t, bp)
+        go_on(p, t, None)
+        sigtrap.flush(p, t)
+    else:
+        go_on(p, t, None)
 
 
 def stopped(p: Any, t: Thread, status: int) -> None:

@@ -31,6 +31,7 @@ PROGRAMS = {
     "watchpoints": (["watchpoints.c"], ["-O1", "-pthread"]),
     # the instruction loop of the step benchmark (an absolute path: TRACEES / it is itself)
     "steploop": ([str(BUNDLED / "bench_steploop.S")], ["-static", "-nostdlib", "-no-pie"]),
+    "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
