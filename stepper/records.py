@@ -55,6 +55,8 @@ class Breakpoint:
     symbol: located.Symbol | None = None
     stats: Stats = field(default_factory=Stats)
     inserted: bool = False
+    #: the user's breakpoint this location belongs to (stepper.user_breakpoints), if any
+    owner: Any = None
 
     @property
     def original(self) -> bytes:

@@ -75,7 +75,7 @@ def loop(root: Any) -> None:
     waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
     stopped_trap = stops.TRAP_STATUS
     seen = root.follower.seen
-    while mine and not root.detach_requested:
+    while mine and not root.detach_requested and not root.halt:
         tid, status = waitpid(-1, WALL)
         seen(tid)
         t = family.get(tid)
@@ -96,6 +96,9 @@ def loop(root: Any) -> None:
                     bp.stats.hits += 1
                     if t.rehit is not None and returning(t, address):
                         pass  # the re-hit of a step abandoned for a signal: seen already
+                    elif root.on_hit is not None:
+                        if root.on_hit(p, t, bp):
+                            continue  # held at the breakpoint: a debugger's stop
                     elif bp.callback is not None:
                         _call(p, bp, t)
                     if p.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
@@ -135,8 +138,8 @@ def go_on(p: Any, t: Thread, step: Step | None) -> None:
         kernel.cont(t.tid, 0)
 
 
-def _call(p: Any, bp: Breakpoint, t: Thread) -> None:
-    bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), p.read_memory))
+def _call(p: Any, bp: Breakpoint, t: Thread) -> Any:
+    return bp.callback(Hit(t.tid, bp.address, regs_dict(t.regs), p.read_memory))
 
 
 def stopped(p: Any, t: Thread, status: int) -> None:
@@ -156,6 +159,8 @@ def stopped(p: Any, t: Thread, status: int) -> None:
                 return p.abandon()  # a vfork child that exec'd: its own image, let go
             if p.root.on_exec is not None:
                 p.root.on_exec(p)
+        if p.root.on_stop is not None and p.root.on_stop(p, t, event, 0):
+            return None  # held at the event: a debugger's stop
         return stepping.resume(t)
     if sig == SIGSTOP and t.fresh:
         return first_stop(p, t)
@@ -170,6 +175,8 @@ def stopped(p: Any, t: Thread, status: int) -> None:
             return None  # stepped on: a signal waits for the slot's instruction
     if t.stepping is not None:
         return stepping.step_stopped(p, t, sig)
+    if p.root.on_stop is not None and p.root.on_stop(p, t, "signal", sig):
+        return None  # held with its signal: a debugger's stop
     if sig == SIGTRAP:
         return sigtrap.deliver(p, t)  # its own SIGTRAP: its handler is noted on the way
     stepping.resume(t, sig)  # the program's signal, passed through unchanged

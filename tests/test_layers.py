@@ -6,7 +6,8 @@ The layers, from the bottom:
   emu (the pure emulator)  <  emu.testing, emu.bench (need the `fuzz` extra)
   the stepper engine, itself in layers (docs/engine.md has the map):
     stepper's helpers, stepper.kernel  <  .stops, .records  <  .strategies, .policy,
-    .breakpoints  <  .process, .stepping  <  .tracer  <  .detach  <  .session
+    .breakpoints  <  .process, .stepping, .user_breakpoints  <  .tracer  <  .detach
+    <  .session, .allstop, .debugger
   <  stepper.api  <  stepper.corpus, .coverage, .probing, .fuzz, .bench
   <  stepper.commands  <  stepper.cli
 and `import stepper.api` (what a debugger imports) needs only capstone, pyelftools and
@@ -30,7 +31,9 @@ LAYERS = (
     ("stepper.stops", 3), ("stepper.records", 3),
     ("stepper.strategies", 4), ("stepper.policy", 4), ("stepper.breakpoints", 4),
     ("stepper.process", 5), ("stepper.stepping", 5),
+    ("stepper.user_breakpoints", 5),
     ("stepper.tracer", 6), ("stepper.detach", 7), ("stepper.session", 8),
+    ("stepper.allstop", 8), ("stepper.debugger", 8),
     ("stepper.api", 9),
     ("stepper.corpus", 10), ("stepper.coverage", 10), ("stepper.probing", 10),
     ("stepper.fuzz", 10), ("stepper.bench", 10),

@@ -1,0 +1,430 @@
+"""A debugger's control of a traced process: all-stop `cont()` returning a `Stop`, thread
+handles with writable registers, single steps, memory writes.
+
+`cont()` resumes every stopped thread and runs the tracer's loop (stepper.tracer) with two
+hooks set on the root process: `on_hit` decides at each breakpoint hit whether the program
+stops there (a breakpoint without callback, or whose callback returned STOP, or whose rules
+say so: stepper.user_breakpoints), `on_stop` at each signal and fork/exec event (only those
+asked for with `catch`). The thread that stops is held (not resumed) and the loop returns;
+then every other thread of the tree is stopped too (stepper.allstop). Under `run()` the hooks
+are not set and nothing changes.
+
+A thread held at a breakpoint sits at the breakpoint address, its displaced instruction not
+run yet: the next resume runs it through the breakpoint's own ops (emulation, XOL, boost...)
+unless the user moved rip (then it is skipped). A thread held with a signal gets it at the
+next resume, unless `cont(signal=...)` says otherwise (0 suppresses it).
+"""
+
+from __future__ import annotations
+
+import signal as signals
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from . import allstop, detach, kernel, maps, placement, stepping, stops, tracer, user_breakpoints
+from .errors import StepperError
+from .kernel import RIP
+from .records import ExitStatus, Thread
+from .regs_view import Registers
+
+KINDS = ("breakpoint", "step", "return", "watchpoint", "signal", "exit", "fork", "exec",
+         "interrupt")
+EVENTS = ("fork", "exec")
+
+
+@dataclass
+class StepStats:
+    """Instruction steps (`t.step()`): run by the emulator (no trap) or by the CPU."""
+
+    emulated: int = 0
+    trapped: int = 0
+
+
+@dataclass
+class Stop:
+    """Why `cont()` (or a step) returned; every thread of the program is stopped."""
+
+    kind: str
+    thread: "ThreadHandle | None" = None
+    breakpoint: Any = None
+    watchpoint: Any = None
+    signal: int | None = None
+    exit: ExitStatus | None = None
+    return_value: int | None = None
+
+
+class ThreadHandle:
+    """A stopped thread, for the user: `tid`, `regs` (writable, applied when it resumes),
+    `step(n)`."""
+
+    def __init__(self, state: "State", t: Thread) -> None:
+        self._state = state
+        self._thread = t
+        self.tid = t.tid
+        self._regs: Registers | None = None
+
+    def __repr__(self) -> str:
+        return f"<Thread {self.tid}>"
+
+    @property
+    def regs(self) -> Registers:
+        """Registers by name (rax, eax, al, rip, rflags, xmm0..xmm15...); writes are applied
+        with one SETREGS (and SETFPREGS for xmm) when the thread next runs."""
+        if self._regs is None:
+            self._state.check_stopped()
+            self._regs = Registers(self.tid, self._thread.regs)
+        return self._regs
+
+    def flush(self) -> None:
+        if self._regs is not None:
+            self._regs.flush()
+
+    def step(self, n: int = 1) -> Stop:
+        """Run exactly one instruction of this thread (the others stay stopped), `n` times;
+        returns the last Stop ("step", or why it ended early: "signal", "exit", "exec")."""
+        if n < 1:
+            raise StepperError(f"step({n}): give a count of 1 or more")
+        stop = None
+        for _ in range(n):
+            stop = self._state.step(self)
+            if stop.kind != "step":
+                break
+        return stop
+
+
+class State:
+    """The debugger's state of one traced tree (kept on the root process)."""
+
+    def __init__(self, root: Any) -> None:
+        self.root = root
+        self.queue: deque[Stop] = deque()
+        self.held: dict[int, tuple[str, int]] = {}  # tid -> ("bp", address) | ("signal", sig)
+        self.caught_signals: set[int] = set()
+        self.caught_events: set[str] = set()
+        self.interrupt_wanted = False
+        self.handles: dict[int, ThreadHandle] = {}
+        self.last: Stop | None = None
+        self.stats = StepStats()
+        self.finished: Stop | None = None  # the exit Stop, once the program ended
+
+    # --- threads ------------------------------------------------------------------------
+
+    def handle(self, t: Thread) -> ThreadHandle:
+        h = self.handles.get(t.tid)
+        if h is None or h._thread is not t:
+            h = self.handles[t.tid] = ThreadHandle(self, t)
+        return h
+
+    def threads(self) -> list[ThreadHandle]:
+        return [self.handle(t) for t in allstop.stopped_threads(self.root)]
+
+    def check_stopped(self) -> None:
+        if self.finished is not None:
+            raise StepperError(f"process {self.root.pid} has exited")
+        if self.root.loop_thread is not None:
+            raise StepperError("the program is running: wait for cont() to return")
+
+    # --- the loop's hooks ---------------------------------------------------------------
+
+    def on_hit(self, p: Any, t: Thread, bp: Any) -> bool:
+        owner = bp.owner
+        if owner is not None:
+            stop = owner.stops(p, t, bp)
+        elif bp.callback is not None:
+            stop = tracer._call(p, bp, t) is user_breakpoints.STOP
+        else:
+            stop = True
+        if not stop:
+            return False
+        kernel.setregs(t.tid, t.regs)  # at the breakpoint address, as the user sees it
+        self.held[t.tid] = ("bp", bp.address)
+        self._halt(Stop("breakpoint", self.handle(t), owner if owner is not None else bp))
+        if owner is not None and owner.temporary:
+            owner.delete()
+        return True
+
+    def on_stop(self, p: Any, t: Thread, what: str, sig: int) -> bool:
+        if what == "exec":
+            user_breakpoints.exec_happened(p)
+        if what == "signal":
+            if sig not in self.caught_signals:
+                return False
+            self.held[t.tid] = ("signal", sig)
+            self._halt(Stop("signal", self.handle(t), signal=sig))
+            return True
+        kind = "fork" if what == "vfork" else what
+        if kind not in self.caught_events:
+            return False
+        self.held[t.tid] = ("signal", 0)
+        self._halt(Stop(kind, self.handle(t)))
+        return True
+
+    def _halt(self, stop: Stop) -> None:
+        self.queue.append(stop)
+        self.root.halt = True
+
+    def interrupt(self) -> None:
+        """Make a running cont() return Stop("interrupt") (any thread, a signal handler)."""
+        self.interrupt_wanted = True
+        if self.root.loop_thread is not None:
+            self.root.halt = True
+            detach.kick(self.root)
+
+    # --- cont ---------------------------------------------------------------------------
+
+    def cont(self, signal: int | None = None) -> Stop:
+        root = self.root
+        if self.finished is not None:
+            raise StepperError(f"process {root.pid} has exited ({_ended(self.finished.exit)})")
+        if root.closed:
+            raise StepperError(f"process {root.pid} is no longer traced")
+        if self.queue:
+            return self._give(self.queue.popleft())
+        if self.interrupt_wanted:
+            return self._give(self._interrupted())
+        self._resume_all(signal)
+        self._run_loop()
+        if not root.threads:
+            return self._give(self._exited())
+        allstop.stop_everything(root)
+        if self.queue:
+            return self._give(self.queue.popleft())
+        return self._give(self._interrupted())
+
+    def _give(self, stop: Stop) -> Stop:
+        self.last = stop
+        return stop
+
+    def _interrupted(self) -> Stop:
+        self.interrupt_wanted = False
+        main = self.root.threads.get(self.root.pid) or next(iter(self.root.threads.values()))
+        return Stop("interrupt", self.handle(main))
+
+    def _exited(self) -> Stop:
+        root = self.root
+        for child in root.tree()[1:]:  # descendants still running: let go, as run() does
+            if child.threads and not child.closed:
+                child.abandon()
+        root.close()
+        self.finished = Stop("exit", exit=root.exit)
+        return self.finished
+
+    def _run_loop(self) -> None:
+        root = self.root
+        root.on_hit, root.on_stop = self.on_hit, self.on_stop
+        root.loop_thread = threading.get_ident()
+        root.follower = placement.Follower(root.pid, root.placement).start()
+        try:
+            if not self.interrupt_wanted:
+                tracer.loop(root)
+        except BaseException:
+            root.abandon()
+            raise
+        finally:
+            root.follower.end()
+            root.loop_thread = None
+            root.on_hit = root.on_stop = None
+            root.halt = False
+
+    def _resume_all(self, signal: int | None) -> None:
+        current = self.last.thread.tid if self.last and self.last.thread else None
+        for t in allstop.stopped_threads(self.root):
+            sig = signal if (t.tid == current and signal is not None) else None
+            self._resume(t, sig)
+        self.handles.clear()
+
+    def _resume(self, t: Thread, sig: int | None) -> None:
+        p = t.session
+        h = self.handles.get(t.tid)
+        if h is not None:
+            h.flush()
+        kind, value = self.held.pop(t.tid, ("", 0))
+        if kind == "bp":
+            bp = p.breakpoints.by_address.get(value)
+            if bp is not None and t.regs[RIP] == value:
+                if sig:  # a signal asked for: delivered there, the instruction after it
+                    kernel.setregs(t.tid, t.regs)
+                    return stepping.resume(t, sig)
+                return tracer.go_on(p, t, bp.ops.hit(p, t, bp))  # the displaced instruction
+            kernel.setregs(t.tid, t.regs)  # moved, or the breakpoint is gone: runs natively
+            return stepping.resume(t, sig or 0)
+        if kind == "signal":
+            return stepping.resume(t, value if sig is None else sig)
+        stepping.resume(t, sig or 0)
+
+    # --- memory -------------------------------------------------------------------------
+
+    def write(self, p: Any, address: int, data: bytes) -> None:
+        """Write `data` as the program's memory; a breakpoint underneath keeps its INT3,
+        and is set up again for the instruction the write leaves there."""
+        self.check_stopped()
+        data = bytes(data)
+        end = address + len(data)
+        mappings = maps.read(p.pid)
+        at = address
+        while at < end:
+            m = maps.find(mappings, at)
+            if m is None:
+                raise StepperError(f"cannot write {len(data)} byte(s) at {address:#x}: "
+                                   f"{at:#x} is not mapped in process {p.pid}")
+            at = m.end
+        under = [bp for bp in list(p.breakpoints.by_address.values())
+                 if bp.address < end and address < bp.address + len(bp.insn.bytes)]
+        for bp in under:
+            p.remove_breakpoint(bp)
+        try:
+            p.mem.write(address, data)
+        except OSError as e:
+            raise StepperError(f"cannot write {len(data)} byte(s) at {address:#x} in process "
+                               f"{p.pid}: {e.strerror}") from None
+        finally:
+            for bp in under:
+                _reinsert(p, bp)
+
+    # --- steps --------------------------------------------------------------------------
+
+    def step(self, h: ThreadHandle) -> Stop:
+        self.check_stopped()
+        t = h._thread
+        p = t.session
+        h.flush()
+        h._regs = None
+        kind, value = self.held.pop(t.tid, ("", 0))
+        sig = value if kind == "signal" else 0
+        if not sig and _emulate_one(p, t):
+            kernel.setregs(t.tid, t.regs)
+            self.stats.emulated += 1
+            return self._give(Stop("step", h))
+        stop = self._single_step(p, t, h, sig)
+        if stop.kind == "step":
+            self.stats.trapped += 1
+        return self._give(stop)
+
+    def _single_step(self, p: Any, t: Thread, h: ThreadHandle, sig: int) -> Stop:
+        """A real PTRACE_SINGLESTEP, the INT3 under rip taken out for it (every other
+        thread is stopped, so none can run past it meanwhile)."""
+        address = t.regs[RIP]
+        bp = p.breakpoints.by_address.get(address)
+        if bp is not None and bp.inserted:
+            p.mem.write(address, bp.original)
+        kernel.setregs(t.tid, t.regs)
+        try:
+            return self._step_wait(p, t, h, sig)
+        finally:
+            if bp is not None and bp.inserted and not p.closed:
+                try:
+                    p.mem.write(address, b"\xcc")
+                except (OSError, StepperError):
+                    pass
+
+    def _step_wait(self, p: Any, t: Thread, h: ThreadHandle, sig: int) -> Stop:
+        while True:
+            t.running = True
+            kernel.singlestep(t.tid, sig)
+            sig = 0
+            status = detach._next_status(p, t)
+            t.running = False
+            stop = stops.decode(status)
+            if not stop.stopped:
+                p.gone(t, status)
+                if not self.root.threads:
+                    return self._exited()
+                return Stop("exit", h, exit=ExitStatus.from_wait(status))
+            if stop.event == "clone":
+                tracer.cloned(p, kernel.geteventmsg(t.tid))
+            elif stop.event in ("fork", "vfork"):
+                tracer.forked(p, t, kernel.geteventmsg(t.tid), stop.event == "vfork")
+            elif stop.event == "exec":
+                p.exec(t)
+                user_breakpoints.exec_happened(p)
+                kernel.getregs(t.tid, t.regs)
+                return Stop("exec", self.handle(t))
+            elif stop.event is not None:
+                continue
+            elif stop.signal == signals.SIGTRAP:
+                kernel.getregs(t.tid, t.regs)
+                return Stop("step", h)
+            elif stop.signal == signals.SIGSTOP and t.stop_sent:
+                t.stop_sent = False
+            elif stop.signal in self.caught_signals:
+                self.held[t.tid] = ("signal", stop.signal)
+                kernel.getregs(t.tid, t.regs)
+                return Stop("signal", h, signal=stop.signal)
+            else:
+                sig = stop.signal  # delivered: the step stops at the handler's first insn
+
+    def trace(self, h: ThreadHandle, until: int | None) -> Iterator[int]:
+        """Step `h` and yield each executed instruction's address until rip == `until`
+        (or the thread stops for another reason)."""
+        while True:
+            address = h._thread.regs[RIP]
+            if address == until:
+                return
+            stop = self.step(h)
+            yield address
+            if stop.kind != "step":
+                return
+
+
+def _reinsert(p: Any, bp: Any) -> None:
+    """Put `bp` back after a write under it, decoded anew; its counts and owner kept."""
+    new = p.add_breakpoint(bp.address, bp.mode, bp.callback)
+    new.stats, new.owner = bp.stats, bp.owner
+    if bp.owner is not None:
+        owned = bp.owner.breakpoints
+        owned[owned.index(bp)] = new
+
+
+def _emulate_one(p: Any, t: Thread) -> bool:
+    """Run the instruction at t's rip in the emulator (no trap); False: not done here.
+
+    The instruction-step engine plugs in here (stepper.instruction_step.emulate_one(p, t,
+    all_stopped=True)); until then every step is a real single-step."""
+    return False
+
+
+def _ended(status: ExitStatus | None) -> str:
+    if status is None:
+        return "ended"
+    if status.signal is not None:
+        return f"killed by signal {status.signal}"
+    return f"exit code {status.exit_code}"
+
+
+def of(root: Any) -> State:
+    """The debugger state of `root`'s tree, made on first use."""
+    if root.debugger is None:
+        root.debugger = State(root)
+    return root.debugger
+
+
+def catch(root: Any, what: int | str) -> None:
+    """Make a signal (a number) or an event ("fork", "exec") stop cont()."""
+    state = of(root)
+    if isinstance(what, str):
+        if what not in EVENTS:
+            raise StepperError(f"cannot catch {what!r}: give a signal number, 'fork' or 'exec'")
+        state.caught_events.add(what)
+        return
+    if not isinstance(what, int) or not 0 < what < 65 or what in (signals.SIGKILL, signals.SIGSTOP):
+        raise StepperError(f"cannot catch signal {what!r}: give a signal number 1..64 "
+                           f"other than SIGKILL and SIGSTOP")
+    state.caught_signals.add(int(what))
+
+
+def break_at(p: Any, where: int | str, callback=None, mode: str | None = None, *,
+             condition=None, thread: int | None = None, temporary: bool = False,
+             ignore: int = 0) -> user_breakpoints.UserBreakpoint:
+    """A user breakpoint (stepper.user_breakpoints), placed now where it resolves."""
+    if not isinstance(where, (int, str)) or isinstance(where, bool):
+        raise StepperError(f"break_at({where!r}): give an address or a probe spec string")
+    user = user_breakpoints.UserBreakpoint(p, where, callback, mode, condition, thread,
+                                           temporary, ignore)
+    user.place(strict=True)
+    p.user_breakpoints.append(user)
+    return user
+
+
+__all__ = ["Stop", "StepStats", "ThreadHandle", "State", "of", "catch", "break_at", "KINDS"]

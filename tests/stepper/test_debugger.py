@@ -1,0 +1,193 @@
+"""The debugger's all-stop control (stepper.debugger through stepper.api): cont() returning
+Stops, registers and memory changed and seen by the program, single steps compared with the
+disassembly, caught signals, interrupt(), the exit; real tracees (tracees/debuggee.c)."""
+
+import signal
+import threading
+
+import pytest
+
+from stepper import api, maps
+from stepper.errors import StepperError
+from tests.support.elf import instructions, symbol
+from tests.support.programs import TRACEES, gcc
+
+
+def _at(proc, exe, name):
+    return proc.load_bias + symbol(exe, name)[0]
+
+
+def test_a_named_libc_function_not_loaded_yet_stops_when_it_is(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    bp = proc.break_at("libc.so.6:getpid")
+    assert bp.pending and bp.locations == []  # libc is not mapped at the exec stop
+    stop = proc.cont()
+    assert stop.kind == "breakpoint" and stop.breakpoint is bp
+    assert stop.thread.regs["rip"] in bp.locations and not bp.pending
+    assert proc.read(stop.thread.regs["rip"], 1) != b"\xcc"  # the program's own byte
+    stop = proc.cont()
+    assert stop.kind == "exit" and stop.exit.exit_code == 3
+    assert stop.exit == proc.exit
+    assert f"pid={proc.pid}" in out.read_text()
+    assert bp.hits == 1
+    with pytest.raises(StepperError, match="exited"):
+        proc.cont()
+
+
+def test_an_argument_register_changed_at_a_stop_changes_the_output(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "add"))
+    stop = proc.cont()
+    assert stop.kind == "breakpoint" and stop.thread.regs["rdi"] == 2
+    stop.thread.regs["edi"] = 40
+    assert stop.thread.regs["rdi"] == 40
+    stop = proc.cont()  # caller(5) calls add(5, 1)
+    assert stop.kind == "breakpoint" and stop.thread.regs["rdi"] == 5
+    proc.cont()
+    text = out.read_text()
+    assert "add=43" in text and "caller=12" in text
+
+
+def test_moving_rip_skips_the_displaced_instruction(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "add"))
+    stop = proc.cont()
+    regs = stop.thread.regs
+    ret = int.from_bytes(proc.read(regs["rsp"], 8), "little")
+    regs["rip"], regs["rsp"], regs["rax"] = ret, regs["rsp"] + 8, 99  # return 99 at once
+    proc.cont()
+    proc.cont()
+    assert "add=99" in out.read_text()
+
+
+def test_memory_written_at_a_stop_is_what_the_program_sees(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "show"))
+    assert proc.cont().kind == "breakpoint"
+    proc.write(_at(proc, exe, "message"), b"patched\0")
+    assert proc.cont().kind == "exit"
+    assert "message=patched" in out.read_text()
+
+
+def test_a_write_over_a_breakpoint_keeps_it_and_changes_its_instruction(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    add = _at(proc, exe, "add")
+    first = instructions(exe, "add")[0]
+    assert first.bytes == bytes.fromhex("8d0437")  # lea (%rdi,%rsi,1),%eax
+    bp = proc.break_at(add, temporary=True, ignore=1)  # the first stop is caller's add(5, 1)
+    proc.write(add, bytes.fromhex("8d043f"))  # lea (%rdi,%rdi,1),%eax: add(a, b) = 2a
+    assert proc.read(add, 3) == bytes.fromhex("8d043f")
+    with open(f"/proc/{proc.pid}/mem", "rb") as mem:
+        mem.seek(add)
+        assert mem.read(1) == b"\xcc"  # the INT3 stayed
+    stop = proc.cont()
+    assert stop.kind == "breakpoint" and stop.breakpoint is bp and stop.thread.regs["rdi"] == 5
+    assert bp.locations == []  # temporary: gone after its stop
+    proc.cont()
+    text = out.read_text()
+    assert "add=4" in text and "caller=20" in text
+    assert bp.hits == 2
+
+
+def test_a_write_to_an_unmapped_address_is_one_line(build, spawn_captured):
+    exe = build("debuggee")
+    proc, _ = spawn_captured([exe, "args"])
+    with pytest.raises(StepperError, match="not mapped") as e:
+        proc.write(8, b"x")
+    assert "\n" not in str(e.value)
+    proc.kill()
+
+
+def test_steps_through_a_straight_line_function_follow_its_disassembly(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "mix"))
+    stop = proc.cont()
+    t = stop.thread
+    ret = int.from_bytes(proc.read(t.regs["rsp"], 8), "little")
+    seen = list(proc.trace_instructions(t, until=ret))
+    assert seen == [proc.load_bias + i.address for i in instructions(exe, "mix")]
+    assert t.regs["rip"] == ret and t.regs["rax"] == ((7 * 3 + 9) ^ (7 >> 2)) - 9
+    stats = proc.step_stats
+    assert stats.emulated + stats.trapped == len(seen)
+    proc.cont()
+    assert "mix=22" in out.read_text()
+
+
+def test_a_step_goes_into_a_call_and_out_of_it(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "caller"))
+    t = proc.cont().thread
+    body = [proc.load_bias + i.address for i in instructions(exe, "caller")]
+    add = _at(proc, exe, "add")
+    assert t.step().kind == "step" and t.regs["rip"] == body[1]  # mov $1, %esi
+    t.step()  # the call
+    assert t.regs["rip"] == add
+    stop = t.step(2)  # lea, ret
+    assert stop.kind == "step" and t.regs["rip"] == body[2] and t.regs["rax"] == 6
+    proc.cont()
+    assert "caller=12" in out.read_text()
+
+
+def test_a_caught_signal_stops_and_can_be_suppressed(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "signal"])
+    proc.catch(signal.SIGUSR1)
+    stop = proc.cont()
+    assert stop.kind == "signal" and stop.signal == signal.SIGUSR1
+    stop = proc.cont(signal=0)
+    assert stop.kind == "exit" and stop.exit.exit_code == 3
+    assert out.read_text() == "done\n"
+
+
+def test_a_caught_signal_is_delivered_by_default(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "signal"])
+    proc.catch(signal.SIGUSR1)
+    assert proc.cont().kind == "signal"
+    assert proc.cont().kind == "exit"
+    assert out.read_text() == "got usr1\ndone\n"
+
+
+def test_bad_catches_are_refused():
+    proc = api.spawn(["true"])
+    try:
+        for bad in ("vfork-done", 0, signal.SIGKILL):
+            with pytest.raises(StepperError):
+                proc.catch(bad)
+    finally:
+        proc.kill()
+
+
+def test_interrupt_stops_a_running_program(build, spawn_captured):
+    exe = build("debuggee")
+    proc, _ = spawn_captured([exe, "spin"])
+    timer = threading.Timer(0.3, proc.interrupt)
+    timer.start()
+    stop = proc.cont()
+    timer.join()
+    assert stop.kind == "interrupt" and stop.thread.tid == proc.pid
+    assert maps.find(maps.read(proc.pid), stop.thread.regs["rip"]).path.endswith("debuggee")
+    proc.interrupt()  # outside cont(): the next one returns at once
+    assert proc.cont().kind == "interrupt"
+    proc.kill()
+
+
+def test_a_pending_spec_in_a_dlopened_library_stops_there(tmp_path, spawn_captured):
+    plugin = gcc(tmp_path / "names_plugin.so", "-shared", "-fPIC", TRACEES / "names_plugin.c")
+    dl = gcc(tmp_path / "dl", TRACEES / "names_dl.c", "-ldl")
+    proc, out = spawn_captured([dl, plugin, "3"])
+    bp = proc.break_at("names_plugin.so:plug_fn")
+    assert bp.pending
+    args = []
+    while (stop := proc.cont()).kind == "breakpoint":
+        assert stop.breakpoint is bp
+        args.append(stop.thread.regs["rdi"])
+    assert args == [0, 1, 2] and stop.exit.exit_code == 0
+    assert "sum=" in out.read_text()
