@@ -17,7 +17,7 @@ from typing import Any
 
 from . import detach, kernel, stepping
 from .errors import StepperError
-from .kernel import RIP
+from .kernel import RIP, RSP
 from .records import Thread
 
 
@@ -27,6 +27,8 @@ def stop_everything(root: Any) -> None:
     for p in root.tree():
         if p.closed:
             continue
+        steps = {t.tid: t.stepping.bp for t in p.threads.values() if t.stepping is not None}
+        before = {id(bp): bp.stats.abandoned for bp in steps.values()}
         threads = detach.stop_all(p)
         if p.boost.areas:
             _out_of_boost_slots(p, threads)
@@ -35,7 +37,26 @@ def stop_everything(root: Any) -> None:
             try:
                 kernel.getregs(t.tid, t.regs)
             except StepperError:
-                pass
+                continue
+            bp = steps.get(t.tid)
+            if bp is not None and t.regs[RIP] == bp.address:
+                _mark_rehit(t, bp.address)  # abandoned (and uncounted) by the stop
+                before[id(bp)] += 1
+        for bp in {id(bp): bp for bp in steps.values()}.values():
+            # A step the SIGSTOP found already past its instruction was counted abandoned,
+            # but it ran: it is a hit (only the threads put back on it will hit again).
+            ran = bp.stats.abandoned - before[id(bp)]
+            if ran > 0:
+                bp.stats.abandoned -= ran
+                bp.stats.hits += ran
+
+
+def _mark_rehit(t: Thread, address: int) -> None:
+    """`t` was put back on the breakpoint at `address` before its instruction ran: its hit
+    again at resume is that same hit (stepper.stepping.returning), not a new one."""
+    if t.rehit is None:
+        t.rehit = []
+    t.rehit.append((address, t.regs[RSP]))
 
 
 def _out_of_boost_slots(p: Any, threads: list[Thread]) -> None:
