@@ -23,7 +23,8 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-from . import allstop, detach, kernel, maps, placement, stepping, stops, tracer, user_breakpoints
+from . import (allstop, detach, kernel, maps, placement, sigtrap, stepping, stops, tracer,
+               user_breakpoints)
 from .errors import StepperError
 from .kernel import RIP
 from .records import ExitStatus, Thread
@@ -138,6 +139,8 @@ class State:
             stop = True
         if not stop:
             return False
+        if p.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset now
+            sigtrap.after_trap(p, t, bp)
         kernel.setregs(t.tid, t.regs)  # at the breakpoint address, as the user sees it
         self.held[t.tid] = ("bp", bp.address)
         self._halt(Stop("breakpoint", self.handle(t), owner if owner is not None else bp))
@@ -247,7 +250,10 @@ class State:
                 if sig:  # a signal asked for: delivered there, the instruction after it
                     kernel.setregs(t.tid, t.regs)
                     return stepping.resume(t, sig)
-                return tracer.go_on(p, t, bp.ops.hit(p, t, bp))  # the displaced instruction
+                tracer.go_on(p, t, bp.ops.hit(p, t, bp))  # the displaced instruction
+                if p.trap_handler:
+                    sigtrap.flush(p, t)
+                return None
             kernel.setregs(t.tid, t.regs)  # moved, or the breakpoint is gone: runs natively
             return stepping.resume(t, sig or 0)
         if kind == "signal":
@@ -344,6 +350,9 @@ class State:
             elif stop.event is not None:
                 continue
             elif stop.signal == signals.SIGTRAP:
+                if p.trap_handler:  # the step's trap is forced, as an INT3 is
+                    sigtrap.after_trap(p, t, None)
+                    sigtrap.flush(p, t)
                 kernel.getregs(t.tid, t.regs)
                 return Stop("step", h)
             elif stop.signal == signals.SIGSTOP and t.stop_sent:

@@ -3,6 +3,7 @@ Stops, registers and memory changed and seen by the program, single steps compar
 disassembly, caught signals, interrupt(), the exit; real tracees (tracees/debuggee.c)."""
 
 import signal
+import struct
 import threading
 
 import pytest
@@ -191,3 +192,40 @@ def test_a_pending_spec_in_a_dlopened_library_stops_there(tmp_path, spawn_captur
         args.append(stop.thread.regs["rdi"])
     assert args == [0, 1, 2] and stop.exit.exit_code == 0
     assert "sum=" in out.read_text()
+
+
+def test_exec_is_caught_and_a_spec_is_resolved_again_in_the_new_image(build, spawn_captured):
+    exe = build("execer")
+    proc, out = spawn_captured([exe, "again"])
+    bp = proc.break_at("execer:f")
+    proc.catch("exec")
+    kinds = []
+    while (stop := proc.cont()).kind != "exit":
+        kinds.append(stop.kind)
+    assert kinds == ["breakpoint"] * 3 + ["exec"] + ["breakpoint"] * 3
+    assert stop.exit.exit_code == 5 and out.read_text() == "n=3\nn=3\n"
+    assert bp.hits == 6
+
+
+def test_fork_is_caught_only_when_asked(build, spawn_captured, tmp_path):
+    exe = build("family")
+    other = build("family_other")
+    proc, out = spawn_captured([exe, other])
+    proc.catch("fork")
+    kinds = []
+    while (stop := proc.cont()).kind != "exit":
+        kinds.append((stop.kind, stop.thread.tid))
+    assert kinds == [("fork", proc.pid), ("fork", proc.pid)]
+    assert stop.exit.exit_code == 3
+    assert out.read_text().count("pid=") == 4
+
+
+def test_an_xmm_register_changed_at_a_stop_changes_the_output(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "half"))
+    t = proc.cont().thread
+    assert struct.unpack("<d", (t.regs["xmm0"] & (2**64 - 1)).to_bytes(8, "little")) == (9.0,)
+    t.regs["xmm0"] = int.from_bytes(struct.pack("<d", 50.0), "little")
+    assert proc.cont().kind == "exit"
+    assert "half=25\n" in out.read_text()

@@ -1,6 +1,6 @@
 /* The debugger tests' tracee: argv[1] picks what it does, and it prints what happened so a
  * test can check its stops and changes against the program's own account.
- *   args     add(2, 3), show() of a global message, caller(5), mix(7, 9), getpid()
+ *   args     add(2, 3), show() of a global message, caller(5), mix(7, 9), half(9.0), getpid()
  *   threads  4 threads each call hammer(i) 100 times; each prints its count
  *   signal   raise(SIGUSR1) with a handler that prints, then "done"
  *   spin     loops until killed
@@ -19,6 +19,7 @@ __attribute__((noinline)) int add(int a, int b) { return a + b; }
 __attribute__((noinline)) void show(void) { printf("message=%s\n", message); }
 __attribute__((noinline)) int caller(int x) { return add(x, 1) * 2; }
 __attribute__((noinline)) long mix(long a, long b) { return ((a * 3 + b) ^ (a >> 2)) - b; }
+__attribute__((noinline)) double half(double x) { return x / 2; }
 __attribute__((noinline)) void hammer(long i) { sink += i; }
 __attribute__((noinline)) long busy(long x) { return x * 7 + sink; }
 __attribute__((noinline)) void marker(int i) { sink = i; }
@@ -50,6 +51,7 @@ int main(int argc, char **argv) {
         show();
         printf("caller=%d\n", caller(5));
         printf("mix=%ld\n", mix(7, 9));
+        printf("half=%g\n", half(9.0));
         printf("pid=%d\n", (int)getpid());
     } else if (!strcmp(what, "threads")) {
         pthread_t t[4];
