@@ -99,13 +99,15 @@ class UserBreakpoint:
             make = ProbeSet.for_process if p.attached else ProbeSet.for_executable
             arg = loaded_objects(p.pid) if p.attached else p.exe
             self.probe_set = make([self.where], arg)
+            self.update(strict, self.probe_set.probes)  # resolved already (attach)
+            return
         self.update(strict)
 
-    def update(self, strict: bool = False) -> None:
+    def update(self, strict: bool = False, resolved: list[Probe] = ()) -> None:
         """Insert the sites that became resolvable (a library was mapped)."""
         p = self.process
         objects = loaded_objects(p.pid)
-        for probe in self.probe_set.update(objects):
+        for probe in list(resolved) + self.probe_set.update(objects):
             obj = next((o for o in objects if o.same_file(probe.path)), None)
             for site in _expand_ifunc(probe, obj.bias if obj is not None else 0):
                 self._insert(site.address, strict and not self._glob())

@@ -4,6 +4,7 @@ disassembly, caught signals, interrupt(), the exit; real tracees (tracees/debugg
 
 import signal
 import struct
+import subprocess
 import threading
 
 import pytest
@@ -229,3 +230,21 @@ def test_an_xmm_register_changed_at_a_stop_changes_the_output(build, spawn_captu
     t.regs["xmm0"] = int.from_bytes(struct.pack("<d", 50.0), "little")
     assert proc.cont().kind == "exit"
     assert "half=25\n" in out.read_text()
+
+
+def test_an_attached_process_stops_at_a_spec_and_is_let_go_unharmed(build):
+    exe = build("debuggee")
+    program = subprocess.Popen([exe, "busy"], stdout=subprocess.PIPE)
+    try:
+        proc = api.attach(program.pid)
+        bp = proc.break_at("debuggee:marker")
+        assert len(bp.locations) == 1
+        args = [proc.cont().thread.regs["rdi"] for _ in range(3)]
+        assert args == [args[0], args[0] + 1, args[0] + 2]
+        proc.detach()
+        out, _ = program.communicate(timeout=60)
+        assert out == b"busy done\n" and program.returncode == 3
+    finally:
+        if program.poll() is None:
+            program.kill()
+            program.wait()
