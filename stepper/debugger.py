@@ -247,7 +247,9 @@ class State:
         if kind == "bp":
             bp = p.breakpoints.by_address.get(value)
             if bp is not None and t.regs[RIP] == value:
-                if sig:  # a signal asked for: delivered there, the instruction after it
+                if sig:  # a signal asked for: delivered there; the instruction runs when
+                    # the handler returns to the breakpoint, a re-hit of this same hit
+                    stepping.abandoned(t, bp)
                     kernel.setregs(t.tid, t.regs)
                     return stepping.resume(t, sig)
                 tracer.go_on(p, t, bp.ops.hit(p, t, bp))  # the displaced instruction

@@ -248,3 +248,18 @@ def test_an_attached_process_stops_at_a_spec_and_is_let_go_unharmed(build):
         if program.poll() is None:
             program.kill()
             program.wait()
+
+
+def test_a_signal_given_at_a_breakpoint_runs_its_handler_first(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "signal"])
+    bp = proc.break_at("debuggee:on_usr1")
+    stop = proc.cont()  # in the handler
+    assert stop.kind == "breakpoint" and stop.thread.regs["rdi"] == signal.SIGUSR1
+    # SIGUSR1 is blocked in its handler: pending until the first run returns, then a second
+    # run; the first one's way back to the breakpoint is the same hit, not a new stop
+    stop = proc.cont(signal=signal.SIGUSR1)
+    assert stop.kind == "breakpoint" and stop.breakpoint is bp
+    assert proc.cont().kind == "exit"
+    assert out.read_text() == "got usr1\ngot usr1\ndone\n"
+    assert bp.hits == 2
