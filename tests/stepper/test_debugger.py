@@ -263,3 +263,19 @@ def test_a_signal_given_at_a_breakpoint_runs_its_handler_first(build, spawn_capt
     assert proc.cont().kind == "exit"
     assert out.read_text() == "got usr1\ngot usr1\ndone\n"
     assert bp.hits == 2
+
+
+def test_interrupt_from_a_signal_handler(build, spawn_captured):
+    exe = build("debuggee")
+    proc, _ = spawn_captured([exe, "spin"])
+    previous = signal.signal(signal.SIGALRM, lambda *_: proc.interrupt())
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        stop = proc.cont()
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert stop.kind == "interrupt"
+    before = stop.thread.regs["rip"]
+    assert stop.thread.step().kind == "step" and stop.thread.regs["rip"] != before
+    proc.kill()
