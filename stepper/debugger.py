@@ -17,6 +17,7 @@ next resume, unless `cont(signal=...)` says otherwise (0 suppresses it).
 
 from __future__ import annotations
 
+import errno
 import signal as signals
 import threading
 from collections import deque
@@ -102,6 +103,7 @@ class State:
         self.root = root
         self.queue: deque[Stop] = deque()
         self.held: dict[int, tuple[str, int]] = {}  # tid -> ("bp", address) | ("signal", sig)
+        self.siginfo: dict[int, Any] = {}  # a held signal's own siginfo, given back with it
         self.caught_signals: set[int] = set()
         self.caught_events: set[str] = set()
         self.interrupt_wanted = False
@@ -152,9 +154,10 @@ class State:
         if what == "exec":
             user_breakpoints.exec_happened(p)
         if what == "signal":
-            if sig not in self.caught_signals:
+            if sig not in self.caught_signals or t.tid in self.held:
                 return False
             self.held[t.tid] = ("signal", sig)
+            self.siginfo[t.tid] = stepping.copy_info(kernel.getsiginfo(t.tid))
             self._halt(Stop("signal", self.handle(t), signal=sig))
             return True
         kind = "fork" if what == "vfork" else what
@@ -191,7 +194,12 @@ class State:
         self._run_loop()
         if not root.threads:
             return self._give(self._exited())
-        allstop.stop_everything(root)
+        root.on_stop = self.on_stop  # a caught signal while the others stop: queued too
+        try:
+            allstop.stop_everything(root)
+        finally:
+            root.on_stop = None
+            root.halt = False
         if self.queue:
             return self._give(self.queue.popleft())
         return self._give(self._interrupted())
@@ -223,6 +231,7 @@ class State:
             if not self.interrupt_wanted:
                 tracer.loop(root)
         except BaseException:
+            root.on_hit = root.on_stop = None  # leaving: nothing is held any more
             root.abandon()
             raise
         finally:
@@ -235,7 +244,12 @@ class State:
         current = self.last.thread.tid if self.last and self.last.thread else None
         for t in allstop.stopped_threads(self.root):
             sig = signal if (t.tid == current and signal is not None) else None
-            self._resume(t, sig)
+            try:
+                self._resume(t, sig)
+            except kernel.PtraceFailed as e:
+                if e.errno != errno.ESRCH:
+                    raise
+                t.running = True  # killed meanwhile: the loop reaps its exit
         self.handles.clear()
 
     def _resume(self, t: Thread, sig: int | None) -> None:
@@ -258,7 +272,10 @@ class State:
                 return None
             kernel.setregs(t.tid, t.regs)  # moved, or the breakpoint is gone: runs natively
             return stepping.resume(t, sig or 0)
+        info = self.siginfo.pop(t.tid, None)
         if kind == "signal":
+            if info is not None and (sig is None or sig == value):
+                kernel.setsiginfo(t.tid, info)  # the stop it is held at may be our SIGSTOP
             return stepping.resume(t, value if sig is None else sig)
         stepping.resume(t, sig or 0)
 
@@ -301,6 +318,9 @@ class State:
         h._regs = None
         kind, value = self.held.pop(t.tid, ("", 0))
         sig = value if kind == "signal" else 0
+        info = self.siginfo.pop(t.tid, None)
+        if sig and info is not None:
+            kernel.setsiginfo(t.tid, info)
         if not sig and _emulate_one(p, t):
             kernel.setregs(t.tid, t.regs)
             self.stats.emulated += 1

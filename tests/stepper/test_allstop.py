@@ -51,3 +51,31 @@ def _starts(exe: str) -> set[int]:
         _cache[exe] = {i.address for f in ("busy", "busying", "marker", "main")
                        for i in instructions(exe, f)}
     return _cache[exe]
+
+
+def test_a_caught_signal_that_comes_while_the_others_stop_is_a_queued_stop(build, spawn_captured):
+    import signal
+
+    from stepper import kernel
+
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "busy"])
+    marker = proc.load_bias + symbol(exe, "marker")[0]
+    first = proc.break_at(marker)
+    assert proc.cont().breakpoint is first
+    other = next(t.tid for t in proc.threads if t.tid != proc.pid)
+    proc.remove(first)
+
+    def at_marker(hit):
+        kernel.tgkill(proc.pid, other, signal.SIGUSR1)  # pending in a thread still running
+        return api.STOP
+    proc.break_at(marker, at_marker)
+    proc.catch(signal.SIGUSR1)
+    stop = proc.cont()
+    assert stop.kind == "breakpoint" and stop.thread.tid == proc.pid
+    stop = proc.cont()  # the queued one: nothing ran in between
+    assert stop.kind == "signal" and stop.signal == signal.SIGUSR1 and stop.thread.tid == other
+    proc.remove(proc.breakpoints[-1])
+    stop = proc.cont(signal=0)  # SIGUSR1 at SIG_DFL would end the program
+    assert stop.kind == "exit" and stop.exit.exit_code == 3
+    assert out.read_text() == "busy done\n"
