@@ -221,7 +221,10 @@ class Process:
         every INT3 restored, no thread left in the XOL area, the area unmapped, every thread
         resumed, pending signals kept. Safe from any thread, from a signal handler and from a
         callback while `run()` runs (run() then detaches and returns); before or after
-        `run()` it detaches at once."""
+        `run()` it detaches at once; after `cont()`, registers written through a Stop's
+        threads are applied first and a caught signal a thread was stopped with is kept."""
+        if self._session.root.debugger is not None:
+            self._session.root.debugger.before_detach()
         self._session.request_detach()
 
     def kill(self) -> None:

@@ -279,6 +279,23 @@ class State:
             return stepping.resume(t, value if sig is None else sig)
         stepping.resume(t, sig or 0)
 
+    def before_detach(self) -> None:
+        """Leaving a stopped program: registers written by the user applied, and a signal a
+        thread is held with made pending again (sent anew: the program still gets it)."""
+        if self.root.loop_thread is not None or self.finished is not None:
+            return
+        for t in allstop.stopped_threads(self.root):
+            h = self.handles.get(t.tid)
+            kind, value = self.held.pop(t.tid, ("", 0))
+            try:
+                if h is not None:
+                    h.flush()
+                if kind == "signal" and value:
+                    kernel.tgkill(t.session.pid, t.tid, value)
+            except StepperError:
+                pass
+        self.handles.clear()
+
     # --- memory -------------------------------------------------------------------------
 
     def write(self, p: Any, address: int, data: bytes) -> None:

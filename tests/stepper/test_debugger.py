@@ -2,6 +2,7 @@
 Stops, registers and memory changed and seen by the program, single steps compared with the
 disassembly, caught signals, interrupt(), the exit; real tracees (tracees/debuggee.c)."""
 
+import os
 import signal
 import struct
 import subprocess
@@ -279,3 +280,21 @@ def test_interrupt_from_a_signal_handler(build, spawn_captured):
     before = stop.thread.regs["rip"]
     assert stop.thread.step().kind == "step" and stop.thread.regs["rip"] != before
     proc.kill()
+
+
+def test_detach_after_a_stop_applies_registers_and_keeps_a_caught_signal(build,
+                                                                       spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    proc.break_at(_at(proc, exe, "add"))
+    proc.cont().thread.regs["rdi"] = 40
+    proc.detach()
+    _, status = os.waitpid(proc.pid, 0)
+    assert os.WEXITSTATUS(status) == 3 and "add=43" in out.read_text()
+
+    proc, out = spawn_captured([exe, "signal"])
+    proc.catch(signal.SIGUSR1)
+    assert proc.cont().kind == "signal"
+    proc.detach()
+    _, status = os.waitpid(proc.pid, 0)
+    assert os.WEXITSTATUS(status) == 3 and out.read_text() == "got usr1\ndone\n"
