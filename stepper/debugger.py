@@ -21,41 +21,15 @@ import errno
 import signal as signals
 import threading
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Iterator
 
-from . import (allstop, detach, kernel, maps, placement, sigtrap, stepping, stops, tracer,
+from . import (allstop, detach, kernel, maps, placement, sigtrap, stepping, thread_step, tracer,
                user_breakpoints)
 from .errors import StepperError
 from .kernel import RIP
+from .debug_stop import EVENTS, KINDS, StepStats, Stop
 from .records import ExitStatus, Thread
 from .regs_view import Registers
-
-KINDS = ("breakpoint", "step", "return", "watchpoint", "signal", "exit", "fork", "exec",
-         "interrupt")
-EVENTS = ("fork", "exec")
-
-
-@dataclass
-class StepStats:
-    """Instruction steps (`t.step()`): run by the emulator (no trap) or by the CPU."""
-
-    emulated: int = 0
-    trapped: int = 0
-
-
-@dataclass
-class Stop:
-    """Why `cont()` (or a step) returned; every thread of the program is stopped."""
-
-    kind: str
-    thread: "ThreadHandle | None" = None
-    breakpoint: Any = None
-    watchpoint: Any = None
-    signal: int | None = None
-    exit: ExitStatus | None = None
-    return_value: int | None = None
-
 
 class ThreadHandle:
     """A stopped thread, for the user: `tid`, `regs` (writable, applied when it resumes),
@@ -325,95 +299,13 @@ class State:
             for bp in under:
                 _reinsert(p, bp)
 
-    # --- steps --------------------------------------------------------------------------
+    # --- steps (stepper.thread_step) ----------------------------------------------------
 
     def step(self, h: ThreadHandle) -> Stop:
-        self.check_stopped()
-        t = h._thread
-        p = t.session
-        h.flush()
-        h._regs = None
-        kind, value = self.held.pop(t.tid, ("", 0))
-        sig = value if kind == "signal" else 0
-        info = self.siginfo.pop(t.tid, None)
-        if sig and info is not None:
-            kernel.setsiginfo(t.tid, info)
-        if not sig and _emulate_one(p, t):
-            kernel.setregs(t.tid, t.regs)
-            self.stats.emulated += 1
-            return self._give(Stop("step", h))
-        stop = self._single_step(p, t, h, sig)
-        if stop.kind == "step":
-            self.stats.trapped += 1
-        return self._give(stop)
-
-    def _single_step(self, p: Any, t: Thread, h: ThreadHandle, sig: int) -> Stop:
-        """A real PTRACE_SINGLESTEP, the INT3 under rip taken out for it (every other
-        thread is stopped, so none can run past it meanwhile)."""
-        address = t.regs[RIP]
-        bp = p.breakpoints.by_address.get(address)
-        if bp is not None and bp.inserted:
-            p.mem.write(address, bp.original)
-        kernel.setregs(t.tid, t.regs)
-        try:
-            return self._step_wait(p, t, h, sig)
-        finally:
-            if bp is not None and bp.inserted and not p.closed:
-                try:
-                    p.mem.write(address, b"\xcc")
-                except (OSError, StepperError):
-                    pass
-
-    def _step_wait(self, p: Any, t: Thread, h: ThreadHandle, sig: int) -> Stop:
-        while True:
-            t.running = True
-            kernel.singlestep(t.tid, sig)
-            sig = 0
-            status = detach._next_status(p, t)
-            t.running = False
-            stop = stops.decode(status)
-            if not stop.stopped:
-                p.gone(t, status)
-                if not self.root.threads:
-                    return self._exited()
-                return Stop("exit", h, exit=ExitStatus.from_wait(status))
-            if stop.event == "clone":
-                tracer.cloned(p, kernel.geteventmsg(t.tid))
-            elif stop.event in ("fork", "vfork"):
-                tracer.forked(p, t, kernel.geteventmsg(t.tid), stop.event == "vfork")
-            elif stop.event == "exec":
-                p.exec(t)
-                user_breakpoints.exec_happened(p)
-                kernel.getregs(t.tid, t.regs)
-                return Stop("exec", self.handle(t))
-            elif stop.event is not None:
-                continue
-            elif stop.signal == signals.SIGTRAP:
-                if p.trap_handler:  # the step's trap is forced, as an INT3 is
-                    sigtrap.after_trap(p, t, None)
-                    sigtrap.flush(p, t)
-                kernel.getregs(t.tid, t.regs)
-                return Stop("step", h)
-            elif stop.signal == signals.SIGSTOP and t.stop_sent:
-                t.stop_sent = False
-            elif stop.signal in self.caught_signals:
-                self.held[t.tid] = ("signal", stop.signal)
-                kernel.getregs(t.tid, t.regs)
-                return Stop("signal", h, signal=stop.signal)
-            else:
-                sig = stop.signal  # delivered: the step stops at the handler's first insn
+        return thread_step.step(self, h)
 
     def trace(self, h: ThreadHandle, until: int | None) -> Iterator[int]:
-        """Step `h` and yield each executed instruction's address until rip == `until`
-        (or the thread stops for another reason)."""
-        while True:
-            address = h._thread.regs[RIP]
-            if address == until:
-                return
-            stop = self.step(h)
-            yield address
-            if stop.kind != "step":
-                return
+        return thread_step.trace(self, h, until)
 
 
 def _reinsert(p: Any, bp: Any) -> None:
@@ -423,14 +315,6 @@ def _reinsert(p: Any, bp: Any) -> None:
     if bp.owner is not None:
         owned = bp.owner.breakpoints
         owned[owned.index(bp)] = new
-
-
-def _emulate_one(p: Any, t: Thread) -> bool:
-    """Run the instruction at t's rip in the emulator (no trap); False: not done here.
-
-    The instruction-step engine plugs in here (stepper.instruction_step.emulate_one(p, t,
-    all_stopped=True)); until then every step is a real single-step."""
-    return False
 
 
 def _ended(status: ExitStatus | None) -> str:
