@@ -24,15 +24,18 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
-from . import placement, watchpoints
+from . import debugger, placement, watchpoints
+from .debugger import StepStats, Stop, ThreadHandle
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .returns import Return
 from .session import Session
 from .policy import MODES
+from .user_breakpoints import STOP, UserBreakpoint
 from .watchpoints import Watchpoint, WatchHit
 
 __all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "Return",
-           "MODES", "Watchpoint", "WatchHit"]
+           "MODES", "Watchpoint", "WatchHit", "Stop", "STOP", "ThreadHandle", "UserBreakpoint",
+           "StepStats"]
 
 
 class Process:
@@ -90,21 +93,41 @@ class Process:
     def placement(self, policy: str) -> None:
         self._session.placement = placement.check(policy, "placement")
 
-    def break_at(self, address: int, callback: Callable[[Hit], None] | None = None,
-                 mode: str | None = None,
-                 on_return: Callable[[Return], None] | None = None) -> Breakpoint:
-        """Put a breakpoint at run-time `address`. `callback(hit)` runs at every hit, before
-        the instruction is stepped (what it writes in `hit.regs` is applied first; a new
-        `rip` skips the instruction; `hit.skip_call(value)` returns at once from a function
-        entry); `mode` overrides the process's strategy for this one. `on_return(ret)`: at a
-        function's entry, called when each call returns (ret.value = rax, ret.duration_ns,
-        ret.entry = the Hit, ret.tid), matched by thread and stack pointer, the stack never
-        rewritten (stepper.returns). Raises StepperError (one line, nothing written) for an
-        address that cannot be probed."""
-        return self._session.add_breakpoint(address, mode, callback, on_return)
+    def break_at(self, where: int | str, callback: Callable[[Hit], object] | None = None,
+                 mode: str | None = None, on_return: Callable[[Return], None] | None = None,
+                 *, condition: Callable[[Hit], bool] | None = None,
+                 thread: int | None = None, temporary: bool = False,
+                 ignore: int = 0) -> "Breakpoint | UserBreakpoint":
+        """Put a breakpoint at run-time address `where`, or at every site of a `stepper probe
+        -p` spec string ("libc.so.6:malloc", "prog:main+0x10", "file.c:42", globs...): a spec
+        naming a library not loaded yet is pending and inserted when the library loads.
 
-    def remove(self, bp: Breakpoint) -> None:
-        self._session.remove_breakpoint(bp)
+        `callback(hit)` runs at every hit, before the instruction is stepped (what it writes
+        in `hit.regs` is applied first; a new `rip` skips the instruction;
+        `hit.skip_call(value)` returns at once from a function entry); under `cont()`
+        returning `api.STOP` stops the program there, and a breakpoint without callback stops
+        it (under `run()` it only counts). `mode` overrides the process's strategy for this
+        one. `condition(hit)` -> bool, `thread=tid`, `temporary` (removed at its first stop)
+        and `ignore=N` (the first N hits that pass the others are let go) decide which hits
+        are acted on; every hit counts. A plain address without those gives the engine's
+        Breakpoint (as always); a spec or any rule gives a UserBreakpoint (`.locations`,
+        `.hits`, `.pending`). `on_return(ret)`: at a function's entry, called when each call
+        returns (ret.value = rax, ret.duration_ns, ret.entry = the Hit, ret.tid), matched by
+        thread and stack pointer, the stack never rewritten (stepper.returns). Raises
+        StepperError (one line, nothing written) for a site that cannot be probed or a spec
+        that resolves to nothing."""
+        if isinstance(where, int) and not isinstance(where, bool) and condition is None \
+                and thread is None and not temporary and not ignore:
+            return self._session.add_breakpoint(where, mode, callback, on_return)
+        return debugger.break_at(self._session, where, callback, mode, on_return,
+                                 condition=condition, thread=thread, temporary=temporary,
+                                 ignore=ignore)
+
+    def remove(self, bp: "Breakpoint | UserBreakpoint") -> None:
+        if isinstance(bp, UserBreakpoint):
+            bp.delete()
+        else:
+            self._session.remove_breakpoint(bp)
 
     def watch(self, address: int, size: int = 8, access: str = "w",
               callback: Callable[[WatchHit], object] | None = None) -> Watchpoint:
@@ -128,6 +151,51 @@ class Process:
     def read(self, address: int, size: int) -> bytes:
         """The program's memory, breakpoint bytes hidden."""
         return self._session.read_memory(address, size)
+
+    # --- the debugger: all-stop control (stepper.debugger) --------------------------------
+
+    def write(self, address: int, data: bytes) -> None:
+        """Write the program's memory (through /proc/PID/mem, read-only text included) while
+        it is stopped. A breakpoint underneath stays: its saved original bytes become the new
+        ones and its instruction is decoded again. An unmapped address: StepperError."""
+        debugger.of(self._session.root).write(self._session, address, data)
+
+    def cont(self, signal: int | None = None) -> Stop:
+        """Resume every thread and run until something stops the program: a breakpoint
+        without callback (or whose callback returned `api.STOP`), a caught signal or event
+        (`catch`), `interrupt()`, or the exit. Returns that Stop with every thread of the
+        program stopped (all-stop); stops that happened together come from the next calls.
+        The thread that stopped with a signal gets it when resumed, unless `signal` says
+        otherwise (0: suppressed, N: another). Registers written through `stop.thread.regs`
+        are applied as each thread resumes."""
+        return debugger.of(self._session.root).cont(signal)
+
+    def interrupt(self) -> None:
+        """Make a running `cont()` return Stop("interrupt") with every thread stopped. Safe
+        from any thread or a signal handler; before cont(), the next cont() returns at once."""
+        debugger.of(self._session.root).interrupt()
+
+    def catch(self, what: int | str) -> None:
+        """Make signal `what` (e.g. signal.SIGUSR1) stop `cont()` (Stop kind "signal"; by
+        default signals pass through as unprobed), or "fork" / "exec" (kinds "fork", "exec":
+        the forking or exec'ing thread, the new image mapped, none of it run)."""
+        debugger.catch(self._session.root, what)
+
+    @property
+    def threads(self) -> list[ThreadHandle]:
+        """Handles of every stopped thread (after a Stop); `.regs`, `.step()`."""
+        return debugger.of(self._session.root).threads()
+
+    def trace_instructions(self, thread: ThreadHandle, until: int | None = None):
+        """Step `thread` one instruction at a time (the others stay stopped) and yield the
+        address of each instruction executed, until its rip is `until` (not executed) or it
+        stops for another reason (a caught signal, the exit)."""
+        return debugger.of(self._session.root).trace(thread, until)
+
+    @property
+    def step_stats(self) -> StepStats:
+        """Instruction steps so far: emulated (no trap) and trapped (a real single-step)."""
+        return debugger.of(self._session.root).stats
 
     @property
     def warnings(self) -> list[str]:
@@ -187,7 +255,10 @@ class Process:
         every INT3 restored, no thread left in the XOL area, the area unmapped, every thread
         resumed, pending signals kept. Safe from any thread, from a signal handler and from a
         callback while `run()` runs (run() then detaches and returns); before or after
-        `run()` it detaches at once."""
+        `run()` it detaches at once; after `cont()`, registers written through a Stop's
+        threads are applied first and a caught signal a thread was stopped with is kept."""
+        if self._session.root.debugger is not None:
+            self._session.root.debugger.before_detach()
         self._session.request_detach()
 
     def kill(self) -> None:

@@ -167,6 +167,8 @@ def wait_for_sigstop(p: Any, t: Thread, status: int | None) -> bool:
             sig = 0
         if sig and t.stepping is None and p.boost.areas:
             p.boost.map_back(t.tid, sig)
+        if sig and p.root.on_stop is not None and p.root.on_stop(p, t, "signal", sig):
+            sig = 0  # a debugger's all-stop holds it: delivered when the thread resumes
         if not (t.fresh or t.stop_sent):  # a stop reaped before ours was sent: send it now
             t.stop_sent = True
             kernel.tgkill(p.pid, t.tid, SIGSTOP)

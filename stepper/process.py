@@ -62,6 +62,14 @@ class TracedProcess:
         #: on_exec(process) at an exec stop (new image mapped, none of it run, no breakpoints)
         self.on_fork: Callable[["TracedProcess", "TracedProcess"], None] | None = None
         self.on_exec: Callable[["TracedProcess"], None] | None = None
+        #: root only, set by a debugger (stepper.debugger) while cont() runs the loop:
+        #: on_hit(p, t, bp) -> True holds `t` at the breakpoint (it stops the program);
+        #: on_stop(p, t, what, sig) -> True holds `t` at a signal ("signal") or an event
+        #: ("fork", "exec"); `halt` makes the loop return once the current stop is handled.
+        self.on_hit: Callable | None = None
+        self.on_stop: Callable | None = None
+        self.halt = False
+        self.debugger = None  # root only: stepper.debugger's state, made by its first use
         # The program's SIGTRAP handler as last seen (stepper.sigtrap): SIG_DFL (0) costs a hit
         # nothing; anything else is checked after each trap of ours and put back if reset.
         self.placement = parent.placement if parent is not None else placement.default_policy()
@@ -77,6 +85,10 @@ class TracedProcess:
         #: its trap from an INT3 just before it).
         self.watchpoints: list[watchpoints.Watchpoint] = []
         self.watch_exec = False
+        #: a debugger's breakpoints in this process (stepper.user_breakpoints), and its
+        #: breakpoint on the loader's _dl_debug_state that inserts their pending sites
+        self.user_breakpoints: list = []
+        self.loader_watch: Breakpoint | None = None
         self.add_thread(pid)
 
     @property

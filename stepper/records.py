@@ -65,6 +65,8 @@ class Breakpoint:
     #: the engine's own work at a hit, before the callback: hook(p, bp, t, hit) (returns)
     hook: Callable | None = None
     internal: bool = False  # a return breakpoint of the engine's, not the user's
+    #: the user's breakpoint this location belongs to (stepper.user_breakpoints), if any
+    owner: Any = None
 
     @property
     def original(self) -> bytes:

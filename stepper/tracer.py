@@ -75,7 +75,7 @@ def loop(root: Any) -> None:
     waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
     stopped_trap = stops.TRAP_STATUS
     seen = root.follower.seen
-    while mine and not root.detach_requested:
+    while mine and not root.detach_requested and not root.halt:
         tid, status = waitpid(-1, WALL)
         seen(tid)
         t = family.get(tid)
@@ -97,6 +97,9 @@ def loop(root: Any) -> None:
                     bp.stats.hits += 1
                     if t.rehit is not None and returning(t, address):
                         pass  # the re-hit of a step abandoned for a signal: seen already
+                    elif root.on_hit is not None:
+                        if root.on_hit(p, t, bp):
+                            continue  # held (a debugger's stop) or resumed elsewhere
                     elif (bp.callback is not None or bp.hook is not None) and _call(p, bp, t):
                         skipped(p, t, bp)  # the callback moved rip: no step
                         continue
@@ -143,10 +146,16 @@ _REG_NAMES = returns.REG_NAMES
 _REG_GET = itemgetter(*(i for _, i in returns.REG_ITEMS))
 
 
+def make_hit(p: Any, bp: Breakpoint, t: Thread) -> Hit:
+    """What a callback gets: writable registers (stepper.returns.write_back applies them)."""
+    return Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory)
+
+
 def _call(p: Any, bp: Breakpoint, t: Thread) -> bool:
-    """The breakpoint's hook (return breakpoints, stepper.returns) and callback. What they
-    wrote in hit.regs is applied to the thread; True when that moved rip (skip the step)."""
-    hit = Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory)
+    """Under run(): the breakpoint's hook (return breakpoints, stepper.returns) and callback.
+    What they wrote in hit.regs is applied to the thread; True when that moved rip (skip the
+    step)."""
+    hit = make_hit(p, bp, t)
     if bp.hook is not None:
         bp.hook(p, bp, t, hit)
     if bp.callback is not None:
@@ -181,6 +190,8 @@ def stopped(p: Any, t: Thread, status: int) -> None:
                 return p.abandon()  # a vfork child that exec'd: its own image, let go
             if p.root.on_exec is not None:
                 p.root.on_exec(p)
+        if p.root.on_stop is not None and p.root.on_stop(p, t, event, 0):
+            return None  # held at the event: a debugger's stop
         return stepping.resume(t)
     if sig == SIGSTOP and t.fresh:
         return first_stop(p, t)
@@ -191,6 +202,10 @@ def stopped(p: Any, t: Thread, status: int) -> None:
         return None
     if sig == SIGTRAP and p.watchpoints and t.stepping is None and t.boost_held is None:
         hits = watchpoints.fired(p, t)  # reported (callbacks called); not the program's
+        on_stop = p.root.on_stop
+        if hits and not hits[0].single_step and on_stop is not None \
+                and on_stop(p, t, "watchpoint", 0, hits):
+            return None  # held after the access: a debugger's stop
         if hits and not hits[0].single_step:
             return stepping.resume(t)
     if p.boost.areas and t.stepping is None:
@@ -199,6 +214,8 @@ def stopped(p: Any, t: Thread, status: int) -> None:
             return None  # stepped on: a signal waits for the slot's instruction
     if t.stepping is not None:
         return stepping.step_stopped(p, t, sig)
+    if p.root.on_stop is not None and p.root.on_stop(p, t, "signal", sig):
+        return None  # held with its signal: a debugger's stop
     if sig == SIGTRAP:
         return sigtrap.deliver(p, t)  # its own SIGTRAP: its handler is noted on the way
     stepping.resume(t, sig)  # the program's signal, passed through unchanged

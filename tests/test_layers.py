@@ -5,8 +5,9 @@ one, counting every import a module can execute (function-level ones too; import
 The layers, from the bottom:
   emu (the pure emulator)  <  emu.testing, emu.bench (need the `fuzz` extra)
   the stepper engine, itself in layers (docs/engine.md has the map):
-    stepper's helpers, stepper.kernel  <  .stops, .records  <  .strategies, .policy,
-    .breakpoints, .instruction_step  <  .process, .stepping, .returns  <  .tracer  <  .detach  <  .session
+    stepper's helpers, stepper.kernel  <  .stops, .records, .debug_stop  <  .strategies, .policy,
+    .breakpoints, .instruction_step  <  .process, .stepping, .returns, .user_breakpoints
+    <  .tracer  <  .detach  <  .session, .allstop, .thread_step, .debugger
   <  stepper.api  <  stepper.corpus, .coverage, .probing, .fuzz, .bench
   <  stepper.commands  <  stepper.cli
 and `import stepper.api` (what a debugger imports) needs only capstone, pyelftools and
@@ -31,7 +32,10 @@ LAYERS = (
     ("stepper.strategies", 4), ("stepper.policy", 4), ("stepper.breakpoints", 4),
     ("stepper.instruction_step", 4),
     ("stepper.process", 5), ("stepper.stepping", 5), ("stepper.returns", 5),
+    ("stepper.user_breakpoints", 5),
     ("stepper.tracer", 6), ("stepper.detach", 7), ("stepper.session", 8),
+    ("stepper.allstop", 8), ("stepper.thread_step", 8), ("stepper.debugger", 8),
+    ("stepper.debug_stop", 3),
     ("stepper.api", 9),
     ("stepper.corpus", 10), ("stepper.coverage", 10), ("stepper.probing", 10),
     ("stepper.fuzz", 10), ("stepper.bench", 10),

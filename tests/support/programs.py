@@ -32,6 +32,7 @@ PROGRAMS = {
     # the instruction loop of the step benchmark (an absolute path: TRACEES / it is itself)
     "steploop": ([str(BUNDLED / "bench_steploop.S")], ["-static", "-nostdlib", "-no-pie"]),
     "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
+    "debuggee": (["debuggee.c"], ["-O1", "-pthread", "-fno-inline"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
