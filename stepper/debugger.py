@@ -23,12 +23,12 @@ import threading
 from collections import deque
 from typing import Any, Iterator
 
-from . import (allstop, detach, kernel, maps, placement, returns, sigtrap, stepping, thread_step,
+from . import (allstop, detach, kernel, located, maps, placement, returns, sigtrap, stepping, thread_step,
                tracer, user_breakpoints)
 from .errors import StepperError
 from .kernel import RIP
 from .debug_stop import EVENTS, KINDS, StepStats, Stop
-from .records import ExitStatus, Thread
+from .records import ExitStatus, Hit, Thread
 from .regs_view import Registers
 
 class ThreadHandle:
@@ -158,7 +158,13 @@ class State:
         def returned(ret: Any) -> None:
             self.returned[ret.tid] = Stop("return", self.handle(self.root.family[ret.tid]),
                                           return_value=ret.value)
-        returns.arm(t.session, t, None, returned)
+        p = t.session
+        rip = t.regs[RIP]
+        symbol = located.containing_symbol(maps.read(p.pid), rip)
+        entry = None  # in the body: the CFI unwinder finds the return address
+        if symbol is not None and symbol.address == rip:  # at the entry: it is at [rsp]
+            entry = Hit(t.tid, rip, {}, p.read_memory)
+        returns.arm(p, t, entry, returned)
         return self.cont()
 
     def on_stop(self, p: Any, t: Thread, what: str, sig: int, detail: Any = None) -> bool:

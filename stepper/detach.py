@@ -163,7 +163,11 @@ def wait_for_sigstop(p: Any, t: Thread, status: int | None) -> bool:
             if sig == SIGTRAP:
                 sig = 0
         elif sig == SIGTRAP:
-            _rewind_if_ours(p, t)
+            hits = watchpoints.fired(p, t) if p.watchpoints else []
+            if hits and p.root.on_stop is not None:  # a debugger's all-stop: one more Stop
+                p.root.on_stop(p, t, "watchpoint", 0, hits)
+            if not hits:
+                _rewind_if_ours(p, t)
             sig = 0
         if sig and t.stepping is None and p.boost.areas:
             p.boost.map_back(t.tid, sig)

@@ -266,3 +266,117 @@ def test_detach_after_a_stop_applies_registers_and_keeps_a_caught_signal(build,
     proc.detach()
     _, status = os.waitpid(proc.pid, 0)
     assert os.WEXITSTATUS(status) == 3 and out.read_text() == "got usr1\ndone\n"
+
+
+# --- finish(): a return breakpoint matched by thread and stack pointer ---------------------
+
+def test_finish_in_a_recursive_function_returns_that_level_s_value(build, spawn_captured):
+    """fib(12) recurses through one return address; finish() from the fib(5) frame must
+    come back with fib(5), not with an inner level's value at the same address."""
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "fib"])
+    bp = proc.break_at(_at(proc, exe, "fib"), condition=lambda hit: hit.regs["rdi"] == 5)
+    stop = proc.cont()
+    assert stop.kind == "breakpoint" and stop.thread.regs["rdi"] == 5
+    rsp = stop.thread.regs["rsp"]
+    back = int.from_bytes(proc.read(rsp, 8), "little")
+    proc.remove(bp)
+    stop = stop.thread.finish()
+    assert stop.kind == "return" and stop.return_value == 5
+    assert stop.thread.regs["rip"] == back and stop.thread.regs["rsp"] == rsp + 8
+    assert proc.cont().kind == "exit"
+    assert "fib(12)=144" in out.read_text()
+
+
+def test_finish_across_a_tail_call_comes_back_to_the_caller(build, spawn_captured):
+    """tail_outer jmp's to tail_inner: the return comes from tail_inner, to main."""
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "tail"])
+    bp = proc.break_at(_at(proc, exe, "tail_outer"))
+    stop = proc.cont()
+    back = int.from_bytes(proc.read(stop.thread.regs["rsp"], 8), "little")
+    proc.remove(bp)
+    stop = stop.thread.finish()
+    assert stop.kind == "return" and stop.thread.regs["rip"] == back
+    value = stop.return_value
+    assert proc.cont().kind == "exit"
+    assert f"tail_outer(0)={value}" in out.read_text()
+
+
+def test_finish_across_a_longjmp_inside_the_function(build, spawn_captured):
+    """catcher() calls thrower(), which longjmps back into catcher: the abandoned inner
+    frame does not matter; catcher's own return is found."""
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "longjmp"])
+    bp = proc.break_at(_at(proc, exe, "catcher"))
+    stop = proc.cont()
+    proc.remove(bp)
+    stop = stop.thread.finish()
+    assert stop.kind == "return" and stop.return_value == 50
+    assert proc.cont().kind == "exit"
+    assert "catcher=50" in out.read_text()
+
+
+def test_finish_from_inside_a_function_uses_the_unwinder(build, spawn_captured):
+    """Stopped in the middle of mix (after a step), not at its entry: the CFI gives the
+    return address."""
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "args"])
+    bp = proc.break_at(_at(proc, exe, "mix"))
+    stop = proc.cont()
+    t = stop.thread
+    back = int.from_bytes(proc.read(t.regs["rsp"], 8), "little")
+    proc.remove(bp)
+    t.step(2)
+    stop = t.finish()
+    assert stop.kind == "return" and stop.thread.regs["rip"] == back
+    assert stop.return_value == ((7 * 3 + 9) ^ (7 >> 2)) - 9
+    proc.cont()
+    assert "mix=22" in out.read_text()
+
+
+def test_finish_without_a_frame_to_return_to_is_one_line(build, spawn_captured):
+    exe = build("debuggee")
+    proc, _ = spawn_captured([exe, "args"])
+    (t,) = proc.threads  # at the exec stop: the loader's entry, the outermost frame
+    with pytest.raises(StepperError) as e:
+        t.finish()
+    assert "\n" not in str(e.value)
+    assert proc.cont().kind == "exit"  # nothing was left behind
+
+
+# --- watchpoints under cont() ---------------------------------------------------------------
+
+def test_a_watchpoint_without_callback_stops_cont_after_the_write(build, spawn_captured):
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "longjmp"])
+    sink = _at(proc, exe, "sink")
+    thrower = symbol(exe, "thrower")
+    wp = proc.watch(sink, size=8, access="w")
+    stop = proc.cont()
+    assert stop.kind == "watchpoint" and stop.watchpoint is wp and stop.watch.watchpoint is wp
+    rip = stop.thread.regs["rip"]  # the instruction after the store, not run yet
+    assert proc.load_bias + thrower[0] < rip < proc.load_bias + thrower[0] + thrower[1]
+    assert stop.watch.rip == rip and (stop.watch.old_value, stop.watch.new_value) == (0, 4)
+    assert proc.read(sink, 8) == (4).to_bytes(8, "little")
+    assert proc.cont().kind == "exit" and wp.hits == 1
+    assert "catcher=50" in out.read_text()
+
+
+def test_watchpoint_stops_of_four_threads_writing_at_once(build, spawn_captured):
+    """Writes by other threads while the threads are being stopped are Stops too (queued),
+    none lost: every stop is a write in hammer()."""
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "threads"])
+    sink = _at(proc, exe, "sink")
+    hammer = symbol(exe, "hammer")
+    wp = proc.watch(sink, size=8, access="w")
+    for _ in range(20):
+        stop = proc.cont()
+        assert stop.kind == "watchpoint" and stop.watchpoint is wp
+        rip = stop.watch.rip
+        assert proc.load_bias + hammer[0] <= rip < proc.load_bias + hammer[0] + hammer[1]
+    assert wp.hits >= 20
+    proc.unwatch(wp)
+    assert proc.cont().kind == "exit"
+    assert sorted(out.read_text().split("\n")[:-1]) == [f"hammer {i}: 100" for i in range(4)]

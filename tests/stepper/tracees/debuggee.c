@@ -4,8 +4,10 @@
  *   threads  4 threads each call hammer(i) 100 times; each prints its count
  *   signal   raise(SIGUSR1) with a handler that prints, then "done"
  *   spin     loops until killed
- *   busy     a thread loops on busy() while main calls marker() 200 times */
+ *   busy     a thread loops on busy() while main calls marker() 200 times
+ *   longjmp  catcher(i): setjmp, then thrower() longjmps back into it; prints what it returned */
 #include <pthread.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +25,19 @@ __attribute__((noinline)) double half(double x) { return x / 2; }
 __attribute__((noinline)) void hammer(long i) { sink += i; }
 __attribute__((noinline)) long busy(long x) { return x * 7 + sink; }
 __attribute__((noinline)) void marker(int i) { sink = i; }
+
+__attribute__((noinline)) void thrower(jmp_buf *where, int i) {
+    sink = i;
+    longjmp(*where, i + 1);
+}
+
+__attribute__((noinline)) int catcher(int i) {
+    jmp_buf here;
+    volatile int got = setjmp(here);
+    if (!got)
+        thrower(&here, i);
+    return got * 10;
+}
 
 static void *hammering(void *arg) {
     long i = (long)arg, n = 0;
@@ -63,6 +78,8 @@ int main(int argc, char **argv) {
         signal(SIGUSR1, on_usr1);
         raise(SIGUSR1);
         printf("done\n");
+    } else if (!strcmp(what, "longjmp")) {
+        printf("catcher=%d\n", catcher(4));
     } else if (!strcmp(what, "spin")) {
         for (;;)
             sink++;
