@@ -1,8 +1,12 @@
 """`stepper probe`: run (or attach to) a program with probes by name or address, count hits.
 
     stepper probe [--mode auto|emulate|xol|reinsert] [--json FILE] [--quiet] \\
-                  -p SPEC [-p SPEC ...] (-- PROGRAM [ARGS...] | --pid PID)
+                  -p 'SPEC [NAME=FETCHARG[:TYPE]]... [if EXPR]' [-p ...] \\
+                  [--trace] [-o FILE] [--format text|jsonl|chrome] [--hist NAME] \\
+                  [--max-hits N] [--interval S] [--duration S] (-- PROGRAM [ARGS...] | --pid PID)
 
+One -p element is one probe: its SPEC, then what to fetch at each hit and a filter
+(stepper.fetchargs, docs/trace.md); the per-hit work is stepper.probing.trace.
 SPEC is any form of docs/probes.md: SYMBOL[+OFF], OBJECT:SYMBOL, globs, 0xADDRESS, FILE:LINE.
 Every spec is resolved against the files before the program starts, so every error is one line
 and the program never runs. Probes in the executable are inserted at the exec stop; probes in
@@ -17,16 +21,21 @@ the program did (same exit code, or killed by the same signal, as strace does).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import os
 import shutil
 import sys
+import threading
+import time
 
 from .. import api
 from ..binfmt import executable_image
 from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
+from ..fetchargs import ProbeLine, parse_probe
 from ..output import check_writable, claim, write_json
+from ..records import ExitStatus
 from ..placement import POLICIES, default_policy
 from ..policy import MODES
 from ..loaded import loaded_objects
@@ -34,7 +43,9 @@ from ..probe_set import ProbeSet
 from ..probing.follow import Tracker, Traced, argv0_of, ppid_of
 from ..probing.insert import Inserter
 from ..probing.preflight import Preflight, expand_ifuncs
+from ..probing.formats import FORMATS, Sink, make_writer
 from ..probing.report import build_report, print_table
+from ..probing.trace import Tracer
 from ..specs import SpecSyntaxError, parse_spec
 from . import SUMMARIES
 
@@ -64,8 +75,46 @@ def register(subparsers) -> None:
     p.add_argument("-p", "--probe", dest="probes", action="append", nargs="+", required=True,
                    metavar="SPEC", help="SYMBOL[+OFF], OBJECT:SYMBOL, 'GLOB', 0xADDRESS, "
                                         "FILE:LINE (repeatable; see docs/probes.md)")
+    p.add_argument("--trace", action="store_true",
+                   help="print one line per hit (stderr, or -o FILE), see --format")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="write the trace stream to FILE (implies --trace)")
+    p.add_argument("--format", choices=FORMATS, default=None,
+                   help="trace stream: text (perf script-like, default), jsonl (one JSON "
+                        "object per event) or chrome (Trace Event Format; implies --trace)")
+    p.add_argument("--hist", metavar="NAME", action="append", default=[],
+                   help="power-of-two histogram of fetch argument NAME (or retval, "
+                        "duration_ns) in the summary (repeatable)")
+    p.add_argument("--max-hits", type=_positive_int, metavar="N",
+                   help="per probe: after N events remove it (the program runs on untraced "
+                        "there)")
+    p.add_argument("--interval", type=_positive_float, metavar="S",
+                   help="print the per-probe summary every S seconds while the program runs")
+    p.add_argument("--duration", type=_positive_float, metavar="S",
+                   help="after S seconds remove every probe and write the report (a "
+                        "started program runs on, stepper ends as it ends; --pid detaches)")
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(run=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, not {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
+    return value
 
 
 def parse_address(spec: str) -> int:
@@ -117,13 +166,16 @@ def run(args) -> int:
     argv = list(args.program)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    specs = [spec for group in args.probes for spec in group]
+    lines = [parse_probe(text) for group in args.probes for text in group]
+    specs = [line.spec for line in lines]
     if args.json is not None:
         check_json(args.json, spawned=args.pid is None)
+    args.tracer = None
+    check_trace(args, lines)
     if args.pid is not None:
         if argv:
             raise StepperError("give either --pid PID or -- PROGRAM, not both")
-        return run_attached(args, specs)
+        return run_attached(args, specs, lines)
     if not argv:
         raise StepperError("no program given: stepper probe -p SPEC -- PROGRAM [ARGS...]")
     addresses, named = split_specs(specs)   # before anything starts
@@ -136,16 +188,20 @@ def run(args) -> int:
     proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
-        inserter.add_addresses(addresses)
-        inserter.update(strict=True)
         if args.json is not None:
             claim(args.json)   # the last check: nothing is created for a run refused above
+        args.tracer = start_trace(args, lines)
+        inserter.on_row = _on_row(args)
+        inserter.add_addresses(addresses)
+        inserter.update(strict=True)
     except BaseException:
         proc.kill()
         raise
     tracker = follow(args, proc, inserter, specs, argv[0], os.getpid())
-    with program_decides(proc.pid):   # Ctrl-C, SIGTERM: the program's to decide
+    with program_decides(proc.pid), live(args, proc):   # Ctrl-C, SIGTERM: the program's
         status = proc.run()
+    if _detached(status) and args.duration is not None:
+        return finish(args, proc, tracker, status, wait_for=proc.pid)
     return finish(args, proc, tracker, status)
 
 
@@ -161,6 +217,7 @@ def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0:
         preflight = Preflight(args.mode, strict=False)
         preflight.check(probe_set.waiting, _realpath(process.exe))
         image = Inserter(process, probe_set, preflight, quiet=True)
+        image.on_row = _on_row(args)
         image.update(strict=False)
         return image
 
@@ -180,7 +237,7 @@ def check_json(path: str, spawned: bool) -> None:
     check_writable(path)
 
 
-def run_attached(args, specs: list[str]) -> int:
+def run_attached(args, specs: list[str], lines: list[ProbeLine]) -> int:
     """--pid: names resolve against what the process has mapped now; libraries it dlopens
     later get their probes as they appear. Ctrl-C detaches, leaving it running unharmed."""
     for text in specs:
@@ -188,6 +245,8 @@ def run_attached(args, specs: list[str]) -> int:
             parse_spec(text)
         except SpecSyntaxError as e:
             raise StepperError(str(e)) from None
+    if args.output is not None:
+        check_writable(args.output)
     try:
         objects = loaded_objects(args.pid)
     except StepperError:
@@ -202,6 +261,8 @@ def run_attached(args, specs: list[str]) -> int:
     try:
         if args.json is not None:
             claim(args.json)
+        args.tracer = start_trace(args, lines)
+        inserter.on_row = _on_row(args)
         by_path = {_realpath(o.path): o for o in objects}
         sites = []
         for probe in resolved:
@@ -215,7 +276,7 @@ def run_attached(args, specs: list[str]) -> int:
         raise
     tracker = follow(args, proc, inserter, specs, argv0_of(args.pid) or os.path.basename(
         proc.exe), ppid_of(args.pid))
-    with detaching_on(proc.detach) as detacher:
+    with detaching_on(proc.detach) as detacher, live(args, proc):
         try:
             if not args.quiet:
                 print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; "
@@ -236,8 +297,15 @@ def _bare_address(text: str) -> bool:
     return spec.kind == "address" and spec.object is None
 
 
-def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
+def finish(args, proc: api.Process, tracker: Tracker, status,
+           wait_for: int | None = None) -> int:
+    tracer = args.tracer
+    if tracer is not None:
+        tracer.close()   # the trace stream complete before the report
     report = build_report(tracker, status, _detached(status), tracker.warnings())
+    report.data["schema"] = SCHEMA
+    if tracer is not None:
+        report.data["trace"] = tracer.aggregate.as_json()
     failed = None
     if args.json is not None:   # first: a terminal gone (hangup) must not cost the file
         try:
@@ -249,14 +317,92 @@ def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
             for line in report.data["warnings"]:
                 print(f"stepper: warning: {line}", file=sys.stderr)
             print_table(report, args.verbose, args.per_process)
+            if tracer is not None:
+                for line in tracer.aggregate.text():
+                    print(line, file=sys.stderr)
         if failed is not None:
             print(f"stepper: error: {failed}", file=sys.stderr)
         sys.stderr.flush()
     except OSError:
         pass   # no terminal left to print on; the exit status below is still the program's
+    if wait_for is not None:   # --duration ended the tracing: stepper ends as the program
+        return end_like(ExitStatus.from_wait(os.waitpid(wait_for, 0)[1]))
     if _detached(status):
         return 0
     return end_like(status)
+
+
+# -- traced probes (stepper.probing.trace) -----------------------------------------------------
+
+SCHEMA = 1   # the version of every JSON stepper writes (docs/schema.md)
+
+
+def check_trace(args, lines: list[ProbeLine]) -> None:
+    """The trace options' rules, checked before anything starts."""
+    if args.output is not None or args.format is not None:
+        args.trace = True
+    args.format = args.format or "text"
+    for line in lines:
+        if line.is_return:
+            raise StepperError(f"probe {line.text!r}: return probes: not yet")
+    known = {name for line in lines for name in line.names}
+    known |= {"retval", "duration_ns"} if any(line.is_return for line in lines) else set()
+    for name in args.hist:
+        if name not in known:
+            raise StepperError(f"--hist {name}: no probe fetches {name!r} "
+                               f"(names: {', '.join(sorted(known)) or 'none'})")
+    if args.output is not None:
+        if args.output == "-" and args.pid is None:
+            raise StepperError("-o -: stdout belongs to the program; write the trace to a "
+                               "file, or leave -o out for stderr")
+        check_writable(args.output)
+
+
+def start_trace(args, lines: list[ProbeLine]) -> Tracer | None:
+    """The Tracer of a run (None when every probe only counts), its output opened now."""
+    if not (args.trace or args.hist or args.max_hits or not all(l.plain for l in lines)):
+        return None
+    writer = None
+    if args.trace:
+        path = None if args.output in (None, "-") else args.output
+        sink = Sink.open(path) if args.output != "-" else Sink(sys.stdout, owned=False)
+        writer = make_writer(args.format, sink)
+    return Tracer(lines, writer, args.hist, args.max_hits)
+
+
+def _on_row(args):
+    tracer = args.tracer
+    return None if tracer is None else tracer.attach
+
+
+@contextlib.contextmanager
+def live(args, proc: api.Process):
+    """--interval: the summary every S seconds; --duration: tracing ends after S seconds
+    (the engine detaches, which is safe from another thread)."""
+    stop = threading.Event()
+    threads = []
+    tracer = args.tracer
+    if args.interval is not None and tracer is not None and not args.quiet:
+        def tick() -> None:
+            while not stop.wait(args.interval):
+                with tracer.lock:
+                    text = tracer.aggregate.text()
+                print(f"stepper: {time.strftime('%H:%M:%S')}\n" + "\n".join(text),
+                      file=sys.stderr, flush=True)
+        threads.append(threading.Thread(target=tick, daemon=True))
+    if args.duration is not None:
+        def end() -> None:
+            if not stop.wait(args.duration):
+                proc.detach()
+        threads.append(threading.Thread(target=end, daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in threads:
+            t.join()
 
 
 def _detached(status) -> bool:

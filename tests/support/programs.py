@@ -26,6 +26,7 @@ PROGRAMS = {
     "family": (["family.c"], ["-O1", "-g"]),
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
     "affinity": (["affinity.c"], ["-O1", "-pthread"]),
+    "tracework": (["tracework.c"], ["-O1"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.

@@ -1,0 +1,219 @@
+"""The per-hit work of `stepper probe` when a probe fetches, filters, traces or aggregates:
+the callbacks put on the probes' breakpoints, `--max-hits`, and the live summaries.
+
+Cost first: a hit fetches its registers from the Hit's dict, memory with one read per value
+(a string: one read of at most STRING_MAX bytes), formats nothing unless a writer writes, and
+the writer buffers (stepper.probing.formats). The thread's pid and name are looked up once
+per thread. A counting probe (nothing per hit) gets no callback at all.
+
+Return probes: `TraceProbe.line.is_return` probes fetch their arguments at the entry, keep
+the entry Event, and the engine's return breakpoint calls `Tracer.returned(entry, retval,
+time_ns)` with it (see `Tracer._arm_return`, the one place that needs the engine's
+`on_return`).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable, Sequence
+
+from .. import located, maps
+from ..symbols import ElfFileError, ElfSymbols
+from ..fetchargs import Fetcher, ProbeLine
+from .aggregate import Aggregate
+from .events import Event, TraceProbe
+
+__all__ = ["Tracer", "HitContext"]
+
+
+class HitContext:
+    """What fetch arguments need beyond registers and memory, for the hit being handled."""
+
+    __slots__ = ("tid", "pid", "address", "retval", "_comms", "_maps", "_symbols")
+
+    def __init__(self) -> None:
+        self.tid = self.pid = self.address = 0
+        self.retval: int | None = None
+        self._comms: dict[int, str | None] = {}
+        self._maps: dict[int, list] = {}
+        self._symbols: dict[tuple[int, str], int | None] = {}
+
+    def comm(self) -> str | None:
+        """The thread's name, as of its first hit that asked (read once per thread)."""
+        tid = self.tid
+        if tid not in self._comms:
+            try:
+                with open(f"/proc/{tid}/comm") as f:
+                    self._comms[tid] = f.read().rstrip("\n")
+            except OSError:
+                self._comms[tid] = None
+        return self._comms[tid]
+
+    def _mappings(self, fresh: bool = False) -> list:
+        if fresh or self.pid not in self._maps:
+            try:
+                self._maps[self.pid] = maps.read(self.tid)
+            except (OSError, ValueError):
+                self._maps[self.pid] = []
+        return self._maps[self.pid]
+
+    def symbol_address(self, name: str) -> int | None:
+        """@SYMBOL: the data symbol `name` of the object the probe is in, at run time."""
+        key = (self.address, name)
+        if key not in self._symbols:
+            self._symbols[key] = _variable(self._mappings(), self.address, name)
+        return self._symbols[key]
+
+    def describe(self, address: int) -> str:
+        """`sym+0xoff` for the symbol type (hex when no symbol covers it)."""
+        found = located.containing_symbol(self._mappings(), address)
+        if found is None:
+            found = located.containing_symbol(self._mappings(fresh=True), address)
+        if found is None:
+            return hex(address)
+        off = address - found.address
+        return found.name + (f"+{off:#x}" if off else "")
+
+
+def _variable(mappings: list, address: int, name: str) -> int | None:
+    mapping = maps.find(mappings, address)
+    if mapping is None or not mapping.is_file:
+        return None
+    bias = located.load_bias(mapping)
+    try:
+        value = ElfSymbols.load(mapping.path).variable(name)
+    except ElfFileError:
+        return None
+    return None if value is None or bias is None else bias + value
+
+
+_PIDS: dict[int, int] = {}
+
+
+def pid_of(tid: int) -> int:
+    """The process of a thread (its Tgid), read once per thread."""
+    pid = _PIDS.get(tid)
+    if pid is None:
+        pid = tid
+        try:
+            with open(f"/proc/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("Tgid:"):
+                        pid = int(line.split()[1])
+                        break
+        except OSError:
+            pass
+        _PIDS[tid] = pid
+    return pid
+
+
+class Tracer:
+    """The traced probes of one run: callbacks for their breakpoints, the writer (or None:
+    no --trace), the summaries and --max-hits."""
+
+    def __init__(self, lines: Sequence[ProbeLine], writer, hist: Sequence[str],
+                 max_hits: int | None) -> None:
+        self.probes = [TraceProbe(line, i) for i, line in enumerate(lines)]
+        self.by_spec: dict[str, list[TraceProbe]] = {}
+        for tp in self.probes:
+            self.by_spec.setdefault(tp.line.spec, []).append(tp)
+        self.writer = writer
+        self.aggregate = Aggregate([(tp.label, tp.line.is_return, tp.line.names)
+                                    for tp in self.probes], hist)
+        self.max_hits = max_hits
+        self.ctx = HitContext()
+        self.sites: dict[int, list] = {tp.index: [] for tp in self.probes}  # (proc, bp)
+        self.lock = threading.Lock()   # the live summaries read while hits add
+
+    def wants(self, spec: str) -> bool:
+        """Whether a breakpoint of `spec` needs a callback (not a plain counting probe)."""
+        return any(not tp.line.plain or self.max_hits is not None or self.writer is not None
+                   or self.aggregate.summaries[tp.label].hists
+                   for tp in self.by_spec.get(spec, ()))
+
+    def attach(self, proc, row) -> None:
+        """Give the breakpoint of a new table row its callback (stepper.probing.insert's
+        `on_row`)."""
+        probes = self.by_spec.get(row.spec)
+        if not probes or not self.wants(row.spec):
+            return
+        for tp in probes:
+            self.sites[tp.index].append((proc, row.bp))
+        row.bp.callback = self.callback(probes, row.symbol)
+
+    def callback(self, probes: list[TraceProbe], symbol: str | None) -> Callable:
+        plans = [(tp, [Fetcher(a) for a in tp.args]) for tp in probes]
+        ctx = self.ctx
+        clock = time.monotonic_ns
+
+        def hit(h) -> None:
+            tid = h.tid
+            ctx.tid = tid
+            ctx.pid = pid = pid_of(tid)
+            ctx.address = h.address
+            ctx.retval = None
+            for tp, fetchers in plans:
+                if tp.done:
+                    continue
+                regs, read = h.regs, h.read
+                values = tuple(f.value(regs, read, ctx) for f in fetchers)
+                event = Event(clock(), pid, tid, tp, symbol, h.address, values)
+                if tp.line.is_return:
+                    self._arm_return(h, event)
+                    continue
+                self.emit(event)
+
+        return hit
+
+    def emit(self, event: Event) -> None:
+        """Filter, count, write and summarise one event (entry, or return)."""
+        tp = event.probe
+        cond = tp.line.filter
+        if cond is not None and not cond.matches(self._env(event, cond.names)):
+            return
+        with self.lock:
+            tp.hits += 1
+            self.aggregate.add(event)
+        if self.writer is not None:
+            self.writer.write(event)
+        if self.max_hits is not None and tp.hits >= self.max_hits:
+            self._retire(tp)
+
+    def _env(self, event: Event, names: frozenset[str]) -> dict:
+        env = dict(zip(event.probe.line.names, event.values))
+        env["pid"], env["tid"] = event.pid, event.tid
+        if "comm" in names:
+            env["comm"] = self.ctx.comm()
+        env["retval"], env["duration_ns"] = event.retval, event.duration_ns
+        return env
+
+    def returned(self, entry: Event, retval: int, time_ns: int) -> None:
+        """The engine's return hook for an entry armed by `_arm_return`."""
+        if not entry.probe.done:
+            self.emit(entry.returned(time_ns, retval))
+
+    def _arm_return(self, hit, entry: Event) -> None:
+        """Where the engine's return breakpoints plug in: ask it for `on_return(ret)` at this
+        call's return, then `self.returned(entry, ret.value, entry.time_ns +
+        ret.duration_ns)`. Refused before the run until the engine has them."""
+        raise NotImplementedError("return probes: not yet")
+
+    def _retire(self, tp: TraceProbe) -> None:
+        """--max-hits reached: remove the probe's breakpoints (the program runs on untraced
+        there); a breakpoint another probe still uses stays."""
+        tp.done = True
+        live = {id(bp) for other in self.probes if not other.done
+                for _, bp in self.sites[other.index]}
+        for proc, bp in self.sites[tp.index]:
+            if id(bp) in live:
+                continue
+            bp.callback = None
+            try:
+                proc.remove(bp)
+            except Exception:  # noqa: BLE001 - a process gone meanwhile: nothing to remove
+                pass
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
