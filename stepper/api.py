@@ -22,14 +22,18 @@ See docs/under_fire.md for signals in the middle of a step, fork/vfork/exec and 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import placement
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .session import Session
 from .policy import MODES
 
-__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES"]
+if TYPE_CHECKING:  # pragma: no cover
+    from .fetchargs import FetchArg
+
+__all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "MODES",
+           "parse_fetch"]
 
 
 class Process:
@@ -188,6 +192,15 @@ def attach(pid: int, mode: str = "auto", children: str = "follow") -> Process:
     _check_mode(mode)
     placement.default_policy()
     return Process(Session.attach(pid, mode, children))
+
+
+def parse_fetch(text: str, is_return: bool = False) -> "FetchArg":
+    """`[NAME=]FETCHARG[:TYPE]` as `stepper probe -p` takes it (docs/trace.md), parsed once;
+    then `hit.fetch(parsed)` in a callback. A bad one: FetchError (one line, with the
+    character). `is_return` allows `$retval`."""
+    from .fetchargs import parse_fetch as parse
+
+    return parse(text, is_return=is_return)
 
 
 def _check_mode(mode: str) -> None:

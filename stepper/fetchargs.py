@@ -26,8 +26,6 @@ from .filters import Filter, parse_filter
 __all__ = ["FetchError", "FetchArg", "ProbeLine", "split_words", "parse_probe", "parse_fetch",
            "TYPES", "STRING_MAX", "format_text", "format_json"]
 
-STRING_MAX = 256          # bytes read for a string, as perf's default MAX_STRING_SIZE-ish
-ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "rflags")
 _SHORT = {"ax": "rax", "bx": "rbx", "cx": "rcx", "dx": "rdx", "si": "rsi", "di": "rdi",
@@ -101,6 +99,17 @@ class FetchArg:
     @property
     def numeric(self) -> bool:
         return self.type not in ("string", "symbol")
+
+    def fetch(self, hit, retval: int | None = None) -> object:
+        """The value at `hit` (a stepper.api.Hit): an int, a str (string, symbol types) or
+        None (a fault). `retval`: the value for `$retval`. For many hits, prefer
+        `Fetcher` with one HitContext (what `stepper probe` does)."""
+        from .fetching import Fetcher, HitContext, pid_of
+
+        ctx = HitContext()
+        ctx.tid, ctx.pid, ctx.address = hit.tid, pid_of(hit.tid), hit.address
+        ctx.retval = retval
+        return Fetcher(self).value(hit.regs, hit.read, ctx)
 
 
 def parse_fetch(text: str, index: int = 1, is_return: bool = False,
@@ -254,109 +263,6 @@ def parse_probe(text: str) -> ProbeLine:
         if name in names[:j]:
             raise FetchError(f"probe {text!r}: two fetch arguments named {name!r}")
     return ProbeLine(text, spec, is_return, tuple(args), cond, tuple(names))
-
-
-# -- evaluation --------------------------------------------------------------------------------
-
-class Fetcher:
-    """The per-hit side of a FetchArg: `value(regs, read, ctx)`; memory through `read`
-    (the program's memory, as it sees it); a fault anywhere gives None.
-
-    `ctx` supplies what is not in the registers: `symbol_address(name)`, `comm()`,
-    `retval`, `describe(address)` (for the symbol type)."""
-
-    __slots__ = ("arg", "_loc", "_size", "_signed", "_kind")
-
-    def __init__(self, arg: FetchArg) -> None:
-        self.arg = arg
-        t = arg.type
-        self._kind = t[0] if arg.numeric else t
-        self._size = int(t[1:]) // 8 if arg.numeric else 8
-        self._signed = t[0] == "s"
-        self._loc = arg.node
-
-    def value(self, regs: dict, read: Callable[[int, int], bytes], ctx) -> object:
-        node = self._loc
-        kind = self._kind
-        try:
-            if kind == "string":
-                if node == ("comm",):
-                    return ctx.comm()
-                address = (_address(node, regs, read, ctx) if node[0] in _AT
-                           else _eval(node, regs, read, ctx))
-                if address is None:
-                    return None
-                return _string(read, address)
-            raw = (_eval(node, regs, read, ctx) if node[0] not in _MEMORY or kind == "symbol"
-                   else _load(read, _address(node, regs, read, ctx), self._size))
-            if raw is None:
-                return None
-            if kind == "symbol":
-                return ctx.describe(raw)
-            raw &= (1 << (8 * self._size)) - 1
-            if self._signed and raw >> (8 * self._size - 1):
-                raw -= 1 << (8 * self._size)
-            return raw
-        except (OSError, ValueError, KeyError):
-            return None
-
-
-_MEMORY = ("deref", "addr", "sym", "stack")
-_AT = ("deref", "addr", "sym")   # as strings: the string AT their address (the kernel's rule)
-
-
-def _load(read, address: int | None, size: int = 8) -> int | None:
-    """`size` bytes at `address` (exactly those: a u8 at the last byte of a mapping reads)."""
-    if address is None or address < 0 or address >> 64:
-        return None
-    data = read(address, size)
-    if len(data) != size:
-        return None
-    return int.from_bytes(data, "little")
-
-
-def _address(node: tuple, regs: dict, read, ctx) -> int | None:
-    """Where a memory node loads from."""
-    op = node[0]
-    if op == "addr":
-        return node[1]
-    if op == "stack":
-        return regs["rsp"] + 8 * node[1]
-    if op == "sym":
-        base = ctx.symbol_address(node[1])
-        return None if base is None else base + node[2]
-    inner = _eval(node[2], regs, read, ctx)
-    return None if inner is None else inner + node[1]
-
-
-def _eval(node: tuple, regs: dict, read, ctx) -> int | None:
-    op = node[0]
-    if op == "reg":
-        return regs[node[1]]
-    if op == "arg":
-        n = node[1]
-        if n <= 6:
-            return regs[ARG_REGS[n - 1]]
-        return _load(read, regs["rsp"] + 8 * (n - 6))   # [rsp] is the return address
-    if op == "sp":
-        return regs["rsp"]
-    if op == "retval":
-        return ctx.retval
-    if op in _MEMORY:
-        return _load(read, _address(node, regs, read, ctx))
-    return None   # $comm as a number: refused at parse time
-
-
-def _string(read, address: int) -> str | None:
-    """The NUL-terminated string at `address`, at most STRING_MAX bytes: one read (a short
-    one at the end of a mapping is fine); None when nothing there is readable."""
-    if address <= 0:
-        return None
-    data = read(address, STRING_MAX)
-    if not data:
-        return None
-    end = data.find(b"\0")
-    return (data if end < 0 else data[:end]).decode("utf-8", "backslashreplace")
 
 
 # -- formatting (lazily, by the writers) -------------------------------------------------------

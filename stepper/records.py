@@ -96,6 +96,11 @@ class Hit:
     regs: dict[str, int]
     read: Callable[[int, int], bytes]
 
+    def fetch(self, parsed: Any) -> object:
+        """The value of a fetch argument parsed once with `api.parse_fetch` (stepper.fetchargs):
+        an int, a str, or None where memory could not be read."""
+        return parsed.fetch(self)
+
 
 @dataclass(slots=True, eq=False)
 class Step:

@@ -18,94 +18,12 @@ import threading
 import time
 from typing import Callable, Sequence
 
-from .. import located, maps
-from ..symbols import ElfFileError, ElfSymbols
-from ..fetchargs import Fetcher, ProbeLine
+from ..fetchargs import ProbeLine
+from ..fetching import Fetcher, HitContext, pid_of
 from .aggregate import Aggregate
 from .events import Event, TraceProbe
 
-__all__ = ["Tracer", "HitContext"]
-
-
-class HitContext:
-    """What fetch arguments need beyond registers and memory, for the hit being handled."""
-
-    __slots__ = ("tid", "pid", "address", "retval", "_comms", "_maps", "_symbols")
-
-    def __init__(self) -> None:
-        self.tid = self.pid = self.address = 0
-        self.retval: int | None = None
-        self._comms: dict[int, str | None] = {}
-        self._maps: dict[int, list] = {}
-        self._symbols: dict[tuple[int, str], int | None] = {}
-
-    def comm(self) -> str | None:
-        """The thread's name, as of its first hit that asked (read once per thread)."""
-        tid = self.tid
-        if tid not in self._comms:
-            try:
-                with open(f"/proc/{tid}/comm") as f:
-                    self._comms[tid] = f.read().rstrip("\n")
-            except OSError:
-                self._comms[tid] = None
-        return self._comms[tid]
-
-    def _mappings(self, fresh: bool = False) -> list:
-        if fresh or self.pid not in self._maps:
-            try:
-                self._maps[self.pid] = maps.read(self.tid)
-            except (OSError, ValueError):
-                self._maps[self.pid] = []
-        return self._maps[self.pid]
-
-    def symbol_address(self, name: str) -> int | None:
-        """@SYMBOL: the data symbol `name` of the object the probe is in, at run time."""
-        key = (self.address, name)
-        if key not in self._symbols:
-            self._symbols[key] = _variable(self._mappings(), self.address, name)
-        return self._symbols[key]
-
-    def describe(self, address: int) -> str:
-        """`sym+0xoff` for the symbol type (hex when no symbol covers it)."""
-        found = located.containing_symbol(self._mappings(), address)
-        if found is None:
-            found = located.containing_symbol(self._mappings(fresh=True), address)
-        if found is None:
-            return hex(address)
-        off = address - found.address
-        return found.name + (f"+{off:#x}" if off else "")
-
-
-def _variable(mappings: list, address: int, name: str) -> int | None:
-    mapping = maps.find(mappings, address)
-    if mapping is None or not mapping.is_file:
-        return None
-    bias = located.load_bias(mapping)
-    try:
-        value = ElfSymbols.load(mapping.path).variable(name)
-    except ElfFileError:
-        return None
-    return None if value is None or bias is None else bias + value
-
-
-_PIDS: dict[int, int] = {}
-
-
-def pid_of(tid: int) -> int:
-    """The process of a thread (its Tgid), read once per thread."""
-    pid = _PIDS.get(tid)
-    if pid is None:
-        pid = tid
-        try:
-            with open(f"/proc/{tid}/status") as f:
-                for line in f:
-                    if line.startswith("Tgid:"):
-                        pid = int(line.split()[1])
-                        break
-        except OSError:
-            pass
-        _PIDS[tid] = pid
-    return pid
+__all__ = ["Tracer"]
 
 
 class Tracer:
