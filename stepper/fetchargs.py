@@ -158,6 +158,8 @@ def _location(s: str, i: int, whole: str, base: int, is_return: bool) -> tuple[t
     def err(pos: int, why: str) -> FetchError:
         return _fail(whole, base + pos, why)
 
+    while i < len(s) and s[i].isspace():   # allowed inside parentheses
+        i += 1
     if i >= len(s):
         raise err(i, "missing fetch argument")
     c = s[i]
@@ -208,6 +210,8 @@ def _location(s: str, i: int, whole: str, base: int, is_return: bool) -> tuple[t
         if m.end() >= len(s) or s[m.end()] != "(":
             raise err(m.end(), "'(' expected: +|-OFFS(FETCHARG)")
         inner, end = _location(s, m.end() + 1, whole, base, is_return)
+        while end < len(s) and s[end].isspace():
+            end += 1
         if end >= len(s) or s[end] != ")":
             raise err(end, "')' expected")
         return ("deref", off, inner), end + 1

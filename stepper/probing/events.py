@@ -66,7 +66,9 @@ class Event:
                 return value
         return None
 
-    def returned(self, time_ns: int, retval: int) -> "Event":
-        """The return event of this entry: its arguments, the value, the duration."""
+    def returned(self, time_ns: int, retval: int, values: tuple | None = None) -> "Event":
+        """The return event of this entry: the entry's arguments (or `values`: those with
+        `$retval` fetched now), the value, the duration."""
         return Event(time_ns, self.pid, self.tid, self.probe, self.symbol, self.address,
-                     self.values, "return", retval, time_ns - self.time_ns, self.comm)
+                     self.values if values is None else values, "return", retval,
+                     time_ns - self.time_ns, self.comm)

@@ -26,6 +26,10 @@ from .events import Event, TraceProbe
 __all__ = ["Tracer"]
 
 
+def _no_memory(address: int, size: int) -> bytes:
+    raise OSError("no memory read at a return")
+
+
 class Tracer:
     """The traced probes of one run: callbacks for their breakpoints, the writer (or None:
     no --trace), the summaries and --max-hits."""
@@ -103,13 +107,21 @@ class Tracer:
         env["pid"], env["tid"] = event.pid, event.tid
         if "comm" in names:
             env["comm"] = self.ctx.comm()
-        env["retval"], env["duration_ns"] = event.retval, event.duration_ns
+        retval = event.retval
+        if retval is not None and retval >> 63:
+            retval -= 1 << 64   # signed, as a C caller compares it (-1, < 0)
+        env["retval"], env["duration_ns"] = retval, event.duration_ns
         return env
 
     def returned(self, entry: Event, retval: int, time_ns: int) -> None:
         """The engine's return hook for an entry armed by `_arm_return`."""
-        if not entry.probe.done:
-            self.emit(entry.returned(time_ns, retval))
+        if entry.probe.done:
+            return
+        ctx = self.ctx
+        ctx.retval = retval
+        values = tuple(Fetcher(a).value({}, _no_memory, ctx) if a.node == ("retval",) else v
+                       for a, v in zip(entry.probe.args, entry.values))
+        self.emit(entry.returned(time_ns, retval, values))
 
     def _arm_return(self, hit, entry: Event) -> None:
         """Where the engine's return breakpoints plug in: ask it for `on_return(ret)` at this
