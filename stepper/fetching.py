@@ -1,7 +1,7 @@
 """Evaluating parsed fetch arguments (stepper.fetchargs) at a hit: registers from the hit's
 dict, memory through the hit's `read` (the program's memory as it sees it, breakpoint bytes
-hidden), one read per value (a string: one read of at most STRING_MAX bytes; a short read at
-the end of a mapping is fine). A value that cannot be read is None (a fault); nothing here
+hidden), one read per value; strings with process_vm_readv, one per page they touch (at
+most STRING_MAX bytes), through the program's own page permissions. A value that cannot be read is None (a fault); nothing here
 writes to the program. What is not in the registers (thread name, @SYMBOL addresses, symbol
 names for the `symbol` type, the pid of a thread) is looked up once and kept.
 """
@@ -10,20 +10,21 @@ from __future__ import annotations
 
 from typing import Callable
 
-from . import located, maps
+from . import kernel, located, maps
 from .fetchargs import FetchArg
 from .symbols import ElfFileError, ElfSymbols
 
-__all__ = ["Fetcher", "HitContext", "pid_of", "STRING_MAX", "ARG_REGS"]
+__all__ = ["Fetcher", "HitContext", "compile_fetch", "pid_of", "STRING_MAX", "ARG_REGS"]
 
 STRING_MAX = 256   # bytes of a string fetched at most (the kernel's MAX_STRING_SIZE is 4096)
 ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
+PAGE = 4096
 
 
 class HitContext:
     """What fetch arguments need beyond registers and memory, for the hit being handled."""
 
-    __slots__ = ("tid", "pid", "address", "retval", "_comms", "_maps", "_symbols")
+    __slots__ = ("tid", "pid", "address", "retval", "_comms", "_maps", "_symbols", "_vms")
 
     def __init__(self) -> None:
         self.tid = self.pid = self.address = 0
@@ -31,6 +32,28 @@ class HitContext:
         self._comms: dict[int, str | None] = {}
         self._maps: dict[int, list] = {}
         self._symbols: dict[tuple[int, str], int | None] = {}
+        self._vms: dict[int, kernel.VmAccess] = {}
+
+    def string(self, address: int) -> str | None:
+        """The NUL-terminated string at `address` (at most STRING_MAX bytes), read with one
+        process_vm_readv when it does not cross a page (two when it does), through the
+        program's own page permissions: what the CPU could not read is a fault (None)."""
+        if address <= 0 or address >> 64:
+            return None
+        vm = self._vms.get(self.pid)
+        if vm is None:
+            vm = self._vms[self.pid] = kernel.VmAccess(self.pid)
+        first = min(STRING_MAX, PAGE - (address & (PAGE - 1)))
+        data = vm.read(address, first)
+        if data is None:
+            return None
+        end = data.find(b"\0")
+        if end < 0 and first < STRING_MAX:
+            more = vm.read(address + first, STRING_MAX - first)
+            if more is not None:
+                data += more
+                end = data.find(b"\0")
+        return (data if end < 0 else data[:end]).decode("utf-8", "backslashreplace")
 
     def comm(self) -> str | None:
         """The thread's name, as of its first hit that asked (read once per thread)."""
@@ -131,7 +154,7 @@ class Fetcher:
                            else _eval(node, regs, read, ctx))
                 if address is None:
                     return None
-                return _string(read, address)
+                return ctx.string(address)
             raw = (_eval(node, regs, read, ctx) if node[0] not in _MEMORY or kind == "symbol"
                    else _load(read, _address(node, regs, read, ctx), self._size))
             if raw is None:
@@ -142,8 +165,28 @@ class Fetcher:
             if self._signed and raw >> (8 * self._size - 1):
                 raw -= 1 << (8 * self._size)
             return raw
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, OverflowError):
             return None
+
+
+def compile_fetch(arg: FetchArg) -> Callable[[dict, Callable, object], object]:
+    """`fn(regs, read, ctx)` for `arg`: the common shapes (a register as a number, a string
+    at a register or at +OFFS(register)) as closures of their own, the rest through
+    Fetcher.value. Same results, fewer steps on the hot path."""
+    node, t = arg.node, arg.type
+    if node[0] == "reg" and arg.numeric:
+        reg, bits = node[1], int(t[1:])
+        if bits == 64 and t[0] != "s":
+            return lambda regs, read, ctx: regs[reg]
+        mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+        if t[0] == "s":
+            return lambda regs, read, ctx: ((regs[reg] & mask) ^ sign) - sign
+        return lambda regs, read, ctx: regs[reg] & mask
+    if t == "string" and (node[0] == "reg" or node[0] == "deref" and node[2][0] == "reg"):
+        reg, off = (node[1], 0) if node[0] == "reg" else (node[2][1], node[1])
+
+        return lambda regs, read, ctx: ctx.string(regs[reg] + off)
+    return Fetcher(arg).value
 
 
 _MEMORY = ("deref", "addr", "sym", "stack")
@@ -190,15 +233,3 @@ def _eval(node: tuple, regs: dict, read, ctx) -> int | None:
     if op in _MEMORY:
         return _load(read, _address(node, regs, read, ctx))
     return None   # $comm as a number: refused at parse time
-
-
-def _string(read, address: int) -> str | None:
-    """The NUL-terminated string at `address`, at most STRING_MAX bytes: one read (a short
-    one at the end of a mapping is fine); None when nothing there is readable."""
-    if address <= 0:
-        return None
-    data = read(address, STRING_MAX)
-    if not data:
-        return None
-    end = data.find(b"\0")
-    return (data if end < 0 else data[:end]).decode("utf-8", "backslashreplace")

@@ -19,7 +19,7 @@ import time
 from typing import Callable, Sequence
 
 from ..fetchargs import ProbeLine
-from ..fetching import Fetcher, HitContext, pid_of
+from ..fetching import Fetcher, HitContext, compile_fetch, pid_of
 from .aggregate import Aggregate
 from .events import Event, TraceProbe
 
@@ -65,22 +65,23 @@ class Tracer:
         row.bp.callback = self.callback(probes, row.symbol)
 
     def callback(self, probes: list[TraceProbe], symbol: str | None) -> Callable:
-        plans = [(tp, [Fetcher(a) for a in tp.args]) for tp in probes]
+        plans = [(tp, [compile_fetch(a) for a in tp.args]) for tp in probes]
         ctx = self.ctx
         clock = time.monotonic_ns
 
         def hit(h) -> None:
+            now = clock()
             tid = h.tid
             ctx.tid = tid
             ctx.pid = pid = pid_of(tid)
             ctx.address = h.address
             ctx.retval = None
+            regs, read = h.regs, h.read
             for tp, fetchers in plans:
                 if tp.done:
                     continue
-                regs, read = h.regs, h.read
-                values = tuple(f.value(regs, read, ctx) for f in fetchers)
-                event = Event(clock(), pid, tid, tp, symbol, h.address, values)
+                values = tuple([f(regs, read, ctx) for f in fetchers])
+                event = Event(now, pid, tid, tp, symbol, h.address, values)
                 if tp.line.is_return:
                     self._arm_return(h, event)
                     continue

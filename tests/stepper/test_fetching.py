@@ -9,7 +9,7 @@ import pytest
 
 from stepper import api
 from stepper.fetchargs import parse_fetch
-from stepper.fetching import STRING_MAX, Fetcher, HitContext
+from stepper.fetching import STRING_MAX, Fetcher, HitContext, compile_fetch
 from tests.support.elf import symbol
 
 BASE = 0x10000
@@ -28,8 +28,23 @@ class Memory:
         return self.data[address - BASE:address - BASE + size]
 
 
+class Context(HitContext):
+    """Strings from the memory image rather than a process."""
+
+    def __init__(self, memory: Memory) -> None:
+        super().__init__()
+        self.memory = memory
+
+    def string(self, address: int):
+        try:
+            data = self.memory.read(address, STRING_MAX)
+        except OSError:
+            return None
+        return data.split(b"\0")[0].decode()
+
+
 def value(text: str, regs: dict, memory: Memory, retval: int | None = None):
-    ctx = HitContext()
+    ctx = Context(memory)
     ctx.retval = retval
     return Fetcher(parse_fetch(text, is_return=retval is not None)).value(regs, memory.read, ctx)
 
@@ -41,7 +56,7 @@ REGS = {"rdi": BASE, "rsi": BASE + 16, "rsp": BASE, "rax": 0xFFFF_FFFF_FFFF_FFFE
 
 
 @pytest.mark.parametrize("text, expected", [
-    ("%di", BASE), ("%ax:s64", -2), ("%ax:s8", -2), ("%ax:u8", 0xFE), ("%ax:x16", 0xFFFE),
+    ("%di", BASE), ("%ax:s64", -2), ("%ax:s32", -2), ("%ax:u32", 0xFFFF_FFFE), ("%dx:s8", 3), ("%ax:s8", -2), ("%ax:u8", 0xFE), ("%ax:x16", 0xFFFE),
     ("+0(%di)", BASE + 16), ("+8(%di):s32", -2), ("+0(+0(%di)):u8", ord("h")),
     ("+0(%si):string", "hello"), ("%si:string", "hello"), ("+16(%di):string", "hello"),
     ("+32(%di):string", "tail"),           # a short read at the end of the mapping
@@ -52,6 +67,8 @@ REGS = {"rdi": BASE, "rsi": BASE + 16, "rsp": BASE, "rax": 0xFFFF_FFFF_FFFF_FFFE
 ])
 def test_values(text, expected):
     assert value(text, REGS, MEM) == expected
+    # the hot path's closures agree with the general evaluation
+    assert compile_fetch(parse_fetch(text))(REGS, MEM.read, Context(MEM)) == expected
 
 
 def test_retval_and_long_strings():

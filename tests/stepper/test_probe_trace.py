@@ -59,6 +59,16 @@ def test_jsonl_values_are_what_the_program_passed(build, tmp_path):
                                {"probe": "take", "event": "entry", "count": 1}]
 
 
+def test_strings_at_a_page_end_and_across_pages(build, tmp_path):
+    exe = build("tracework")
+    out = tmp_path / "t.jsonl"
+    run, _ = probe_specs(tmp_path, ["edge a=%di:string b=+0(%si):string"], [exe, "1"],
+                         "--format", "jsonl", "-o", str(out), "--quiet")
+    assert run.returncode == 1
+    a, b = re.search(r"^edge a=(.*) b=(.*)$", run.stdout, re.M).groups()
+    assert [e["args"] for e in jsonl(out)] == [{"a": a, "b": b}]
+
+
 def test_text_trace_on_stderr_with_a_filter(build, tmp_path):
     exe = build("tracework")
     run, report = probe_specs(tmp_path, [ENTRY + ' if a > 0 and s != "x"'],

@@ -1,11 +1,14 @@
 /* The traced-probe tracee: `work(long a, const char *s)` called N times (argv[1], default
  * 10) with values it prints itself (the first PRINTED calls, as "call a=A s=S u=U"), and
- * `take(const char *p)` once with a bad pointer (a fault for a string fetch).
+ * `take(const char *p)` once with a bad pointer (a fault for a string fetch), and
+ * `edge(a, b)` once with a string that ends at the last byte of a page followed by an
+ * inaccessible one, and a string that crosses into the next page (printed as "edge a=A b=B").
  * With a second argument "wait" it prints "ready" and waits for a byte on stdin first, so
  * that stepper can attach (--pid). Exit status: N % 256 (the sum is printed to check it ran). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <unistd.h>
 
 #define PRINTED 20
@@ -21,6 +24,25 @@ __attribute__((noinline)) long work(long a, const char *s, unsigned u) {
 __attribute__((noinline)) long take(const char *p) {
     __asm__ volatile("" ::: "memory");
     return p != 0;
+}
+
+__attribute__((noinline)) long edge(const char *a, const char *b) {
+    __asm__ volatile("" ::: "memory");
+    return (long)strlen(a) + (long)strlen(b);
+}
+
+static void edges(void) {
+    long page = sysconf(_SC_PAGESIZE);
+    char *p = mmap(0, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *q = mmap(0, 2 * page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || q == MAP_FAILED) return;
+    mprotect(p + page, page, PROT_NONE);
+    char *a = p + page - 6;
+    strcpy(a, "edge!");
+    char *b = q + page - 5;
+    strcpy(b, "cross-page");
+    printf("edge a=%s b=%s\n", a, b);
+    edge(a, b);
 }
 
 int main(int argc, char **argv) {
@@ -39,6 +61,7 @@ int main(int argc, char **argv) {
         sum += work(a, s, u);
     }
     sum += take((const char *)0x10);
+    edges();
     printf("sum=%ld\n", sum);
     return (int)(n % 256);
 }
