@@ -221,8 +221,11 @@ def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0:
         image.update(strict=False)
         return image
 
-    return Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
-                   list(dict.fromkeys(specs)))
+    tracker = Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
+                      list(dict.fromkeys(specs)))
+    if args.tracer is not None:
+        args.tracer.processes = lambda: list(tracker.processes)
+    return tracker
 
 
 def check_json(path: str, spawned: bool) -> None:

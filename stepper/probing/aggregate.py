@@ -116,7 +116,7 @@ class Aggregate:
     def text(self) -> list[str]:
         lines = []
         for s in self.summaries.values():
-            what = "returns" if s.is_return else "hits"
+            what = ("return" if s.is_return else "hit") + ("" if s.count == 1 else "s")
             lines.append(f"{s.label}: {s.count:,} {what}")
             latency = s.latency()
             if latency and latency["count"]:

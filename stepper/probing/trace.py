@@ -47,6 +47,10 @@ class Tracer:
         self.ctx = HitContext()
         self.sites: dict[int, list] = {tp.index: [] for tp in self.probes}  # (proc, bp)
         self.lock = threading.Lock()   # the live summaries read while hits add
+        #: the processes of the run (stepper.probing.follow's Tracker sets it)
+        self.processes: Callable[[], list] = lambda: [proc for proc, _ in
+                                                      (s for v in self.sites.values()
+                                                       for s in v)]
 
     def wants(self, spec: str) -> bool:
         """Whether a breakpoint of `spec` needs a callback (not a plain counting probe)."""
@@ -77,17 +81,29 @@ class Tracer:
             ctx.address = h.address
             ctx.retval = None
             regs, read = h.regs, h.read
+            live = False
             for tp, fetchers in plans:
                 if tp.done:
                     continue
+                live = True
                 values = tuple([f(regs, read, ctx) for f in fetchers])
                 event = Event(now, pid, tid, tp, symbol, h.address, values)
                 if tp.line.is_return:
                     self._arm_return(h, event)
                     continue
                 self.emit(event)
+            if not live:   # a forked child's copy of a retired probe: remove it there too
+                self._remove_copy(pid, h.address)
 
         return hit
+
+    def _remove_copy(self, pid: int, address: int) -> None:
+        for proc in list(self.processes()):
+            if proc.pid == pid:
+                for bp in proc.breakpoints:
+                    if bp.address == address:
+                        bp.callback = None
+                        proc.remove(bp)
 
     def emit(self, event: Event) -> None:
         """Filter, count, write and summarise one event (entry, or return)."""
