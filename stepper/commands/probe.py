@@ -147,12 +147,11 @@ def run(args) -> int:
     proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
     try:
-        if args.json is not None:
-            claim(args.json)   # the last check: nothing is created for a run refused above
-        args.tracer = start_trace(args, lines)
-        inserter.on_row = _on_row(args)
         inserter.add_addresses(addresses)
         inserter.update(strict=True)
+        if args.json is not None:
+            claim(args.json)   # the last check: nothing is created for a run refused above
+        start_trace_on(args, lines, inserter)
     except BaseException:
         proc.kill()
         raise
@@ -223,8 +222,7 @@ def run_attached(args, specs: list[str], lines: list[ProbeLine]) -> int:
     try:
         if args.json is not None:
             claim(args.json)
-        args.tracer = start_trace(args, lines)
-        inserter.on_row = _on_row(args)
+        start_trace_on(args, lines, inserter)
         by_path = {_realpath(o.path): o for o in objects}
         sites = []
         for probe in resolved:
@@ -292,6 +290,16 @@ def finish(args, proc: api.Process, tracker: Tracker, status,
     if _detached(status):
         return 0
     return end_like(status)
+
+
+def start_trace_on(args, lines: list[ProbeLine], inserter: Inserter) -> None:
+    """The run's Tracer (its -o file created now, the last thing before the program runs),
+    given to the breakpoints inserted so far and to those inserted later."""
+    tracer = args.tracer = start_trace(args, lines)
+    if tracer is not None:
+        for row in inserter.rows:
+            tracer.attach(inserter.proc, row)
+        inserter.on_row = tracer.attach
 
 
 def _on_row(args):

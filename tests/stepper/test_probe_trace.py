@@ -155,6 +155,7 @@ BAD = {
     "work a=%di if b == 1": "filter: unknown name 'b'",
     "work a=%di if open('x')": "call is not allowed in a filter",
     "work%return r=$retval": "return probes: not yet",
+    "nosuch a=%di": "nosuch",
 }
 
 
