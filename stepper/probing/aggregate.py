@@ -94,28 +94,28 @@ class ProbeSummary:
 
 
 class Aggregate:
-    """Every probe's summary, in -p order; `add(event)` for each event that passed its
-    filter."""
+    """Every probe's summary, in -p order (an event's `probe.index`); `add(event)` for each
+    event that passed its filter."""
 
     def __init__(self, probes: Sequence[tuple[str, bool, Sequence[str]]],
                  hist_names: Sequence[str]) -> None:
         """`probes`: (label, is_return, the names its events carry) per probe; a --hist
         NAME is kept for the probes that have NAME."""
-        self.summaries = {}
+        self.summaries: list[ProbeSummary] = []
         for label, is_return, names in probes:
             have = set(names) | ({"retval", "duration_ns"} if is_return else set())
-            self.summaries[label] = ProbeSummary(
-                label, is_return, [n for n in dict.fromkeys(hist_names) if n in have])
+            self.summaries.append(ProbeSummary(
+                label, is_return, [n for n in dict.fromkeys(hist_names) if n in have]))
 
     def add(self, event: Event) -> None:
-        self.summaries[event.probe.label].add(event)
+        self.summaries[event.probe.index].add(event)
 
     def as_json(self) -> list[dict]:
-        return [s.as_dict() for s in self.summaries.values()]
+        return [s.as_dict() for s in self.summaries]
 
     def text(self) -> list[str]:
         lines = []
-        for s in self.summaries.values():
+        for s in self.summaries:
             what = ("return" if s.is_return else "hit") + ("" if s.count == 1 else "s")
             lines.append(f"{s.label}: {s.count:,} {what}")
             latency = s.latency()

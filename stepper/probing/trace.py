@@ -55,7 +55,7 @@ class Tracer:
     def wants(self, spec: str) -> bool:
         """Whether a breakpoint of `spec` needs a callback (not a plain counting probe)."""
         return any(not tp.line.plain or self.max_hits is not None or self.writer is not None
-                   or self.aggregate.summaries[tp.label].hists
+                   or self.aggregate.summaries[tp.index].hists
                    for tp in self.by_spec.get(spec, ()))
 
     def attach(self, proc, row) -> None:

@@ -76,10 +76,15 @@ def check_trace(args, lines: list[ProbeLine]) -> None:
             raise StepperError(f"probe {line.text!r}: return probes: not yet")
     known = {name for line in lines for name in line.names}
     known |= {"retval", "duration_ns"} if any(line.is_return for line in lines) else set()
+    numeric = {a.name for line in lines for a in line.args if a.numeric}
+    numeric |= {"retval", "duration_ns"} & known
     for name in args.hist:
         if name not in known:
             raise StepperError(f"--hist {name}: no probe fetches {name!r} "
                                f"(names: {', '.join(sorted(known)) or 'none'})")
+        if name not in numeric:
+            raise StepperError(f"--hist {name}: {name!r} is not a number (a string or "
+                               "symbol type); a histogram needs a u, s or x type")
     if args.output is not None:
         if args.output == "-" and args.pid is None:
             raise StepperError("-o -: stdout belongs to the program; write the trace to a "

@@ -174,11 +174,22 @@ def test_bad_probe_is_one_line_and_nothing_starts(build, tmp_path, text):
     assert not marker.exists() and not out.exists()
 
 
-def test_hist_of_an_unknown_name_is_refused(build, tmp_path):
-    run = subprocess.run([sys.executable, "-m", "stepper.cli", "probe", "-p", "work a=%di",
-                          "--hist", "b", "--", build("tracework")],
+@pytest.mark.parametrize("name, message", [("b", "--hist b: no probe fetches 'b'"),
+                                           ("s", "--hist s: 's' is not a number")])
+def test_hist_of_an_unknown_or_string_name_is_refused(build, name, message):
+    run = subprocess.run([sys.executable, "-m", "stepper.cli", "probe", "-p",
+                          "work a=%di s=%si:string", "--hist", name, "--", build("tracework")],
                          capture_output=True, text=True, timeout=60)
-    assert run.returncode == 2 and "--hist b: no probe fetches 'b'" in run.stderr
+    assert run.returncode == 2 and message in run.stderr and run.stderr.count("\n") == 1
+
+
+def test_two_probes_on_one_spec_keep_their_own_filters_and_counts(build, tmp_path):
+    exe = build("tracework")
+    run, report = probe_specs(tmp_path, ["work a=%di:s64 if a < 0", "work a=%di:s64 if a > 0"],
+                              [exe, str(CALLS)], "--quiet")
+    calls = printed(run.stdout)
+    assert [t["count"] for t in report["trace"]] == [
+        sum(c["a"] < 0 for c in calls), sum(c["a"] > 0 for c in calls)]
 
 
 def test_duration_stops_tracing_and_stepper_ends_as_the_program(build, tmp_path):
