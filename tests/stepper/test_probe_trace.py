@@ -34,7 +34,8 @@ def jsonl(path) -> list[dict]:
 def test_jsonl_values_are_what_the_program_passed(build, tmp_path):
     exe = build("tracework")
     out = tmp_path / "trace.jsonl"
-    run, report = probe_specs(tmp_path, [ENTRY, "take p=+0(%di):string q=%di"],
+    run, report = probe_specs(tmp_path, [ENTRY, "take p=+0(%di):string q=%di c=$comm "
+                                                "g=@gauge:u16 at=%ip:symbol ret=$stack0:symbol"],
                               [exe, str(CALLS)], "--format", "jsonl", "-o", str(out))
     assert run.returncode == CALLS, run.stderr
     calls = printed(run.stdout)
@@ -53,7 +54,10 @@ def test_jsonl_values_are_what_the_program_passed(build, tmp_path):
         assert e["address"].startswith("0x")
     assert [e["time_ns"] for e in work] == sorted(e["time_ns"] for e in work)
     take = [e for e in events if e["probe"] == "take"]
-    assert take == [dict(take[0], args={"p": None, "q": "0x10"})]   # a fault is null
+    # a fault is null; gauge is 0x1234; the thread's name is the program's file name
+    assert take == [dict(take[0], args={"p": None, "q": "0x10", "c": "tracework", "g": 0x1234,
+                                        "at": "take", "ret": take[0]["args"]["ret"]})]
+    assert take[0]["args"]["ret"].startswith("main+0x")   # the return address, in main
     assert report["schema"] == 1
     assert report["trace"] == [{"probe": "work", "event": "entry", "count": CALLS},
                                {"probe": "take", "event": "entry", "count": 1}]
