@@ -206,3 +206,16 @@ def test_duration_stops_tracing_and_stepper_ends_as_the_program(build, tmp_path)
                                               text=True).stdout.splitlines()[-1] + "\n")
     assert report["detached"] is True and 0 < report["probes"][0]["hits"] < 4000000
     del start
+
+
+def test_interval_prints_the_summary_while_the_program_runs(build, tmp_path):
+    exe = build("tracework")
+    # a run far longer than the interval: --duration ends the tracing after 1 s
+    run, report = probe_specs(tmp_path, ["work u=%dx:u32"], [exe, "3000000"], "--hist", "u",
+                              "--interval", "0.2", "--duration", "1")
+    assert run.returncode == 3000000 % 256
+    blocks = re.findall(r"^stepper: \d\d:\d\d:\d\d\nwork: ([\d,]+) hits\n  @u:", run.stderr,
+                        re.M)
+    assert len(blocks) >= 1
+    counts = [int(b.replace(",", "")) for b in blocks]
+    assert counts == sorted(counts) and counts[-1] <= report["trace"][0]["count"]
