@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from . import kernel, located, maps
+from .errors import StepperError
 from .fetchargs import FetchArg
 from .symbols import ElfFileError, ElfSymbols
 
@@ -165,8 +166,8 @@ class Fetcher:
             if self._signed and raw >> (8 * self._size - 1):
                 raw -= 1 << (8 * self._size)
             return raw
-        except (OSError, ValueError, KeyError, OverflowError):
-            return None
+        except (OSError, ValueError, KeyError, OverflowError, StepperError):
+            return None   # unreadable memory, or an object whose symbols cannot be read
 
 
 def compile_fetch(arg: FetchArg) -> Callable[[dict, Callable, object], object]:

@@ -103,7 +103,10 @@ class Tracer:
                 for bp in proc.breakpoints:
                     if bp.address == address:
                         bp.callback = None
-                        proc.remove(bp)
+                        try:
+                            proc.remove(bp)
+                        except Exception:  # noqa: BLE001 - gone meanwhile: nothing to remove
+                            pass
 
     def emit(self, event: Event) -> None:
         """Filter, count, write and summarise one event (entry, or return)."""
