@@ -8,12 +8,14 @@ names for the `symbol` type, the pid of a thread) is looked up once and kept.
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from . import kernel, located, maps
 from .errors import StepperError
-from .fetchargs import FetchArg
 from .symbols import ElfFileError, ElfSymbols
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .fetchargs import FetchArg
 
 __all__ = ["Fetcher", "HitContext", "compile_fetch", "pid_of", "STRING_MAX", "ARG_REGS"]
 
