@@ -39,7 +39,7 @@ def percentile(ordered: Sequence[int], p: float) -> int:
 class ProbeSummary:
     """What one probe (-p) saw."""
 
-    __slots__ = ("label", "is_return", "count", "durations", "hists")
+    __slots__ = ("label", "is_return", "count", "durations", "hists", "shown")
 
     def __init__(self, label: str, is_return: bool, hist_names: Iterable[str]) -> None:
         self.label = label
@@ -47,6 +47,7 @@ class ProbeSummary:
         self.count = 0
         self.durations: list[int] = []
         self.hists: dict[str, dict[int, int]] = {name: {} for name in hist_names}
+        self.shown = True   # False: a counting probe (no per-hit work; the table counts it)
 
     def add(self, event: Event) -> None:
         self.count += 1
@@ -111,11 +112,11 @@ class Aggregate:
         self.summaries[event.probe.index].add(event)
 
     def as_json(self) -> list[dict]:
-        return [s.as_dict() for s in self.summaries]
+        return [s.as_dict() for s in self.summaries if s.shown]
 
     def text(self) -> list[str]:
         lines = []
-        for s in self.summaries:
+        for s in (s for s in self.summaries if s.shown):
             what = ("return" if s.is_return else "hit") + ("" if s.count == 1 else "s")
             lines.append(f"{s.label}: {s.count:,} {what}")
             latency = s.latency()

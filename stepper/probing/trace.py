@@ -51,18 +51,23 @@ class Tracer:
         self.processes: Callable[[], list] = lambda: [proc for proc, _ in
                                                       (s for v in self.sites.values()
                                                        for s in v)]
+        for tp in self.probes:
+            self.aggregate.summaries[tp.index].shown = self._works(tp)
+
+    def _works(self, tp: TraceProbe) -> bool:
+        """Whether a probe does work per hit (else it only counts, as without a Tracer)."""
+        return (not tp.line.plain or self.max_hits is not None or self.writer is not None
+                or bool(self.aggregate.summaries[tp.index].hists))
 
     def wants(self, spec: str) -> bool:
         """Whether a breakpoint of `spec` needs a callback (not a plain counting probe)."""
-        return any(not tp.line.plain or self.max_hits is not None or self.writer is not None
-                   or self.aggregate.summaries[tp.index].hists
-                   for tp in self.by_spec.get(spec, ()))
+        return any(self._works(tp) for tp in self.by_spec.get(spec, ()))
 
     def attach(self, proc, row) -> None:
         """Give the breakpoint of a new table row its callback (stepper.probing.insert's
         `on_row`)."""
-        probes = self.by_spec.get(row.spec)
-        if not probes or not self.wants(row.spec):
+        probes = [tp for tp in self.by_spec.get(row.spec, ()) if self._works(tp)]
+        if not probes:
             return
         for tp in probes:
             self.sites[tp.index].append((proc, row.bp))

@@ -219,3 +219,13 @@ def test_interval_prints_the_summary_while_the_program_runs(build, tmp_path):
     assert len(blocks) >= 1
     counts = [int(b.replace(",", "")) for b in blocks]
     assert counts == sorted(counts) and counts[-1] <= report["trace"][0]["count"]
+
+
+def test_one_option_with_two_elements_is_two_probes(build, tmp_path):
+    exe = build("tracework")
+    run, report = probe_specs(tmp_path, [], [exe, "3"], "--quiet", "-p", "work a=%di:s64",
+                              "take")
+    assert run.returncode == 3
+    # take only counts: it is in the table, not among the traced probes' summaries
+    assert [(t["probe"], t["count"]) for t in report["trace"]] == [("work", 3)]
+    assert {p["spec"]: p["hits"] for p in report["probes"]} == {"work": 3, "take": 1}
