@@ -70,7 +70,10 @@ def register(subparsers) -> None:
                    help="attach to running process PID instead of starting PROGRAM")
     p.add_argument("-p", "--probe", dest="probes", action="append", nargs="+", required=True,
                    metavar="SPEC", help="SYMBOL[+OFF], OBJECT:SYMBOL, 'GLOB', 0xADDRESS, "
-                                        "FILE:LINE (repeatable; see docs/probes.md)")
+                                        "FILE:LINE (repeatable; see docs/probes.md), one "
+                                        "argument each, optionally followed by "
+                                        "NAME=FETCHARG[:TYPE]... and 'if EXPR' "
+                                        "(docs/trace.md)")
     add_trace_arguments(p)
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(run=run)
