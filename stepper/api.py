@@ -22,9 +22,9 @@ See docs/under_fire.md for signals in the middle of a step, fork/vfork/exec and 
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from . import debugger, placement, watchpoints
+from . import debugger, placement, returns, watchpoints
 from .debugger import StepStats, Stop, ThreadHandle
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .returns import Return
@@ -33,9 +33,12 @@ from .policy import MODES
 from .user_breakpoints import STOP, UserBreakpoint
 from .watchpoints import Watchpoint, WatchHit
 
+if TYPE_CHECKING:  # pragma: no cover
+    from .fetchargs import FetchArg
+
 __all__ = ["spawn", "attach", "Process", "Breakpoint", "Stats", "ExitStatus", "Hit", "Return",
            "MODES", "Watchpoint", "WatchHit", "Stop", "STOP", "ThreadHandle", "UserBreakpoint",
-           "StepStats"]
+           "StepStats", "parse_fetch"]
 
 
 class Process:
@@ -122,6 +125,10 @@ class Process:
         return debugger.break_at(self._session, where, callback, mode, on_return,
                                  condition=condition, thread=thread, temporary=temporary,
                                  ignore=ignore)
+
+    def on_return(self, bp: Breakpoint, callback: Callable[[Return], None]) -> None:
+        """Give breakpoint `bp` (at a function's entry) an `on_return` as break_at's."""
+        returns.added(self._session, bp, callback)
 
     def remove(self, bp: "Breakpoint | UserBreakpoint") -> None:
         if isinstance(bp, UserBreakpoint):
@@ -292,6 +299,15 @@ def attach(pid: int, mode: str = "auto", children: str = "follow") -> Process:
     _check_mode(mode)
     placement.default_policy()
     return Process(Session.attach(pid, mode, children))
+
+
+def parse_fetch(text: str, is_return: bool = False) -> "FetchArg":
+    """`[NAME=]FETCHARG[:TYPE]` as `stepper probe -p` takes it (docs/trace.md), parsed once;
+    then `hit.fetch(parsed)` in a callback. A bad one: FetchError (one line, with the
+    character). `is_return` allows `$retval`."""
+    from .fetchargs import parse_fetch as parse
+
+    return parse(text, is_return=is_return)
 
 
 def _check_mode(mode: str) -> None:

@@ -130,6 +130,9 @@ class Hit:
     address: int
     regs: dict[str, int]
     read: Callable[[int, int], bytes]
+    #: what a callback keeps for this call's return: `ret.entry.data` in on_return (as
+    #: Frida's onEnter/onLeave share `this`)
+    data: dict = field(default_factory=dict, compare=False, repr=False)
 
     def skip_call(self, return_value: int = 0) -> None:
         """At a function's entry: return to the caller at once with rax = `return_value`
@@ -139,6 +142,11 @@ class Hit:
         regs["rip"] = int.from_bytes(self.read(rsp, 8), "little")
         regs["rsp"] = rsp + 8
         regs["rax"] = return_value
+
+    def fetch(self, parsed: Any) -> object:
+        """The value of a fetch argument parsed once with `api.parse_fetch` (stepper.fetchargs):
+        an int, a str, or None where memory could not be read."""
+        return parsed.fetch(self)
 
 
 @dataclass(slots=True, eq=False)

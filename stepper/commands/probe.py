@@ -1,8 +1,12 @@
 """`stepper probe`: run (or attach to) a program with probes by name or address, count hits.
 
     stepper probe [--mode auto|emulate|xol|reinsert] [--json FILE] [--quiet] \\
-                  -p SPEC [-p SPEC ...] (-- PROGRAM [ARGS...] | --pid PID)
+                  -p 'SPEC [NAME=FETCHARG[:TYPE]]... [if EXPR]' [-p ...] \\
+                  [--trace] [-o FILE] [--format text|jsonl|chrome] [--hist NAME] \\
+                  [--max-hits N] [--interval S] [--duration S] (-- PROGRAM [ARGS...] | --pid PID)
 
+One -p element is one probe: its SPEC, then what to fetch at each hit and a filter
+(stepper.fetchargs, docs/trace.md); the per-hit work is stepper.probing.trace.
 SPEC is any form of docs/probes.md: SYMBOL[+OFF], OBJECT:SYMBOL, globs, 0xADDRESS, FILE:LINE.
 Every spec is resolved against the files before the program starts, so every error is one line
 and the program never runs. Probes in the executable are inserted at the exec stop; probes in
@@ -26,7 +30,9 @@ from .. import api
 from ..binfmt import executable_image
 from ..endings import detaching_on, end_like, program_decides
 from ..errors import StepperError
+from ..fetchargs import ProbeLine, parse_probe
 from ..output import check_writable, claim, write_json
+from ..records import ExitStatus
 from ..placement import POLICIES, default_policy
 from ..policy import MODES
 from ..loaded import loaded_objects
@@ -35,6 +41,7 @@ from ..probing.follow import Tracker, Traced, argv0_of, ppid_of
 from ..probing.insert import Inserter
 from ..probing.preflight import Preflight, expand_ifuncs
 from ..probing.report import build_report, print_table
+from ..probing.trace_options import SCHEMA, add_trace_arguments, check_trace, live, start_trace
 from ..specs import SpecSyntaxError, parse_spec
 from . import SUMMARIES
 
@@ -63,7 +70,11 @@ def register(subparsers) -> None:
                    help="attach to running process PID instead of starting PROGRAM")
     p.add_argument("-p", "--probe", dest="probes", action="append", nargs="+", required=True,
                    metavar="SPEC", help="SYMBOL[+OFF], OBJECT:SYMBOL, 'GLOB', 0xADDRESS, "
-                                        "FILE:LINE (repeatable; see docs/probes.md)")
+                                        "FILE:LINE (repeatable; see docs/probes.md), one "
+                                        "argument each, optionally followed by "
+                                        "NAME=FETCHARG[:TYPE]... and 'if EXPR' "
+                                        "(docs/trace.md)")
+    add_trace_arguments(p)
     p.add_argument("program", nargs=argparse.REMAINDER, metavar="-- PROGRAM [ARGS...]")
     p.set_defaults(run=run)
 
@@ -117,13 +128,16 @@ def run(args) -> int:
     argv = list(args.program)
     if argv and argv[0] == "--":
         argv = argv[1:]
-    specs = [spec for group in args.probes for spec in group]
+    lines = [parse_probe(text) for group in args.probes for text in group]
+    specs = [line.spec for line in lines]
     if args.json is not None:
         check_json(args.json, spawned=args.pid is None)
+    args.tracer = None
+    check_trace(args, lines)
     if args.pid is not None:
         if argv:
             raise StepperError("give either --pid PID or -- PROGRAM, not both")
-        return run_attached(args, specs)
+        return run_attached(args, specs, lines)
     if not argv:
         raise StepperError("no program given: stepper probe -p SPEC -- PROGRAM [ARGS...]")
     addresses, named = split_specs(specs)   # before anything starts
@@ -140,12 +154,15 @@ def run(args) -> int:
         inserter.update(strict=True)
         if args.json is not None:
             claim(args.json)   # the last check: nothing is created for a run refused above
+        start_trace_on(args, lines, inserter)
     except BaseException:
         proc.kill()
         raise
     tracker = follow(args, proc, inserter, specs, argv[0], os.getpid())
-    with program_decides(proc.pid):   # Ctrl-C, SIGTERM: the program's to decide
+    with program_decides(proc.pid), live(args, proc):   # Ctrl-C, SIGTERM: the program's
         status = proc.run()
+    if _detached(status) and args.duration is not None:
+        return finish(args, proc, tracker, status, wait_for=proc.pid)
     return finish(args, proc, tracker, status)
 
 
@@ -161,11 +178,15 @@ def follow(args, proc: api.Process, inserter: Inserter, specs: list[str], argv0:
         preflight = Preflight(args.mode, strict=False)
         preflight.check(probe_set.waiting, _realpath(process.exe))
         image = Inserter(process, probe_set, preflight, quiet=True)
+        image.on_row = _on_row(args)
         image.update(strict=False)
         return image
 
-    return Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
-                   list(dict.fromkeys(specs)))
+    tracker = Tracker(Traced(proc, ppid, argv0, [inserter]), new_image,
+                      list(dict.fromkeys(specs)))
+    if args.tracer is not None:
+        args.tracer.processes = lambda: list(tracker.processes)
+    return tracker
 
 
 def check_json(path: str, spawned: bool) -> None:
@@ -180,7 +201,7 @@ def check_json(path: str, spawned: bool) -> None:
     check_writable(path)
 
 
-def run_attached(args, specs: list[str]) -> int:
+def run_attached(args, specs: list[str], lines: list[ProbeLine]) -> int:
     """--pid: names resolve against what the process has mapped now; libraries it dlopens
     later get their probes as they appear. Ctrl-C detaches, leaving it running unharmed."""
     for text in specs:
@@ -188,6 +209,8 @@ def run_attached(args, specs: list[str]) -> int:
             parse_spec(text)
         except SpecSyntaxError as e:
             raise StepperError(str(e)) from None
+    if args.output is not None:
+        check_writable(args.output)
     try:
         objects = loaded_objects(args.pid)
     except StepperError:
@@ -202,6 +225,7 @@ def run_attached(args, specs: list[str]) -> int:
     try:
         if args.json is not None:
             claim(args.json)
+        start_trace_on(args, lines, inserter)
         by_path = {_realpath(o.path): o for o in objects}
         sites = []
         for probe in resolved:
@@ -215,7 +239,7 @@ def run_attached(args, specs: list[str]) -> int:
         raise
     tracker = follow(args, proc, inserter, specs, argv0_of(args.pid) or os.path.basename(
         proc.exe), ppid_of(args.pid))
-    with detaching_on(proc.detach) as detacher:
+    with detaching_on(proc.detach) as detacher, live(args, proc):
         try:
             if not args.quiet:
                 print(f"stepper: attached to {args.pid} with {len(inserter.rows)} probes; "
@@ -236,8 +260,15 @@ def _bare_address(text: str) -> bool:
     return spec.kind == "address" and spec.object is None
 
 
-def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
+def finish(args, proc: api.Process, tracker: Tracker, status,
+           wait_for: int | None = None) -> int:
+    tracer = args.tracer
+    if tracer is not None:
+        tracer.close()   # the trace stream complete before the report
     report = build_report(tracker, status, _detached(status), tracker.warnings())
+    report.data["schema"] = SCHEMA
+    if tracer is not None:
+        report.data["trace"] = tracer.aggregate.as_json()
     failed = None
     if args.json is not None:   # first: a terminal gone (hangup) must not cost the file
         try:
@@ -249,14 +280,34 @@ def finish(args, proc: api.Process, tracker: Tracker, status) -> int:
             for line in report.data["warnings"]:
                 print(f"stepper: warning: {line}", file=sys.stderr)
             print_table(report, args.verbose, args.per_process)
+            if tracer is not None:
+                for line in tracer.aggregate.text():
+                    print(line, file=sys.stderr)
         if failed is not None:
             print(f"stepper: error: {failed}", file=sys.stderr)
         sys.stderr.flush()
     except OSError:
         pass   # no terminal left to print on; the exit status below is still the program's
+    if wait_for is not None:   # --duration ended the tracing: stepper ends as the program
+        return end_like(ExitStatus.from_wait(os.waitpid(wait_for, 0)[1]))
     if _detached(status):
         return 0
     return end_like(status)
+
+
+def start_trace_on(args, lines: list[ProbeLine], inserter: Inserter) -> None:
+    """The run's Tracer (its -o file created now, the last thing before the program runs),
+    given to the breakpoints inserted so far and to those inserted later."""
+    tracer = args.tracer = start_trace(args, lines)
+    if tracer is not None:
+        for row in inserter.rows:
+            tracer.attach(inserter.proc, row)
+        inserter.on_row = tracer.attach
+
+
+def _on_row(args):
+    tracer = args.tracer
+    return None if tracer is None else tracer.attach
 
 
 def _detached(status) -> bool:

@@ -50,6 +50,9 @@ class Inserter:
         self.addresses: set[int] = set()
         self.internal: api.Breakpoint | None = None
         self._loader_objects: list[LoadedObject] = []
+        #: called with each new Row (its breakpoint just inserted): where a traced probe
+        #: gives the breakpoint its callback (stepper.probing.trace)
+        self.on_row = None
 
     # bare addresses: the engine's first form, unchanged
     def add_addresses(self, texts: list[str]) -> None:
@@ -59,7 +62,7 @@ class Inserter:
             self.addresses.add(bp.address)
             symbol = bp.symbol   # the containing function, as the first form reported it
             obj = os.path.basename(symbol.object if symbol else self.proc.exe)
-            self.rows.append(Row(text, obj, symbol.name if symbol else None, bp))
+            self._added(Row(text, obj, symbol.name if symbol else None, bp))
 
     def update(self, strict: bool) -> None:
         """Insert every probe that became resolvable. `strict` (before the program runs):
@@ -95,9 +98,14 @@ class Inserter:
                                   f"{probe.object} not probed: {e}")
                 continue
             self.addresses.add(probe.address)
-            self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp, probe.group))
+            self._added(Row(probe.spec, probe.object, probe.symbol, bp, probe.group))
             progress.inserted += 1
         progress.end()
+
+    def _added(self, row: Row) -> None:
+        self.rows.append(row)
+        if self.on_row is not None:
+            self.on_row(self.proc, row)
 
     def _watch_loader(self, objects: list[LoadedObject]) -> None:
         """An internal breakpoint on the loader's `_dl_debug_state` (r_debug.r_brk): at each
@@ -136,6 +144,7 @@ class Inserter:
         new.rows = [dataclasses.replace(row, bp=copies[row.bp.address]) for row in self.rows
                     if row.bp.address in copies]
         new.addresses = set(self.addresses)
+        new.on_row = self.on_row
         new._loader_objects = list(self._loader_objects)
         if self.internal is not None:
             new.internal = copies.get(self.internal.address)

@@ -33,6 +33,7 @@ PROGRAMS = {
     "steploop": ([str(BUNDLED / "bench_steploop.S")], ["-static", "-nostdlib", "-no-pie"]),
     "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
     "debuggee": (["debuggee.c"], ["-O1", "-pthread", "-fno-inline"]),
+    "tracework": (["tracework.c"], ["-O1"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
