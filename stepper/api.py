@@ -25,6 +25,7 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 from . import placement
+from .errors import StepperError
 from .records import Breakpoint, ExitStatus, Hit, Stats
 from .session import Session
 from .policy import MODES
@@ -93,6 +94,15 @@ class Process:
         the instruction is stepped; `mode` overrides the process's strategy for this one.
         Raises StepperError (one line, nothing written) for an address that cannot be probed."""
         return self._session.add_breakpoint(address, mode, callback)
+
+    def break_at_many(self, addresses: Sequence[int],
+                      callback: Callable[[Hit], None] | None = None,
+                      mode: str | None = None) -> list[Breakpoint | StepperError]:
+        """`break_at` for each address, much faster for thousands (one read of the process's
+        maps, one memory write per run of adjacent addresses). One answer per address, as
+        `break_at` one by one would give: the Breakpoint, or the StepperError refusing it
+        (returned, not raised: the others are in)."""
+        return self._session.add_breakpoints(list(addresses), mode, callback)
 
     def remove(self, bp: Breakpoint) -> None:
         self._session.remove_breakpoint(bp)
