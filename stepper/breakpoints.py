@@ -8,8 +8,10 @@ text without changing its protection.
 
 Many breakpoints at once (`add_many`, a glob over libc: thousands) give the answers one-by-one
 insertion would, for a fraction of its cost: /proc/PID/maps is read once for the batch and
-each mapped file's symbols looked up once, and the INT3 bytes go out in one write per run of
-adjacent addresses. The batch's writes are all or nothing: a page that refuses a write (a
+each mapped file's symbols looked up once, a site whose bytes were decided before (the
+preflight decoded them from the file) is decoded at its first use instead of now
+(records.PendingBreakpoint), and the INT3 bytes go out in one write per run of adjacent
+addresses. The batch's writes are all or nothing: a page that refuses a write (a
 shared mapping /proc/PID/mem cannot write) leaves nothing of the batch written, and the sites
 are then inserted one by one, each with its own answer.
 """
@@ -24,7 +26,8 @@ from . import located, maps, policy
 from .boundary import Boundaries
 from .errors import StepperError
 from .kernel import ProcMem
-from .records import Breakpoint
+from .records import Breakpoint, PendingBreakpoint
+from .strategies.boost import BoostOps
 
 INT3 = b"\xcc"
 
@@ -58,9 +61,12 @@ class Breakpoints:
 
     def prepare(self, address: int, mode: str, callback: Callable | None = None,
                 mappings: list[maps.Mapping] | None = None,
-                elves: dict | None = None) -> Breakpoint:
+                elves: dict | None = None, pending: bool = False) -> Breakpoint:
         """Validate `address`, decode its instruction and choose its ops; writes nothing.
-        `mappings` and `elves` (a batch's: read once, see `prepare_many`) default to now's."""
+        `mappings` and `elves` (a batch's: read once, see `prepare_many`) default to now's.
+        `pending`: when these bytes were decided before (stepper.policy.known), and their ops
+        need nothing done at insertion (a boost slot does), the Breakpoint is decoded at its
+        first use (records.PendingBreakpoint), as it would be now."""
         if address in self.by_address:
             raise StepperError(f"a breakpoint is already set at {address:#x}")
         if mappings is None:
@@ -72,14 +78,21 @@ class Breakpoints:
             raise StepperError(f"{address:#x} is not in an executable mapping of process "
                                f"{self.pid}: it is {where}")
         code = self.read_original(address, min(15, mapping.end - address))
-        try:
-            insn = emu.decode(code, address)
-        except emu.DecodeError as e:
-            raise StepperError(f"{address:#x}: {e}") from None
+        known = policy.known(mode, code) if pending else None
+        if known is not None and issubclass(known[0], BoostOps):
+            known = None
+        if known is None:
+            try:
+                insn = emu.decode(code, address)
+            except emu.DecodeError as e:
+                raise StepperError(f"{address:#x}: {e}") from None
         symbol = located.containing_symbol(mappings, address, elves)
         if symbol is not None:
             self._check_boundary(symbol, address, mapping.end)
+        if known is not None:
+            return PendingBreakpoint(address, mode, callback, symbol, code, known, _decide)
         ops = policy.choose(mode, insn)
+        policy.remember(mode, code, insn, ops)
         return Breakpoint(address, insn, mode, ops, callback, symbol)
 
     def _check_boundary(self, symbol: located.Symbol, address: int, limit: int) -> None:
@@ -110,7 +123,7 @@ class Breakpoints:
             try:
                 if address in taken:
                     raise StepperError(f"a breakpoint is already set at {address:#x}")
-                bp = self.prepare(address, mode, callback, mappings, elves)
+                bp = self.prepare(address, mode, callback, mappings, elves, pending=True)
             except StepperError as e:
                 results.append(e)
                 continue
@@ -122,13 +135,15 @@ class Breakpoints:
                  before_insert: Callable[[Breakpoint], None] | None = None
                  ) -> list[Breakpoint | StepperError]:
         """Prepare and insert a batch; one answer per request, as one-by-one insertion
-        (`prepare`, `before_insert`, `insert` for each) would give. `before_insert` runs for
-        every accepted breakpoint before any INT3 of the batch is written."""
+        (`prepare`, `before_insert`, `insert` for each) would give. `before_insert` (the boost
+        slot's writer) runs for every accepted breakpoint with its ops built (not a pending one,
+        whose ops are never boosted) before any INT3 of the batch is written."""
         results = self.prepare_many(requests)
         ready = [r for r in results if isinstance(r, Breakpoint)]
         if before_insert is not None:
             for bp in ready:
-                before_insert(bp)
+                if not isinstance(bp, PendingBreakpoint):   # no boost slot to write: later
+                    before_insert(bp)
         try:
             self.insert_many(ready)
         except StepperError:
@@ -194,6 +209,10 @@ class Breakpoints:
                 except (OSError, StepperError):  # short write: the memory is gone (exit, dlclose)
                     pass
 
+
+
+def _decide(code: bytes, address: int, mode: str) -> tuple:
+    return policy.decide(mode, code, address)
 
 
 def _unwritable(address: int, error: Exception) -> StepperError:
