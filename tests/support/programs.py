@@ -26,6 +26,9 @@ PROGRAMS = {
     "family": (["family.c"], ["-O1", "-g"]),
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
     "affinity": (["affinity.c"], ["-O1", "-pthread"]),
+    "probes_nopie": (["probes.c"], ["-O2", "-fno-plt", "-fstack-protector-all",
+                                    "-fno-omit-frame-pointer", "-no-pie"]),
+    "shared_text": (["shared_text.c"], ["-O1"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
