@@ -17,6 +17,7 @@ each. `commands` lets the same run time several installs of stepper side by side
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -39,15 +40,21 @@ def this_stepper() -> list[str]:
     return [sys.executable, "-c", "import sys; from stepper.cli import main; sys.exit(main())"]
 
 
-def _wall(argv: list[str], cache: str) -> float:
+def _wall(argv: list[str], cache: str, cpu: list[float] | None = None) -> float:
+    """Wall seconds of `argv`; its CPU seconds (user + system, its children's included) are
+    appended to `cpu`: on a loaded machine they vary far less than the wall time."""
     env = dict(os.environ, STEPPER_CACHE=cache)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     done = subprocess.run(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE)
     wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}): "
                            f"{done.stderr.decode(errors='replace').strip()[-300:]}")
+    if cpu is not None:
+        cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
     return wall
 
 
@@ -78,7 +85,9 @@ def measure(repeat: int = 5, commands: dict[str, list[str]] | None = None,
                         cache = warm[label]
                         if state == "cold":
                             cache = os.path.join(scratch, f"cold-{r}-{label}-{name}")
-                        samples.setdefault((label, state, name), []).append(_wall(argv, cache))
+                        cpu = samples.setdefault((label, state, name + "_cpu"), [])
+                        samples.setdefault((label, state, name), []).append(
+                            _wall(argv, cache, cpu))
                         if state == "cold":
                             shutil.rmtree(cache, ignore_errors=True)
             say(f"start-up repeat {r + 1}/{repeat}")
@@ -93,6 +102,9 @@ def measure(repeat: int = 5, commands: dict[str, list[str]] | None = None,
             entry[state] = {"help": _median(s["help"]), "one_probe": _median(one),
                             "all_probes": _median(s["all"]), "all_over_one": _median(over)}
             entry[state + "_samples"] = {k: [round(v, 3) for v in vs] for k, vs in s.items()}
+            cpu = {name: samples[(label, state, name + "_cpu")] for name in ("help", "one", "all")}
+            entry[state + "_cpu"] = {"help": _median(cpu["help"]), "one": _median(cpu["one"]),
+                                     "all": _median(cpu["all"])}
         out[label] = entry
     return out
 
@@ -119,6 +131,13 @@ def table_lines(startup: dict) -> list[str]:
             for f in FIGURES]
     widths = [max(len(r[i]) for r in [["figure", *head], *rows]) for i in range(len(head) + 1)]
     for row in [["figure", *head], *rows]:
+        lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    cpu = [[f"  {name}", *(f"{startup[label][state + '_cpu'][key]:.3f}"
+                          for label, state in columns)]
+           for key, name in (("help", "stepper --help"), ("one", "one probe (whole run)"),
+                             ("all", "all of libc (whole run)"))]
+    lines.append("  CPU seconds (user + system, the program's included):")
+    for row in cpu:
         lines.append("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
     for figure, goal, state in GOALS:
         for label in labels:
