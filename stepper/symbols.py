@@ -218,6 +218,10 @@ class ElfSymbols:
                 continue
         return None
 
+    def at(self, value: int) -> list[Symbol]:
+        """Every symbol at link-time address `value`, unsorted (`aliases` sorts them)."""
+        return list(self._at(value))
+
     def aliases(self, value: int) -> list[Symbol]:
         """Every symbol at link-time address `value`, preferred name first."""
         return sorted((s for s in self._at(value)), key=preference)
