@@ -83,9 +83,9 @@ def _cond(f: int) -> tuple[bool, ...]:
 #: CONDITION[cc][flags & (CF|PF|ZF|SF|OF)] -> taken; precomputed over the 32 combinations
 #: of the five flags any condition reads, so a conditional costs one tuple index.
 _COND_BITS = CF | PF | ZF | SF | OF
-CONDITION_TABLE = tuple(
-    tuple(_cond(f)[cc] for f in range(_COND_BITS + 1)) for cc in range(16)
-)
+_CONDS = [_cond(f) for f in range(_COND_BITS + 1)]   # each combination once (import time)
+CONDITION_TABLE = tuple(tuple(row[cc] for row in _CONDS) for cc in range(16))
+del _CONDS
 CONDITION_MASK = _COND_BITS
 
 #: capstone mnemonic suffix -> condition code number

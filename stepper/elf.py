@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import posixpath
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
+if TYPE_CHECKING:  # pragma: no cover - pyelftools is imported where a file is parsed
+    from elftools.elf.elffile import ELFFile
 
 ELF_MAGIC = b"\x7fELF"
 STT_GNU_IFUNC = "STT_LOOS"   # pyelftools names type 10 (STT_GNU_IFUNC) after STT_LOOS
@@ -125,6 +125,8 @@ def _version_names(elf: ELFFile) -> Callable[[int, str], str]:
 
 
 def read_debug_symbols(path: str) -> list[Symbol] | None:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
     try:
         with open(path, "rb") as stream:
             return function_symbols(ELFFile(stream), ".symtab")
@@ -133,6 +135,8 @@ def read_debug_symbols(path: str) -> list[Symbol] | None:
 
 
 def has_section(path: str, name: str) -> bool:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
     try:
         with open(path, "rb") as stream:
             return ELFFile(stream).get_section_by_name(name) is not None
@@ -199,6 +203,7 @@ def debuglink(elf: ELFFile) -> str | None:
 
 def line_rows(path: str) -> Iterable[LineRow]:
     """Every is_stmt row of every line program of `path` (DWARF 2 to 5)."""
+    from elftools.elf.elffile import ELFFile
     with open(path, "rb") as stream:
         elf = ELFFile(stream)
         if not elf.has_dwarf_info():

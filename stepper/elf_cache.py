@@ -1,11 +1,12 @@
-"""What stepper parses from ELF files (function symbols, imports, data symbols, line tables),
-kept on disk between runs: parsing libc's symbol table costs about a second at every start,
-reading it back as JSON a few milliseconds.
+"""What stepper parses from ELF files (headers, function symbols, imports, data symbols, line
+tables), kept on disk between runs: parsing libc's symbol table costs about a second at every
+start, reading it back as JSON a few milliseconds.
 
 An entry is keyed by what identifies the bytes it came from: the file's build-id, real path,
 size and mtime, and the same for the separate debug file the symbols were read from (a
 stripped file and its debug file share a build-id, so the build-id alone would not do). A
-changed file gets a new key; stale entries are never read.
+changed file gets a new key; stale entries are never read. The headers (which hold the
+build-id) are keyed by the file alone: path, size, mtime, device, inode and ctime.
 
 Entries live in `<cache dir>/elf/` (stepper.toolchain: the directory is checked like the build
 cache, each file is opened with `open_verified`), are written to a temporary and renamed into
@@ -26,7 +27,7 @@ from typing import Any, Callable
 
 from . import toolchain
 
-__all__ = ["cached", "file_identity", "enabled"]
+__all__ = ["cached", "file_identity", "file_stamp", "enabled"]
 
 #: Bump when what an entry holds, or how it is computed, changes.
 FORMAT = 1
@@ -46,6 +47,18 @@ def file_identity(path: str | None) -> list:
     except OSError:
         return [real]
     return [real, st.st_size, st.st_mtime_ns]
+
+
+def file_stamp(path: str) -> list:
+    """`file_identity` plus the device, inode and change time (ctime, which no one can set
+    back): the key of what is parsed from a file that has no build-id to back it up (the
+    ELF headers, which hold the build-id)."""
+    real = os.path.realpath(path)
+    try:
+        st = os.stat(real)
+    except OSError:
+        return [real]
+    return [real, st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino, st.st_ctime_ns]
 
 
 def _directory() -> Path | None:

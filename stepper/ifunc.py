@@ -31,7 +31,7 @@ MAX_RESOLVER_SIZE = 4096
 
 def is_ifunc(symbols: ElfSymbols, vaddr: int) -> bool:
     """Whether link-time address `vaddr` is the start of an IFUNC symbol of `symbols`."""
-    return any(s.type == "IFUNC" for s in symbols.aliases(vaddr))
+    return any(s.type == "IFUNC" for s in symbols.at(vaddr))
 
 
 def implementations(symbols: ElfSymbols, vaddr: int) -> list[Symbol]:

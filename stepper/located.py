@@ -47,13 +47,22 @@ def main_bias(pid: int, exe: str) -> int:
     return load_bias(min(mine, key=lambda m: m.start)) or 0
 
 
-def containing_symbol(mappings: list[maps.Mapping], address: int) -> Symbol | None:
-    """The function symbol of the mapped file whose extent contains run-time `address`."""
+def containing_symbol(mappings: list[maps.Mapping], address: int,
+                      elves: dict | None = None) -> Symbol | None:
+    """The function symbol of the mapped file whose extent contains run-time `address`.
+    `elves` (path -> its ElfSymbols or None), when given, keeps each file found once: a batch
+    of probes asks thousands of times about the same few files."""
     m = maps.find(mappings, address)
-    bias = load_bias(m) if m is not None else None
+    if m is None or not m.is_file:
+        return None
+    if elves is None:
+        elf = _elf(m.path)
+    else:
+        elf = elves[m.path] if m.path in elves else elves.setdefault(m.path, _elf(m.path))
+    bias = None if elf is None else elf.bias_for_mapping(m.start, m.offset)
     if bias is None:
         return None
-    hit = _elf(m.path).containing(address - bias)
+    hit = elf.containing(address - bias)
     if hit is None:
         return None
     symbol, _ = hit

@@ -80,6 +80,59 @@ def choose(mode: str, insn: emu.Instruction) -> Ops:
                        f"({not_emulated}) nor stepped out of line ({refusal})")
 
 
+#: (mode, code) -> Known: what `decide` made of a site's bytes. The choice depends on the
+#: bytes and the mode only (the emulator's plans and xol_refusals look at no address), so
+#: another site with the same bytes gets the same answer: a breakpoint whose bytes were
+#: decided before (the preflight read them from the file) waits for its first use to be
+#: decoded at its own address (stepper.records.PendingBreakpoint).
+_DECIDED: dict[tuple[str, bytes], "Known"] = {}
+#: (mode, instruction bytes) -> Known: the same, keyed by the instruction alone (`check`).
+_ACCEPTED: dict[tuple[str, bytes], "Known"] = {}
+
+
+#: (ops class, strategy name, `why` line, instruction text or None when the text names an
+#: address): an accepted site's answers that need no decoding at its address.
+Known = tuple
+
+
+def decide(mode: str, code: bytes, address: int) -> tuple[emu.Instruction, Ops]:
+    """Decode the instruction at the start of `code` (at `address`) and `choose` its ops;
+    the answer is remembered for `known`. Raises emu.DecodeError or StepperError."""
+    insn = emu.decode(code, address)
+    ops = choose(mode, insn)
+    remember(mode, code, insn, ops)
+    return insn, ops
+
+
+def remember(mode: str, code: bytes, insn: emu.Instruction, ops: Ops) -> None:
+    """Keep what `choose(mode, insn)` gave for `insn` decoded from `code`, for `known`."""
+    key = (mode, bytes(code))
+    if key not in _DECIDED:
+        relative = insn.rip_relative or xol.refusals.is_relative_branch(insn.capstone)
+        _DECIDED[key] = (type(ops), ops.name, _why(ops, mode), None if relative else insn.text)
+        _ACCEPTED.setdefault((mode, insn.bytes), _DECIDED[key])
+
+
+def check(mode: str, code: bytes, address: int) -> None:
+    """`decide` for a caller that needs only the verdict (the preflight: thousands of sites,
+    many starting with the same instruction): an instruction whose bytes were accepted
+    before is accepted again without preparing it (only its length is decoded), and `code`
+    is remembered for `known` as `decide` would. Raises as `decide` does."""
+    try:
+        seen = _ACCEPTED.get((mode, bytes(code[:emu.length(code)])))
+    except emu.DecodeError:
+        seen = None   # `decide` says it with the address
+    if seen is None:
+        decide(mode, code, address)
+    else:
+        _DECIDED.setdefault((mode, bytes(code)), seen)
+
+
+def known(mode: str, code: bytes) -> Known | None:
+    """What `decide` answered for these bytes under `mode` (None: not decided yet)."""
+    return _DECIDED.get((mode, bytes(code)))
+
+
 def verdict(insn: emu.Instruction) -> str:
     """How `auto` steps `insn`: `emulate`, `xol` (boosted or plain, out of line) or `refused`."""
     if live_plan_reason(insn) is None:
@@ -91,11 +144,17 @@ def verdict(insn: emu.Instruction) -> str:
 
 def why(bp: Breakpoint) -> str:
     """One line for the strategy table: why this site did or did not boost."""
-    ops = bp.ops
+    pending = getattr(bp, "pending", None)
+    if pending is not None:   # not decoded at its address yet: what its bytes answered
+        return pending[2]
+    return _why(bp.ops, bp.mode)
+
+
+def _why(ops: Ops, mode: str) -> str:
     if isinstance(ops, BoostOps):
         return ops.note
     if ops.name == "emulate":
         if isinstance(getattr(ops, "fallback", None), BoostOps):
             return "not boosted: emulated (one trap, no slot); boosted when it falls back"
         return "not boosted: emulated (one trap per hit without a slot)"
-    return f"not boosted: --mode {bp.mode}"
+    return f"not boosted: --mode {mode}"

@@ -139,6 +139,14 @@ class TracedProcess:
         returns.added(self, bp, on_return)
         return bp
 
+    def add_breakpoints(self, addresses: list[int], mode: str | None = None,
+                        callback: Callable[[Hit], None] | None = None
+                        ) -> list[Breakpoint | StepperError]:
+        """`add_breakpoint` for many addresses at once (see Breakpoints.add_many): one
+        answer per address, a Breakpoint or the StepperError that refused it."""
+        return self.breakpoints.add_many([(a, mode or self.mode, callback) for a in addresses],
+                                         self.boost.prepare)
+
     def remove_breakpoint(self, bp: Breakpoint) -> None:
         self.breakpoints.remove(bp)
         returns.removed(self, bp)

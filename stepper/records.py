@@ -76,11 +76,54 @@ class Breakpoint:
     def strategy(self) -> str:
         return self.ops.name
 
+    @property
+    def text(self) -> str:
+        """The instruction, as the tables show it."""
+        return self.insn.text
+
     def describe(self) -> str:
         where = ""
         if self.symbol is not None:
             where = f" <{self.symbol.name}+{self.address - self.symbol.address:#x}>"
         return f"{self.address:#x}{where}: {self.insn.text}"
+
+
+class PendingBreakpoint(Breakpoint):
+    """A Breakpoint whose bytes were decided before (stepper.policy.known): `insn` and `ops`
+    are built at their first use (a hit, a fork, a table asking for what it cannot know
+    without them) by `build(code, address, mode)`, from the bytes read at insertion, so they
+    are what insertion would have built. Inserting thousands of probes then costs no
+    decoding that was done already from the file."""
+
+    def __init__(self, address: int, mode: str, callback: Callable | None,
+                 symbol: "located.Symbol | None", code: bytes, pending: tuple,
+                 build: Callable[[bytes, int, str], tuple]) -> None:
+        super().__init__(address, None, mode, None, callback, symbol)  # type: ignore[arg-type]
+        del self.insn, self.ops          # absent until built: __getattr__ builds them
+        self.code = code
+        self.pending: tuple | None = pending   # stepper.policy's Known, None once built
+        self._build = build
+
+    def __getattr__(self, name: str):
+        if name in ("insn", "ops"):
+            self.insn, self.ops = self._build(self.code, self.address, self.mode)
+            self.pending = None
+            return self.__dict__[name]
+        raise AttributeError(name)
+
+    @property
+    def original(self) -> bytes:
+        return self.code[:1]
+
+    @property
+    def strategy(self) -> str:
+        return self.pending[1] if self.pending is not None else self.ops.name
+
+    @property
+    def text(self) -> str:
+        if self.pending is not None and self.pending[3] is not None:
+            return self.pending[3]
+        return self.insn.text
 
 
 @dataclass(frozen=True)

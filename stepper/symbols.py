@@ -18,9 +18,6 @@ import os
 import posixpath
 from typing import Iterator
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from . import elf as elfread
 from . import elf_cache
 from .elf import STT_GNU_IFUNC, LineRow, Symbol
@@ -32,6 +29,7 @@ __all__ = ["ElfSymbols", "ElfFileError", "Symbol", "LineRow", "preference", "nam
 DEBUG_ROOT = "/usr/lib/debug"
 _BINDING_RANK = {"GLOBAL": 0, "WEAK": 1, "LOCAL": 2}
 DF_1_PIE = 0x08000000
+WHOLE_SEGMENT = 16 << 20   # `read` keeps segments up to this size in memory
 
 
 class ElfFileError(StepperError):
@@ -67,34 +65,26 @@ class ElfSymbols:
 
     def __init__(self, path: str) -> None:
         self.path = path
-        try:
-            with open(path, "rb") as stream:
-                elf = ELFFile(stream)
-                self._check_machine(elf)
-                self.elf_type: str = elf.header["e_type"]
-                self.segments = [(s["p_vaddr"], s["p_memsz"], s["p_offset"], s["p_filesz"],
-                                  s["p_flags"], s["p_align"])
-                                 for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"]
-                self.interpreter = elfread.interpreter(elf)
-                dynamic = elfread.dynamic_tags(elf)
-                self.build_id = elfread.build_id(elf)
-                self._debuglink = elfread.debuglink(elf)
-                self.soname: str | None = dynamic.get("DT_SONAME", [None])[0]
-                self.needed: list[str] = dynamic.get("DT_NEEDED", [])
-                self.runpath: list[str] = elfread.split_paths(dynamic.get("DT_RUNPATH", []))
-                self.rpath: list[str] = elfread.split_paths(dynamic.get("DT_RPATH", []))
-                flags_1 = dynamic.get("DT_FLAGS_1", [0])[0]
-                self._has_dwarf = elf.get_section_by_name(".debug_line") is not None
-                self.debug_file = self._find_debug_file()
-        except OSError as e:
-            raise ElfFileError(f"cannot read {path}: {e.strerror}") from None
-        except ELFError as e:
-            raise ElfFileError(f"{path} is not a readable ELF file ({e})") from None
+        facts = elf_cache.cached("header", elf_cache.file_stamp(path),
+                                 lambda: _parse_header(path), _header_valid)
+        self.elf_type: str = facts["elf_type"]
+        self.segments = [tuple(segment) for segment in facts["segments"]]
+        self.interpreter: str | None = facts["interpreter"]
+        self.build_id: str | None = facts["build_id"]
+        self._debuglink: str | None = facts["debuglink"]
+        self.soname: str | None = facts["soname"]
+        self.needed: list[str] = facts["needed"]
+        self.runpath: list[str] = facts["runpath"]
+        self.rpath: list[str] = facts["rpath"]
+        flags_1 = facts["flags_1"]
+        self._has_dwarf: bool = facts["has_dwarf"]
+        self.debug_file = self._find_debug_file()
         self.is_pie = self.elf_type == "ET_DYN" and bool(
             flags_1 & DF_1_PIE or (self.interpreter and not self.soname))
         self._table: list[Symbol] | None = None   # parsed on first use: libc's takes ~0.5 s
         self._lines: dict[str, dict[int, list[int]]] | None = None
         self._imports: frozenset[str] | None = None
+        self._data: dict[int, bytes] = {}   # segment index -> its file bytes, read by `read`
 
     @staticmethod
     @functools.lru_cache(maxsize=256)
@@ -111,11 +101,6 @@ class ElfSymbols:
             raise ElfFileError(f"cannot read {path}: {e.strerror}") from None
         return cls._cached(real, st.st_size, st.st_mtime_ns)
 
-    @staticmethod
-    def _check_machine(elf: ELFFile) -> None:
-        if elf.elfclass != 64 or elf.header["e_machine"] != "EM_X86_64":
-            raise ELFError(f"{elf.header['e_machine']} {elf.elfclass}-bit, not x86-64")
-
     def cache_key(self) -> list:
         """What identifies the bytes parsed here (stepper.elf_cache): this file and the debug
         file the symbols may come from."""
@@ -131,6 +116,8 @@ class ElfSymbols:
         self._values = [s.value for s in self._table]
 
     def _parse_symbols(self) -> list[list]:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         symbols = None
         try:
             with open(self.path, "rb") as stream:
@@ -159,6 +146,8 @@ class ElfSymbols:
         return self._imports
 
     def _with_elf(self, read):
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         try:
             with open(self.path, "rb") as stream:
                 return read(ELFFile(stream))
@@ -210,6 +199,8 @@ class ElfSymbols:
         return found[0]
 
     def _parse_variable(self, name: str) -> int | None:
+        from elftools.common.exceptions import ELFError
+        from elftools.elf.elffile import ELFFile
         for path in (self.path, self.debug_file):
             if path is None:
                 continue
@@ -226,6 +217,10 @@ class ElfSymbols:
             except (OSError, ELFError):
                 continue
         return None
+
+    def at(self, value: int) -> list[Symbol]:
+        """Every symbol at link-time address `value`, unsorted (`aliases` sorts them)."""
+        return list(self._at(value))
 
     def aliases(self, value: int) -> list[Symbol]:
         """Every symbol at link-time address `value`, preferred name first."""
@@ -279,9 +274,18 @@ class ElfSymbols:
 
     def read(self, vaddr: int, size: int) -> bytes:
         """The file bytes at link-time addresses [vaddr, vaddr+size), cut at the segment end."""
-        for seg_vaddr, _memsz, offset, filesz, _flags, _align in self.segments:
+        for index, (seg_vaddr, _memsz, offset, filesz, _flags, _align) in \
+                enumerate(self.segments):
             if seg_vaddr <= vaddr < seg_vaddr + filesz:
                 size = min(size, seg_vaddr + filesz - vaddr)
+                data = self._data.get(index)
+                if data is None and filesz <= WHOLE_SEGMENT:
+                    # read whole, once: the preflight reads thousands of sites
+                    with open(self.path, "rb") as stream:
+                        stream.seek(offset)
+                        data = self._data[index] = stream.read(filesz)
+                if data is not None:
+                    return data[vaddr - seg_vaddr:vaddr - seg_vaddr + size]
                 with open(self.path, "rb") as stream:
                     stream.seek(offset + vaddr - seg_vaddr)
                     return stream.read(size)
@@ -338,6 +342,56 @@ class ElfSymbols:
                 self._lines = {path: {int(line): addresses for line, addresses in rows.items()}
                                for path, rows in stored.items()}
         return self._lines
+
+
+def _parse_header(path: str) -> dict:
+    """What the ELF header, program headers and dynamic section say (kept in
+    stepper.elf_cache: parsing them with pyelftools costs more than the rest of a short run)."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile
+    try:
+        with open(path, "rb") as stream:
+            elf = ELFFile(stream)
+            if elf.elfclass != 64 or elf.header["e_machine"] != "EM_X86_64":
+                raise ELFError(f"{elf.header['e_machine']} {elf.elfclass}-bit, not x86-64")
+            dynamic = elfread.dynamic_tags(elf)
+            return {
+                "elf_type": elf.header["e_type"],
+                "segments": [[s["p_vaddr"], s["p_memsz"], s["p_offset"], s["p_filesz"],
+                              s["p_flags"], s["p_align"]]
+                             for s in elf.iter_segments() if s["p_type"] == "PT_LOAD"],
+                "interpreter": elfread.interpreter(elf),
+                "build_id": elfread.build_id(elf),
+                "debuglink": elfread.debuglink(elf),
+                "soname": dynamic.get("DT_SONAME", [None])[0],
+                "needed": dynamic.get("DT_NEEDED", []),
+                "runpath": elfread.split_paths(dynamic.get("DT_RUNPATH", [])),
+                "rpath": elfread.split_paths(dynamic.get("DT_RPATH", [])),
+                "flags_1": dynamic.get("DT_FLAGS_1", [0])[0],
+                "has_dwarf": elf.get_section_by_name(".debug_line") is not None,
+            }
+    except OSError as e:
+        raise ElfFileError(f"cannot read {path}: {e.strerror}") from None
+    except ELFError as e:
+        raise ElfFileError(f"{path} is not a readable ELF file ({e})") from None
+
+
+def _optional_text(value) -> bool:
+    return value is None or isinstance(value, str)
+
+
+def _header_valid(facts) -> bool:
+    """Whether a cached header entry is what `_parse_header` returns (else it is parsed)."""
+    texts = lambda key: isinstance(facts[key], list) and all(  # noqa: E731
+        isinstance(v, str) for v in facts[key])
+    return (isinstance(facts, dict) and isinstance(facts["elf_type"], str)
+            and isinstance(facts["segments"], list)
+            and all(isinstance(seg, list) and len(seg) == 6 and all(map(_is_int, seg))
+                    for seg in facts["segments"])
+            and all(_optional_text(facts[k]) for k in ("interpreter", "build_id",
+                                                        "debuglink", "soname"))
+            and texts("needed") and texts("runpath") and texts("rpath")
+            and _is_int(facts["flags_1"]) and isinstance(facts["has_dwarf"], bool))
 
 
 def _line_table(source: str) -> dict[str, dict[str, list[int]]]:

@@ -1,7 +1,7 @@
 """`stepper bench`: per-hit cost of each step strategy, against gdb, libdebug and a C floor.
 
     stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] [--load N] \\
-                  [--json FILE] [--plot FILE.png]
+                  [--startup-repeat S] [--startup-only] [--json FILE] [--plot FILE.png]
 
 The table goes to stdout, progress to stderr. See docs/bench.md for what each figure means.
 """
@@ -36,6 +36,12 @@ def register(subparsers) -> None:
     p.add_argument("--load", type=int, default=0, metavar="N",
                    help="measure stepper's figures of each placement again while N "
                         "busy-looping processes run (default: 0, no second measurement)")
+    p.add_argument("--startup-repeat", type=int, default=5, metavar="S",
+                   help="runs of each start-up figure (--help, one libc probe, every libc "
+                        "function; warm and cold cache); the median is reported (default: 5; "
+                        "0: no start-up figures)")
+    p.add_argument("--startup-only", action="store_true",
+                   help="measure the start-up figures only (no per-hit figures)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
@@ -55,14 +61,32 @@ def run(args) -> int:
             check_writable(path)
     if args.plot:
         _check_plot_possible(args.plot)
-    report = run_bench(config)
+    if args.startup_repeat < 0 or (args.startup_only and args.startup_repeat < 1):
+        from ..errors import StepperError
+
+        raise StepperError(f"--startup-repeat must be at least {int(args.startup_only)}, "
+                           f"not {args.startup_repeat}")
+    if args.startup_only and args.plot:
+        from ..errors import StepperError
+
+        raise StepperError("--plot charts the per-hit figures, which --startup-only skips")
+    report = {} if args.startup_only else run_bench(config)
+    if args.startup_repeat:
+        from ..bench import startup
+
+        report["startup"] = startup.measure(args.startup_repeat, progress=config.progress)
     if args.json:  # files first: a closed stdout must not lose a minute of measurements
         write_json(args.json, report)
     if args.plot:
         from ..bench.plot import plot
 
         plot(report, args.plot)
-    print(table(report))
+    lines = [table(report)] if not args.startup_only else []
+    if "startup" in report:
+        from ..bench.startup import table_lines
+
+        lines.append("\n".join(([""] if lines else []) + table_lines(report["startup"])))
+    print("\n".join(lines))
     return 0
 
 

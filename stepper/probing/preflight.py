@@ -45,8 +45,7 @@ class Preflight:
     def _check_site(self, pending: Pending, probe: Probe) -> None:
         symbols = _symbols(probe.path)
         try:
-            insn = emu.decode(symbols.read(probe.address, 15), probe.address)
-            policy.choose(self.mode, insn)
+            policy.check(self.mode, symbols.read(probe.address, 15), probe.address)
         except (StepperError, emu.EmuError) as e:
             if not pending.spec.is_glob and self.strict:
                 raise StepperError(f"probe spec {pending.spec.text!r}: {probe.symbol} in "

@@ -72,3 +72,19 @@ def test_repr_and_next_address():
     insn = decoded("push rbp")
     assert repr(insn) == f"<Instruction {CODE:#x}: push rbp (55)>"
     assert insn.next_address == CODE + 1
+
+
+@pytest.mark.parametrize("text", ["push rbx", "mov rax, qword ptr [rip + 0x10]",
+                                  "lock add dword ptr [rbx], 1", "jmp 0x401100",
+                                  "movdqa xmm0, xmmword ptr [rsp]", "ret 8"])
+def test_length_is_decodes_length(text):
+    code = asm(text) + b"\x90" * 15
+    assert emu.length(code) == emu.decode(code, CODE).length
+
+
+@pytest.mark.parametrize("code", [b"", b"\x0f", b"\x48"])
+def test_length_refuses_what_decode_refuses(code):
+    with pytest.raises(emu.DecodeError):
+        emu.decode(code, CODE)
+    with pytest.raises(emu.DecodeError):
+        emu.length(code)

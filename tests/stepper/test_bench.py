@@ -24,7 +24,7 @@ HITS = 200
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     code = main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "same",
-                 "--json", str(out)])
+                 "--startup-repeat", "0", "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 
@@ -173,6 +173,8 @@ def test_targets_are_judged_from_the_figures():
     (["--load", "-1"], "--load must be 0 or more"),
     (["--plot", "chart.jpg"], "PNG"),
     (["--plot", "/nonexistent/chart.png"], "cannot write /nonexistent/chart.png"),
+    (["--startup-repeat", "-1"], "--startup-repeat must be at least 0"),
+    (["--startup-only", "--startup-repeat", "0"], "--startup-repeat must be at least 1"),
 ])
 def test_bad_input_is_one_line_and_measures_nothing(argv, message, capsys, tmp_path):
     out = tmp_path / "never.json"
@@ -227,10 +229,29 @@ def test_bench_with_load_measures_the_loaded_rows_and_leaves_no_process(tmp_path
     before = _children()
     out = tmp_path / "load.json"
     assert main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "free",
-                 "--load", "1", "--json", str(out)]) == 0
+                 "--load", "1", "--startup-repeat", "0", "--json", str(out)]) == 0
     assert _children() == before
     r = json.loads(out.read_text())
     assert r["load"] == 1
     assert {"free", "free+policy", "free+load", "free+policy+load"} <= set(r["placements"])
     for scope in ("free+load", "free+policy+load"):
         assert r["hit_counts"][scope]["emulate"] == [HITS]
+
+
+def test_startup_figures_are_measured_warm_and_cold(tmp_path, capsys):
+    out = tmp_path / "startup.json"
+    assert main(["bench", "--startup-only", "--startup-repeat", "1", "--json", str(out)]) == 0
+    r = json.loads(out.read_text())
+    assert set(r) == {"startup"}
+    s = r["startup"]
+    assert s["repeat"] == 1 and s["program"] == "/bin/true"
+    for state in ("warm", "cold"):
+        figures = s["stepper"][state]
+        assert set(figures) == {"help", "one_probe", "all_probes", "all_over_one"}
+        assert all(isinstance(v, float) for v in figures.values())
+        assert figures["help"] > 0 and figures["all_probes"] > 0
+        samples = s["stepper"][state + "_samples"]
+        assert figures["all_probes"] == samples["all"][0]
+    table = capsys.readouterr().out
+    assert table.startswith("start-up, s (wall, median of 1;")
+    assert "one probe, added to the program" in table and "goal" in table

@@ -80,3 +80,34 @@ def test_verdict_agrees_with_auto():
             assert policy.verdict(insn) == "refused", text
             continue
         assert (policy.verdict(insn) == "emulate") == isinstance(ops, EmulateOps), text
+
+
+@pytest.mark.parametrize("text", ["add rax, rbx", "syscall", "jmp 0x401100",
+                                  "mov rax, qword ptr [rip + 0x10]"])
+def test_decide_remembers_the_answer_by_bytes_whatever_the_address(text):
+    code = asm(text) + b"\x90" * 8
+    insn, ops = policy.decide("auto", code, CODE)
+    known = policy.known("auto", code)
+    assert known[:3] == (type(ops), ops.name, policy._why(ops, "auto"))
+    # the text is kept only where it names no address (relative branches, rip-relative)
+    elsewhere = policy.decide("auto", code, CODE + 0x10000)[0]
+    assert (known[3] is None) == (elsewhere.text != insn.text or insn.rip_relative)
+    assert policy.known("emulate", code + b"\x90") is None
+
+
+@pytest.mark.parametrize("text", ["add rax, rbx", "int3", "hlt", "syscall"])
+@pytest.mark.parametrize("mode", ["auto", "emulate", "xol"])
+def test_check_answers_as_decide(text, mode):
+    """The preflight's `check` accepts or refuses as `decide` does, with the same message,
+    also when the instruction was accepted before at another address."""
+    code = asm(text) + b"\xcc" * 8
+    def outcome(call, address):
+        try:
+            call(mode, code, address)
+        except StepperError as e:
+            return str(e)
+        return None
+    first = outcome(policy.decide, CODE)
+    assert outcome(policy.check, CODE + 0x20) == outcome(policy.decide, CODE + 0x20)
+    assert (outcome(policy.check, CODE) is None) == (first is None)
+    assert outcome(policy.check, CODE + 0x40) == outcome(policy.decide, CODE + 0x40)

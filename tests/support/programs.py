@@ -34,6 +34,9 @@ PROGRAMS = {
     "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
     "debuggee": (["debuggee.c"], ["-O1", "-pthread", "-fno-inline"]),
     "tracework": (["tracework.c"], ["-O1"]),
+    "probes_nopie": (["probes.c"], ["-O2", "-fno-plt", "-fstack-protector-all",
+                                    "-fno-omit-frame-pointer", "-no-pie"]),
+    "shared_text": (["shared_text.c"], ["-O1"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
