@@ -63,16 +63,23 @@ def write(tid: int, index: int, value: int) -> None:
                                  err) from None
 
 
-def control_bits(slot: int, size: int, access: str) -> tuple[int, int]:
-    """(bits to set, mask of the slot's bits) in DR7 for a local enable of `slot`."""
-    if not 0 <= slot < SLOTS:
-        raise DebugRegisterError(f"debug register slot {slot} does not exist: use 0 to 3")
+def checked_size(size: int, access: str) -> int:
+    """The length a slot watching with `access` covers ("x": always 1); a bad access or
+    size is a DebugRegisterError."""
     if access not in ACCESS:
-        raise DebugRegisterError(f"watch access {access!r} is not one of x, w, rw")
+        raise DebugRegisterError(f"watch access {access!r} is not one of w, rw, x")
     if access == "x":
         size = 1
     if size not in LENGTH:
         raise DebugRegisterError(f"a hardware watchpoint covers 1, 2, 4 or 8 bytes, not {size}")
+    return size
+
+
+def control_bits(slot: int, size: int, access: str) -> tuple[int, int]:
+    """(bits to set, mask of the slot's bits) in DR7 for a local enable of `slot`."""
+    if not 0 <= slot < SLOTS:
+        raise DebugRegisterError(f"debug register slot {slot} does not exist: use 0 to 3")
+    size = checked_size(size, access)
     shift = 16 + 4 * slot
     bits = (1 << (2 * slot)) | (ACCESS[access] << shift) | (LENGTH[size] << (shift + 2))
     mask = (0b11 << (2 * slot)) | (0b1111 << shift)

@@ -40,9 +40,7 @@ from .debugregs import DR6_SINGLE_STEP, SLOTS
 from .errors import StepperError
 from .kernel import RIP
 
-ACCESSES = ("w", "rw", "x")
 _DEBUG_TRAPS = (kernel.TRAP_HWBKPT, kernel.TRAP_TRACE)
-SIZES = (1, 2, 4, 8)
 
 
 class WatchpointError(StepperError):
@@ -101,12 +99,10 @@ def watch(p: Any, address: int, size: int = 8, access: str = "w",
           callback: Callable[[WatchHit], Any] | None = None) -> Watchpoint:
     """Watch [address, address + size) in every thread of process `p`; everything is checked
     before any register is written, and a kernel refusal undoes what was set."""
-    if access not in ACCESSES:
-        raise WatchpointError(f"watch access {access!r} is not one of w, rw, x")
-    if access == "x":
-        size = 1
-    if size not in SIZES:
-        raise WatchpointError(f"a hardware watchpoint covers 1, 2, 4 or 8 bytes, not {size}")
+    try:
+        size = debugregs.checked_size(size, access)
+    except debugregs.DebugRegisterError as e:
+        raise WatchpointError(str(e)) from None
     if not isinstance(address, int) or address <= 0:
         raise WatchpointError(f"{address!r} is not an address")
     if address % size:

@@ -113,7 +113,7 @@ def test_control_bits_follow_the_dr7_layout():
     ((0, 0x1000, 3, "w"), "1, 2, 4 or 8 bytes"),
     ((0, 0x1004, 8, "w"), "aligned to 8"),
     ((4, 0x1000, 8, "w"), "slot 4 does not exist"),
-    ((0, 0x1000, 8, "r"), "not one of x, w, rw"),
+    ((0, 0x1000, 8, "r"), "not one of w, rw, x"),
 ])
 def test_bad_watches_are_refused_before_any_ptrace(args, message):
     # tid 0 is no thread: reaching ptrace would fail with a different message.

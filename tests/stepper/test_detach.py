@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
 
 from tests.support.elf import symbol
-from tests.support.runs import run_plain
+from tests.support.runs import run_plain, wait_with_deadline
 from stepper import maps
 
 
@@ -44,23 +43,10 @@ def test_exception_in_callback_leaves_program_running_unharmed(build, spawn_capt
         assert seen_area and seen_area[0].perms == "r-xp"  # read+execute only, never writable
     # Detached: an INT3 left behind would kill it with SIGTRAP, a thread left in the XOL
     # slot would crash or compute garbage; it ends exactly as unprobed instead.
-    status = _wait(proc.pid, 60)
+    status = wait_with_deadline(proc.pid, 60)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == plain.returncode
     assert out.read_bytes() == plain.stdout
     assert len(set(hits)) > 1  # several threads were inside the probe when it happened
-
-
-def _wait(pid: int, limit_s: float) -> int:
-    """waitpid with a deadline, so a broken detach fails the test instead of hanging it."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"the detached program {pid} did not finish within {limit_s} s")
 
 
 def _area(proc) -> int | None:
@@ -94,7 +80,7 @@ def test_ctrl_c_between_two_ptrace_calls_of_an_xol_hit(build, spawn_captured, mo
     with pytest.raises(KeyboardInterrupt):
         proc.run()
     monkeypatch.undo()
-    status = _wait(proc.pid, 60)
+    status = wait_with_deadline(proc.pid, 60)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == plain.returncode
     assert out.read_bytes() == plain.stdout
 
@@ -106,6 +92,6 @@ def test_request_detach_outside_the_loop_lets_the_program_go_at_once(build, spaw
     bp = proc.break_at(proc.load_bias + symbol(exe, "f")[0])
     proc.detach()
     assert proc._session.closed and not proc._session.threads and not bp.inserted
-    status = _wait(proc.pid, 60)
+    status = wait_with_deadline(proc.pid, 60)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == plain.returncode
     assert out.read_bytes() == plain.stdout

@@ -10,14 +10,12 @@ program's own SIGTRAP passed through, unwatch, the errors, and the detach."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import time
 
 import pytest
 
 from tests.support.elf import symbol
-from tests.support.runs import ended, run_plain
+from tests.support.runs import ended, run_plain, wait_with_deadline
 from stepper import api
 from stepper.errors import StepperError
 
@@ -257,19 +255,6 @@ def test_detach_removes_the_watchpoints(build, spawn_captured):
                        callback=lambda hit: proc.detach())
     status = proc.run()
     assert status.detached and wp.hits == 1
-    status = _wait(proc.pid, 60)
+    status = wait_with_deadline(proc.pid, 60)
     assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
     assert out.read_bytes() == b"writes=50 counter=50\n"
-
-
-def _wait(pid: int, limit_s: float) -> int:
-    """waitpid with a deadline, so a broken detach fails the test instead of hanging it."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return status
-        time.sleep(0.01)
-    os.kill(pid, signal.SIGKILL)
-    os.waitpid(pid, 0)
-    pytest.fail(f"the detached program {pid} did not finish within {limit_s} s")

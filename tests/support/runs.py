@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -64,3 +66,19 @@ def ended(*procs: subprocess.Popen):
             if p.poll() is None:
                 p.kill()
                 p.wait()
+
+
+def wait_with_deadline(pid: int, limit_s: float) -> int:
+    """waitpid of a program let go (detached), with a deadline: a broken detach fails the
+    test instead of hanging it (the program is killed)."""
+    import pytest
+
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return status
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail(f"the detached program {pid} did not finish within {limit_s} s")
