@@ -65,6 +65,8 @@ class Breakpoint:
     #: the engine's own work at a hit, before the callback: hook(p, bp, t, hit) (returns)
     hook: Callable | None = None
     internal: bool = False  # a return breakpoint of the engine's, not the user's
+    #: a USDT semaphore this breakpoint holds one count of (stepper.usdt), or None
+    semaphore: int | None = None
 
     @property
     def original(self) -> bytes:

@@ -94,6 +94,8 @@ class Inserter:
                 self.notes.append(f"probe spec {probe.spec!r}: {probe.symbol} in "
                                   f"{probe.object} not probed: {e}")
                 continue
+            if probe.semaphore is not None:
+                self.proc.hold_semaphore(bp, probe.semaphore)
             self.addresses.add(probe.address)
             self.rows.append(Row(probe.spec, probe.object, probe.symbol, bp, probe.group))
             progress.inserted += 1
