@@ -28,7 +28,7 @@ from . import cfi, cfi_expr, demangle
 from .errors import StepperError
 
 __all__ = ["Function", "Variable", "DwarfValueError", "functions", "find", "read_value",
-           "line_rows", "after_prologue"]
+           "line_rows", "after_prologue", "describe_location"]
 
 
 class DwarfValueError(StepperError):
@@ -70,6 +70,14 @@ class Function:
     variables: tuple[Variable, ...]
     frame_base: tuple
     path: str
+    linkage: str | None = None   # the mangled name (C++), None for C
+
+    @property
+    def title(self) -> str:
+        """The name to show: C++ with its signature (overloads differ), else `name`."""
+        if self.linkage is None:
+            return self.name
+        return demangle._drop_return_type(demangle.demangle(self.linkage))
 
     @property
     def params(self) -> list[Variable]:
@@ -111,7 +119,9 @@ def find(path: str, name: str) -> list[Function]:
     import fnmatch
     found = []
     for function in functions(path):
-        if (fnmatch.fnmatchcase(function.name, name) if glob else function.name == name):
+        if (fnmatch.fnmatchcase(function.name, name) if glob else function.name == name) or (
+                function.linkage and (function.linkage == name or demangle.matches(
+                    name, function.linkage, glob))):
             found.append(function)
     return found
 
@@ -174,7 +184,8 @@ def _function(die, cu, files, locations, cu_base: int, path: str) -> Function:
                                   _ranges(child, cu, locations, cu_base)))
     frame_base = die.attributes.get("DW_AT_frame_base")
     return Function(name, low, high, file, line, tuple(variables),
-                    tuple(frame_base.value) if frame_base is not None else (), path)
+                    tuple(frame_base.value) if frame_base is not None else (), path,
+                    linkage.value.decode() if linkage is not None else None)
 
 
 def _type_text(die) -> str:
@@ -252,6 +263,29 @@ def after_prologue(function: Function) -> int:
         return function.low
     addresses = sorted({r[0] for r in line_rows(function) if r[0] > function.low})
     return addresses[0] if addresses else function.low
+
+
+def describe_location(function: Function, variable: Variable, pc: int) -> str:
+    """Where `variable` is at `pc`, in words: `rdi`, `CFA+8`, `CFA-52`, `memory`, `computed`,
+    or why it cannot be read there (optimised out, not written yet, in pieces)."""
+    expr = variable.expression_at(pc)
+    if expr is None:
+        return "optimised out here"
+    if pc == function.low and _own_frame_slot(function.path, expr):
+        return "stack slot not written before the prologue"
+    ops = DWARFExprParser(_structs(function.path)).parse_expr(expr)
+    first = ops[0].op_name
+    if len(ops) == 1 and first.startswith("DW_OP_reg"):
+        return cfi_expr.reg_name(ops[0].args[0] if first == "DW_OP_regx" else int(first[9:]))
+    if first == "DW_OP_fbreg":
+        return f"frame base{ops[0].args[0]:+d}" if len(ops) == 1 else "frame-based, computed"
+    if first in ("DW_OP_entry_value", "DW_OP_GNU_entry_value"):
+        return "value at entry" + ("" if pc == function.low else ": not readable here")
+    if any(op.op_name in ("DW_OP_piece", "DW_OP_bit_piece") for op in ops):
+        return "in pieces: not readable"
+    if first == "DW_OP_addr":
+        return f"at {ops[0].args[0]:#x}"
+    return "computed" if ops[-1].op_name == "DW_OP_stack_value" else "memory"
 
 
 # -- values -----------------------------------------------------------------------------------
