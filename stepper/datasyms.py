@@ -13,7 +13,7 @@ from elftools.elf.elffile import ELFFile
 
 from . import demangle
 
-__all__ = ["data_section", "refuse_variable"]
+__all__ = ["data_section", "variable_error"]
 
 
 @functools.lru_cache(maxsize=256)
@@ -41,14 +41,11 @@ def data_section(path: str, name: str) -> str | None:
     return None
 
 
-def refuse_variable(text: str, name: str, paths: list[str]) -> None:
-    """Raise the "is a variable" error when `name` is a data symbol of one of `paths`."""
-    from .specs import NoMatchError
-
+def variable_error(text: str, name: str, paths: list[str]) -> str | None:
+    """The message for probe spec `text` when `name` is a data symbol of one of `paths`."""
     for path in paths:
         section = data_section(path, name)
         if section is not None:
-            raise NoMatchError(f"probe spec {text!r}: {name} is a variable (in {section} of "
-                               f"{os.path.basename(path)}), not a function")
-
-
+            return (f"probe spec {text!r}: {name} is a variable (in {section} of "
+                    f"{os.path.basename(path)}), not a function")
+    return None

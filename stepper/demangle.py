@@ -15,7 +15,7 @@ import functools
 import re
 
 __all__ = ["demangle", "base_name", "names_of", "matches", "is_cxx_spec", "squeeze",
-           "COLON", "split_colon", "rsplit_colon"]
+           "COLON", "split_colon", "rsplit_colon", "split_offset"]
 
 _QUALIFIERS = (" const", " volatile", " &&", " &", " noexcept", " [clone")
 
@@ -141,3 +141,14 @@ def rsplit_colon(text: str) -> tuple[str, str, str]:
     found = list(COLON.finditer(text))
     return ("", "", text) if not found else (text[:found[-1].start()], ":",
                                              text[found[-1].end():])
+
+
+def split_offset(text: str) -> tuple[str, str, str]:
+    """SYMBOL+OFFSET as (symbol, "+", offset), or (text, "", ""): for a C++ name only a
+    trailing +NUMBER is an offset (`operator+`, `operator++(int)` are names)."""
+    if not is_cxx_spec(text):
+        return text.partition("+")
+    name, plus, offset = text.rpartition("+")
+    if plus and re.fullmatch(r"0[xX][0-9a-fA-F]+|[0-9]+", offset):
+        return name, plus, offset
+    return text, "", ""

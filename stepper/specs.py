@@ -30,9 +30,9 @@ from typing import Iterable, Sequence
 
 import emu
 
-from . import demangle
+from . import demangle, usdt
 from .boundary import Boundaries
-from .datasyms import refuse_variable
+from .datasyms import variable_error
 from .errors import StepperError
 from .loaded import LoadedObject
 from .loader import LoaderError, file_matches, find_on_disk, library_closure
@@ -107,8 +107,7 @@ def parse_spec(text: str) -> Spec:
     if any(c.isspace() for c in text):
         raise SpecSyntaxError(f"probe spec {text!r} contains whitespace")
     if text.startswith("usdt:"):
-        from .usdt import parse_usdt_spec
-        return parse_usdt_spec(text, Spec, SpecSyntaxError)
+        return usdt.parse_usdt_spec(text, Spec, SpecSyntaxError)
     head, sep, tail = demangle.rsplit_colon(text)
     if sep and tail.isdigit():
         return _parse_line(text, head, int(tail))
@@ -126,11 +125,7 @@ def parse_spec(text: str) -> Spec:
         return Spec(text, "address", object=obj, address=_number(text, rest, "address"))
     if re.fullmatch(r"[0-9][0-9a-fA-F]*", rest):   # bare hex, as `nm` prints it
         return Spec(text, "address", object=obj, address=int(rest, 16))
-    name, plus, offset = rest.partition("+")
-    if demangle.is_cxx_spec(rest):   # `operator+`, `operator++(int)`: only a trailing +N
-        name, plus, offset = rest.rpartition("+")
-        if not plus or not re.fullmatch(r"0[xX][0-9a-fA-F]+|[0-9]+", offset):
-            name, plus, offset = rest, "", ""
+    name, plus, offset = demangle.split_offset(rest)
     if not name:
         raise SpecSyntaxError(f"empty symbol name in probe spec {text!r}")
     return Spec(text, "symbol", object=obj, pattern=name,
@@ -275,8 +270,7 @@ def _resolve_unqualified(spec: Spec, candidates: Sequence[_Candidate]) -> Iterab
     found = [(c, m) for c, m in found if m]
     if not found:
         where = main[0].name if main else "the program"
-        if spec.kind == "symbol" and not spec.is_glob and not spec.offset:
-            refuse_variable(spec.text, spec.pattern, [c.path for c in candidates])
+        _refuse_variable(spec, candidates)
         raise NoMatchError(f"probe spec {spec.text!r}: {_nothing(spec)} in {where} or its "
                            "libraries" + _suggestion(spec, candidates))
     exporting = [(c, m) for c, m in found if any(s.exported for s in m)]
@@ -298,14 +292,12 @@ def _resolve_in(spec: Spec, candidates: Sequence[_Candidate]) -> Iterable[Probe]
         elif spec.kind == "address":
             probes += _address_probes(spec, candidate, spec.address)
         elif spec.kind == "usdt":
-            from .usdt import usdt_probes
-            probes += usdt_probes(spec, candidate.path, candidate.bias, Probe)
+            probes += usdt.usdt_probes(spec, candidate.path, candidate.bias, Probe)
         else:
             probes += _line_probes(spec, candidate)
     if not probes:
         where = ", ".join(c.name for c in candidates)
-        if spec.kind == "symbol" and not spec.is_glob and not spec.offset:
-            refuse_variable(spec.text, spec.pattern, [c.path for c in candidates])
+        _refuse_variable(spec, candidates)
         raise NoMatchError(f"probe spec {spec.text!r}: {_nothing(spec)} in {where}"
                            + _suggestion(spec, candidates))
     return _dedupe(probes)
@@ -320,6 +312,14 @@ def _nothing(spec: Spec) -> str:
     return f"no function {verb} {spec.pattern}"
 
 
+def _refuse_variable(spec: Spec, candidates: Sequence[_Candidate]) -> None:
+    """A name that is a data symbol gets "X is a variable", not "no function is named X"."""
+    if spec.kind == "symbol" and not spec.is_glob and not spec.offset:
+        message = variable_error(spec.text, spec.pattern, [c.path for c in candidates])
+        if message is not None:
+            raise NoMatchError(message)
+
+
 def _dedupe(probes: Iterable[Probe]) -> list[Probe]:
     seen: dict[int, Probe] = {}
     for probe in probes:
@@ -331,8 +331,7 @@ def _matches(spec: Spec, candidate: _Candidate) -> list:
     """The function symbols of `candidate` that a symbol spec names (its USDT sites for a
     usdt spec; [] for other kinds). A name is matched as written, then demangled."""
     if spec.kind == "usdt":
-        from .usdt import usdt_sites
-        return usdt_sites(spec, candidate.path)
+        return usdt.usdt_sites(spec, candidate.path)
     symbols = candidate.symbols
     if spec.kind == "symbol":
         if spec.is_glob:
