@@ -15,7 +15,7 @@ import functools
 import re
 
 __all__ = ["demangle", "base_name", "names_of", "matches", "is_cxx_spec", "squeeze",
-           "COLON", "split_colon", "rsplit_colon", "split_offset"]
+           "COLON", "split_colon", "rsplit_colon", "split_offset", "label"]
 
 _QUALIFIERS = (" const", " volatile", " &&", " &", " noexcept", " [clone")
 
@@ -152,3 +152,9 @@ def split_offset(text: str) -> tuple[str, str, str]:
     if plus and re.fullmatch(r"0[xX][0-9a-fA-F]+|[0-9]+", offset):
         return name, plus, offset
     return text, "", ""
+
+
+def label(text: str) -> str:
+    """`name` or `name+0xOFF` (how a probe site is shown) with the name demangled."""
+    name, plus, offset = text.rpartition("+0x")
+    return demangle(name) + plus + offset if plus else demangle(text)

@@ -399,8 +399,8 @@ def _address_probes(spec: Spec, candidate: _Candidate, vaddr: int) -> list[Probe
     hit = symbols.containing(vaddr)
     if hit is not None and hit[1]:
         _check_boundary(spec, symbols, hit[0], hit[1])
-    return [Probe(spec.text, candidate.name, symbols.describe(vaddr), candidate.bias + vaddr,
-                  candidate.path)]
+    return [Probe(spec.text, candidate.name, demangle.label(symbols.describe(vaddr)),
+                  candidate.bias + vaddr, candidate.path)]
 
 
 def _resolve_address(spec: Spec, candidates: Sequence[_Candidate]) -> list[Probe]:
@@ -436,8 +436,8 @@ def _line_probes(spec: Spec, candidate: _Candidate) -> list[Probe]:
     if not addresses:
         raise NoMatchError(f"probe spec {spec.text!r}: no code at line {spec.line} of {path}"
                            + _nearby_lines(symbols.lines_with_code(path), spec.line))
-    return [Probe(spec.text, candidate.name, symbols.describe(a), candidate.bias + a,
-                  candidate.path) for a in addresses]
+    return [Probe(spec.text, candidate.name, demangle.label(symbols.describe(a)),
+                  candidate.bias + a, candidate.path) for a in addresses]
 
 
 def _nearby_lines(lines: list[int], line: int) -> str:

@@ -74,3 +74,11 @@ def test_unknown_signature_is_one_line(build, tmp_path):
     run, report = probe_specs(tmp_path, ["ns::Acc::add(long)"], [build("cxx_names")])
     assert run.returncode == 2 and report is None and run.stderr.count("\n") == 1
     assert "no function is named ns::Acc::add(long)" in run.stderr
+
+
+def test_line_probes_show_demangled_functions(build, tmp_path):
+    exe = build("cxx_names")
+    run, report = probe_specs(tmp_path, ["cxx_names.cpp:6"], [exe])
+    assert report is not None, run.stderr
+    assert {p["symbol"].split("+")[0] for p in report["probes"]} == {"ns::Acc::add(int)"}
+    assert sum(p["hits"] for p in report["probes"]) > 0
