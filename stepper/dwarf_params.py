@@ -193,7 +193,8 @@ def _type_text(die) -> str:
         return "?"
     try:
         return str(describe_cpp_datatype(die))
-    except (KeyError, AttributeError, DWARFError, AssertionError):
+    except (KeyError, AttributeError, DWARFError, AssertionError, TypeError, ValueError):
+        # pyelftools' describer does not know every DWARF shape (a VLA's bound expression)
         return "?"
 
 

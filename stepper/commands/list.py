@@ -85,8 +85,8 @@ def _chosen(path: str, func: str):
 
     functions = dwarf_params.functions(path)
     if not functions:
-        raise StepperError(f"{os.path.basename(path)} has no DWARF debug information "
-                           "(build it with -g)")
+        raise StepperError(f"{os.path.basename(path)} has no DWARF debug information in "
+                           "the file (build it with -g; separate debug files are not read)")
     found = dwarf_params.find(path, func)
     if not found:
         raise StepperError(f"no function named {func} in the DWARF of "
