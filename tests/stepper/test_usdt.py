@@ -164,6 +164,21 @@ def test_semaphore_taken_back_at_detach(build, tmp_path):
     assert out.read_text().splitlines()[-1] == "enabled 1"
 
 
+def test_semaphores_of_a_forked_child_taken_back_at_detach(build, tmp_path):
+    """The child (which runs the loop first) detaches the tree at its first tick: its own
+    count goes back (it sees tick enabled once), and so does the parent's (never)."""
+    proc, bps, out = probed_run(build("usdt_sem"), [str(N), "fork"],
+                                lambda p, note, hit: note.name == "tick" and p.detach(),
+                                tmp_path)
+    assert proc.run().detached
+    _pid, wait_status = os.waitpid(proc.pid, 0)
+    assert os.waitstatus_to_exitcode(wait_status) == 0
+    lines = out.read_text().splitlines()
+    summary = [line for line in lines if line in ("child", "parent")
+               or line.startswith("enabled")]
+    assert summary == ["child", "enabled 1", "parent", "enabled 0"]
+
+
 def test_list_usdt(build):
     exe = build("usdt_sem")
     run = subprocess.run([sys.executable, "-m", "stepper.cli", "list", "usdt", exe],
