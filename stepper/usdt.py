@@ -25,7 +25,7 @@ from elftools.elf.elffile import ELFFile
 from .errors import StepperError
 
 __all__ = ["Arg", "Note", "UsdtError", "notes", "parse_args", "parse_usdt_spec",
-           "usdt_sites", "usdt_probes"]
+           "usdt_sites", "usdt_probes", "note_at"]
 
 NT_STAPSDT = 3
 
@@ -212,6 +212,12 @@ def _notes(path: str, size: int, mtime: int) -> list[Note]:
             return result
     except (OSError, ELFError, struct.error, ValueError) as e:
         raise UsdtError(f"cannot read the USDT notes of {path} ({e})") from None
+
+
+def note_at(path: str, vaddr: int) -> Note | None:
+    """The probe of `path` whose site is link-time address `vaddr` (a Probe's address less
+    its object's bias): where `$arg1..$argN` of a hit come from."""
+    return next((n for n in notes(path) if n.address == vaddr), None)
 
 
 # -- specs ------------------------------------------------------------------------------------

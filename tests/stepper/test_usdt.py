@@ -48,6 +48,8 @@ def test_notes_of_a_program_with_semaphores(build):
         assert file_byte(exe, note.address) == 0x90   # the site is sdt.h's nop
     assert [(a.size, a.signed) for a in found["demo:plain"].args] == [(4, True), (8, True),
                                                                         (1, True)]
+    assert usdt.note_at(exe, found["demo:tick"].address) == found["demo:tick"]
+    assert usdt.note_at(exe, found["demo:tick"].address + 1) is None
 
 
 def test_notes_without_semaphores(build):
