@@ -135,14 +135,18 @@ def _functions(path: str, size: int, mtime: int) -> list[Function]:
                 return []
             dwarf = elf.get_dwarf_info()
             locations = LocationParser(dwarf.location_lists())
+            ranges = dwarf.range_lists()
             result = []
             for cu in dwarf.iter_CUs():
                 files = _file_names(dwarf, cu)
                 base = cu.get_top_DIE().attributes.get("DW_AT_low_pc")
                 for die in cu.iter_DIEs():
-                    if die.tag == "DW_TAG_subprogram" and "DW_AT_low_pc" in die.attributes:
+                    if die.tag != "DW_TAG_subprogram":
+                        continue
+                    code = _code_range(die, cu, ranges, base.value if base else 0)
+                    if code is not None:
                         result.append(_function(die, cu, files, locations,
-                                                base.value if base else 0, path))
+                                                base.value if base else 0, path, code))
             return result
     except (OSError, ELFError, DWARFError, AssertionError, KeyError) as e:
         raise StepperError(f"cannot read the DWARF of {path} ({e})") from None
@@ -156,7 +160,36 @@ def _origin(die):
     return die
 
 
-def _function(die, cu, files, locations, cu_base: int, path: str) -> Function:
+def _code_range(die, cu, ranges, cu_base: int) -> tuple[int, int] | None:
+    """[low, high) of the part of a function that holds its entry: DW_AT_low_pc/high_pc,
+    or, for code split in ranges (a hot/cold split), the range where it is entered
+    (DW_AT_entry_pc, else the first range, which gcc gives to the entry)."""
+    attrs = die.attributes
+    if "DW_AT_low_pc" in attrs:
+        low = attrs["DW_AT_low_pc"].value
+        high_attr = attrs.get("DW_AT_high_pc")
+        high = low if high_attr is None else (
+            high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value)
+        return low, high
+    if "DW_AT_ranges" not in attrs or ranges is None or \
+            attrs["DW_AT_ranges"].form != "DW_FORM_sec_offset":
+        return None
+    base, spans = cu_base, []
+    for entry in ranges.get_range_list_at_offset(attrs["DW_AT_ranges"].value, cu=cu):
+        if not hasattr(entry, "begin_offset"):
+            base = getattr(entry, "base_address", base)
+            continue
+        offset = 0 if getattr(entry, "is_absolute", False) else base
+        spans.append((entry.begin_offset + offset, entry.end_offset + offset))
+    entry_pc = attrs.get("DW_AT_entry_pc")
+    for low, high in spans:
+        if entry_pc is None or low <= entry_pc.value < high:
+            return low, high
+    return None
+
+
+def _function(die, cu, files, locations, cu_base: int, path: str,
+              code: tuple[int, int]) -> Function:
     origin = _origin(die)
     attrs = origin.attributes
     linkage = attrs.get("DW_AT_linkage_name") or attrs.get("DW_AT_MIPS_linkage_name")
@@ -164,10 +197,7 @@ def _function(die, cu, files, locations, cu_base: int, path: str) -> Function:
         name = demangle.base_name(demangle.demangle(linkage.value.decode()))
     else:
         name = attrs["DW_AT_name"].value.decode() if "DW_AT_name" in attrs else "?"
-    low = die.attributes["DW_AT_low_pc"].value
-    high_attr = die.attributes.get("DW_AT_high_pc")
-    high = low if high_attr is None else (
-        high_attr.value if high_attr.form == "DW_FORM_addr" else low + high_attr.value)
+    low, high = code
     file_index = attrs.get("DW_AT_decl_file")
     file = files.get(file_index.value) if file_index is not None else None
     line = attrs["DW_AT_decl_line"].value if "DW_AT_decl_line" in attrs else None

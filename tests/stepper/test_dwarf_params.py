@@ -52,7 +52,7 @@ def test_parameters_equal_what_the_program_passes(build, tmp_path, name):
 
     proc.break_at(proc.load_bias + pc, callback=on_hit)
     assert proc.run().exit_code == 0
-    assert seen == out.read_text().splitlines()
+    assert seen == [line for line in out.read_text().splitlines() if line.startswith("work")]
     assert len(seen) == 3
 
 
@@ -76,3 +76,24 @@ def test_cxx_functions_by_signature(build):
     assert sorted(f.title for f in found) == ["ns::Acc::add(double)", "ns::Acc::add(int)"]
     (one,) = dwarf_params.find(exe, "ns::Acc::add(int)")
     assert [(v.name, v.type) for v in one.params] == [("this", "ns::Acc *const"), ("v", "int")]
+
+
+def test_a_function_split_hot_and_cold(build, tmp_path):
+    import subprocess
+
+    exe = build("params_O2")
+    symbols = {line.split()[2]: int(line.split()[0], 16) for line in subprocess.run(
+        ["nm", exe], capture_output=True, text=True, check=True).stdout.splitlines()
+        if len(line.split()) == 3}
+    if "check.cold" not in symbols:
+        pytest.skip("this gcc did not split check() into a cold part")
+    (check,) = dwarf_params.find(exe, "check")
+    assert check.low == symbols["check"]
+    out = tmp_path / "stdout"
+    proc = spawn(exe, out)
+    seen = []
+    proc.break_at(proc.load_bias + check.low, callback=lambda hit: seen.append(
+        dwarf_params.read_value(check, check.params[0], check.low, hit.regs, hit.read)))
+    assert proc.run().exit_code == 0
+    assert [f"check {v}" for v in seen] == [line for line in out.read_text().splitlines()
+                                            if line.startswith("check")]

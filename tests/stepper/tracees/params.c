@@ -1,6 +1,7 @@
 /* DWARF parameters: six in registers, one long and one struct on the stack. Built at -O0
  * and -O2 with -g; prints the arguments of each call so that a test can compare them with
- * what it reads at the function's probe address. */
+ * what it reads at the function's probe address. check() has a cold part gcc -O2 moves
+ * away (check.cold): its DWARF code is two ranges. */
 #include <stdio.h>
 #include <string.h>
 
@@ -15,6 +16,18 @@ __attribute__((noinline)) long work(int a, const char *s, long m1, long m2, long
     return total;
 }
 
+__attribute__((cold, noinline)) static void report(int v) { fprintf(stderr, "bad %d\n", v); }
+
+__attribute__((noinline)) int check(int v)
+{
+    if (v < 0) {
+        report(v);
+        fprintf(stderr, "negative\n");
+        v = -v;
+    }
+    return v * 2;
+}
+
 int main(int argc, char **argv)
 {
     struct point p = {5, -6};
@@ -25,5 +38,8 @@ int main(int argc, char **argv)
         fflush(stdout);
         r += work(i + argc, s, 1, -2, 3, 4, 7 * i, p);
     }
+    printf("check %d\n", argc);
+    fflush(stdout);
+    r += check(argc);
     return r > 0 ? 0 : 1;
 }
