@@ -8,7 +8,7 @@
     stepper list usdt OBJECT               USDT probes: provider, name, address, semaphore,
                                            arguments
 
-OBJECT is a path, or a program found in PATH. Reads files only; nothing runs.
+OBJECT is a path, a program found in PATH, or a library name (`libstdc++.so.6`). Reads files only; nothing runs.
 """
 
 from __future__ import annotations
@@ -36,10 +36,17 @@ def register(subparsers) -> None:
 
 
 def find_object(name: str) -> str:
-    """The file `name` means: a path, or a program in PATH; a one-line error otherwise."""
+    """The file `name` means: a path, a program in PATH, or a library name (`libc.so.6`)
+    where the dynamic loader finds it for a program without RPATH/RUNPATH; a one-line error
+    otherwise."""
     if os.path.isfile(name):
         return name
     found = None if "/" in name else shutil.which(name)
+    if found is None and "/" not in name and ".so" in name:
+        from types import SimpleNamespace
+
+        from ..loader import find_library
+        found = find_library(name, SimpleNamespace(rpath=[], runpath=[]), "/")
     if found is None:
         raise StepperError(f"no such file: {name}" + ("" if "/" in name else " (nor in PATH)"))
     return found

@@ -79,3 +79,9 @@ def test_help_does_not_import_the_list_command():
             "print('stepper.commands.list' in sys.modules)")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "list " in run.stdout and run.stdout.splitlines()[-1] == "False"
+
+
+def test_a_library_by_its_name():
+    run = stepper_list("functions", "libc.so.6:getpid")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines() == ["getpid"]
