@@ -28,7 +28,10 @@ def demangle(name: str) -> str:
     end, as c++filt shows them."""
     if not name.startswith("_Z"):
         return name
-    import cxxfilt
+    try:
+        import cxxfilt   # loads libstdc++ with ctypes: a host without it shows mangled names
+    except (ImportError, OSError):
+        return name
 
     mangled, at, version = name.partition("@")
     try:
