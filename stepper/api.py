@@ -146,6 +146,12 @@ class Process:
         else:
             self._session.remove_breakpoint(bp)
 
+    def hold_semaphore(self, bp: Breakpoint, address: int) -> None:
+        """Enable a USDT probe (stepper.usdt): add one to the 16-bit semaphore at run-time
+        `address` while `bp` is in, taken back when `bp` is removed or the process detached
+        (a forked child's copy holds the child's count). The one write a program can see."""
+        self._session.breakpoints.hold_semaphore(bp, address)
+
     def watch(self, address: int, size: int = 8, access: str = "w",
               callback: Callable[[WatchHit], object] | None = None) -> Watchpoint:
         """A hardware watchpoint on [address, address + size) in every thread, present and

@@ -193,10 +193,22 @@ class Breakpoints:
             bp.inserted = True
             self.by_address[bp.address] = bp
 
+    def hold_semaphore(self, bp: Breakpoint, address: int) -> None:
+        """Count `bp` as one user of the USDT semaphore at `address` (a 16-bit counter the
+        program reads, docs/usdt.md): +1 now, -1 when the breakpoint goes."""
+        self._add_to_semaphore(address, 1)
+        bp.semaphore = address
+
+    def _add_to_semaphore(self, address: int, delta: int) -> None:
+        value = int.from_bytes(self.mem.read(address, 2), "little")
+        self.mem.write(address, max(0, min(0xFFFF, value + delta)).to_bytes(2, "little"))
+
     def remove(self, bp: Breakpoint) -> None:
         if bp.inserted:
             bp.inserted = False
             self.mem.write(bp.address, bp.original)
+            if bp.semaphore is not None:
+                self._add_to_semaphore(bp.semaphore, -1)
         self.by_address.pop(bp.address, None)
 
     def restore_all(self) -> None:
@@ -206,6 +218,8 @@ class Breakpoints:
                 bp.inserted = False
                 try:
                     self.mem.write(bp.address, bp.original)
+                    if bp.semaphore is not None:
+                        self._add_to_semaphore(bp.semaphore, -1)
                 except (OSError, StepperError):  # short write: the memory is gone (exit, dlclose)
                     pass
 

@@ -200,7 +200,9 @@ class TracedProcess:
         for bp in self.breakpoints:
             copy = Breakpoint(bp.address, bp.insn, bp.mode, bp.ops, bp.callback, bp.symbol,
                               inserted=bp.inserted, on_return=bp.on_return, hook=bp.hook,
-                              internal=bp.internal)
+                              internal=bp.internal,
+                              # a forked child holds its own copy's count; vfork shares memory
+                              semaphore=None if vfork else bp.semaphore)
             child.breakpoints.by_address[bp.address] = copy
         child.boost = self.boost.inherited(child)
         if vfork:  # the same memory: the same area and slots

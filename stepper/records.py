@@ -67,6 +67,8 @@ class Breakpoint:
     internal: bool = False  # a return breakpoint of the engine's, not the user's
     #: the user's breakpoint this location belongs to (stepper.user_breakpoints), if any
     owner: Any = None
+    #: a USDT semaphore this breakpoint holds one count of (stepper.usdt), or None
+    semaphore: int | None = None
 
     @property
     def original(self) -> bytes:

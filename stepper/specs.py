@@ -3,6 +3,8 @@
 Forms (docs/probes.md has the user's version):
     SYMBOL  SYMBOL+OFFSET  OBJECT:SYMBOL[+OFFSET]  GLOB  OBJECT:GLOB
     0xADDRESS  OBJECT:0xADDRESS  FILE:LINE  OBJECT:FILE:LINE
+    usdt:[OBJECT:]PROVIDER:NAME (stepper.usdt)
+A SYMBOL may be a demangled C++ name (`ns::Acc::add`, `ns::Acc::add(int)`: stepper.demangle).
 
 Where an unqualified spec looks (the ambiguity rule): the main executable first; if it has no
 match, the shared libraries, preferring those that export a match (a plain name then means
@@ -28,7 +30,9 @@ from typing import Iterable, Sequence
 
 import emu
 
+from . import demangle, usdt
 from .boundary import Boundaries
+from .datasyms import variable_error
 from .errors import StepperError
 from .loaded import LoadedObject
 from .loader import LoaderError, file_matches, find_on_disk, library_closure
@@ -74,11 +78,12 @@ class ObjectNotFoundError(SpecError):
 
 @dataclass(frozen=True)
 class Spec:
-    """One parsed probe spec. `kind` is "symbol", "address" or "line".
+    """One parsed probe spec. `kind` is "symbol", "address", "line" or "usdt".
 
     symbol: `pattern` (exact name or shell glob) and `offset`; address: `address` (a
     link-time address of `object`, or of the main executable); line: `file` and `line`.
     `object` is the OBJECT: qualifier (a file name, soname, path or glob) or None.
+    usdt: `pattern` is PROVIDER:NAME (globs allowed).
     """
 
     text: str
@@ -101,15 +106,17 @@ def parse_spec(text: str) -> Spec:
         raise SpecSyntaxError("empty probe spec")
     if any(c.isspace() for c in text):
         raise SpecSyntaxError(f"probe spec {text!r} contains whitespace")
-    head, sep, tail = text.rpartition(":")
+    if text.startswith("usdt:"):
+        return usdt.parse_usdt_spec(text, Spec, SpecSyntaxError)
+    head, sep, tail = demangle.rsplit_colon(text)
     if sep and tail.isdigit():
         return _parse_line(text, head, int(tail))
-    obj, sep, rest = text.partition(":")
+    obj, sep, rest = demangle.split_colon(text)
     if not sep:
         obj, rest = None, text
     elif not obj:
         raise SpecSyntaxError(f"empty object name in probe spec {text!r} (write OBJECT:SYMBOL)")
-    elif ":" in rest:
+    elif demangle.COLON.search(rest):
         raise SpecSyntaxError(f"too many ':' in probe spec {text!r} "
                               "(forms: OBJECT:SYMBOL, FILE:LINE, OBJECT:FILE:LINE)")
     if not rest:
@@ -118,7 +125,7 @@ def parse_spec(text: str) -> Spec:
         return Spec(text, "address", object=obj, address=_number(text, rest, "address"))
     if re.fullmatch(r"[0-9][0-9a-fA-F]*", rest):   # bare hex, as `nm` prints it
         return Spec(text, "address", object=obj, address=int(rest, 16))
-    name, plus, offset = rest.partition("+")
+    name, plus, offset = demangle.split_offset(rest)
     if not name:
         raise SpecSyntaxError(f"empty symbol name in probe spec {text!r}")
     return Spec(text, "symbol", object=obj, pattern=name,
@@ -126,8 +133,8 @@ def parse_spec(text: str) -> Spec:
 
 
 def _parse_line(text: str, head: str, line: int) -> Spec:
-    obj, sep, file = head.rpartition(":")
-    if ":" in obj:
+    obj, sep, file = demangle.rsplit_colon(head)
+    if demangle.COLON.search(obj):
         raise SpecSyntaxError(f"too many ':' in probe spec {text!r}")
     if not file or (sep and not obj):
         raise SpecSyntaxError(f"empty file name in probe spec {text!r} (write FILE:LINE)")
@@ -163,6 +170,7 @@ class Probe:
     address: int
     path: str = ""
     group: str | None = None   # for an IFUNC implementation: the IFUNC symbol it stands for
+    semaphore: int | None = None   # a USDT site's semaphore (runtime address), if it has one
 
 
 @dataclass(frozen=True)
@@ -262,6 +270,7 @@ def _resolve_unqualified(spec: Spec, candidates: Sequence[_Candidate]) -> Iterab
     found = [(c, m) for c, m in found if m]
     if not found:
         where = main[0].name if main else "the program"
+        _refuse_variable(spec, candidates)
         raise NoMatchError(f"probe spec {spec.text!r}: {_nothing(spec)} in {where} or its "
                            "libraries" + _suggestion(spec, candidates))
     exporting = [(c, m) for c, m in found if any(s.exported for s in m)]
@@ -282,20 +291,33 @@ def _resolve_in(spec: Spec, candidates: Sequence[_Candidate]) -> Iterable[Probe]
             probes += _symbol_probes(spec, candidate)
         elif spec.kind == "address":
             probes += _address_probes(spec, candidate, spec.address)
+        elif spec.kind == "usdt":
+            probes += usdt.usdt_probes(spec, candidate.path, candidate.bias, Probe)
         else:
             probes += _line_probes(spec, candidate)
     if not probes:
         where = ", ".join(c.name for c in candidates)
+        _refuse_variable(spec, candidates)
         raise NoMatchError(f"probe spec {spec.text!r}: {_nothing(spec)} in {where}"
                            + _suggestion(spec, candidates))
     return _dedupe(probes)
 
 
 def _nothing(spec: Spec) -> str:
+    if spec.kind == "usdt":
+        return f"no USDT probe matches {spec.pattern}"
     if spec.kind != "symbol":
         return "nothing to probe"
     verb = "matches" if spec.is_glob else "is named"
     return f"no function {verb} {spec.pattern}"
+
+
+def _refuse_variable(spec: Spec, candidates: Sequence[_Candidate]) -> None:
+    """A name that is a data symbol gets "X is a variable", not "no function is named X"."""
+    if spec.kind == "symbol" and not spec.is_glob and not spec.offset:
+        message = variable_error(spec.text, spec.pattern, [c.path for c in candidates])
+        if message is not None:
+            raise NoMatchError(message)
 
 
 def _dedupe(probes: Iterable[Probe]) -> list[Probe]:
@@ -305,15 +327,22 @@ def _dedupe(probes: Iterable[Probe]) -> list[Probe]:
     return sorted(seen.values(), key=lambda p: p.address)
 
 
-def _matches(spec: Spec, candidate: _Candidate) -> list[Symbol]:
-    """The function symbols of `candidate` that a symbol spec names ([] for other kinds)."""
+def _matches(spec: Spec, candidate: _Candidate) -> list:
+    """The function symbols of `candidate` that a symbol spec names (its USDT sites for a
+    usdt spec; [] for other kinds). A name is matched as written, then demangled."""
+    if spec.kind == "usdt":
+        return usdt.usdt_sites(spec, candidate.path)
     symbols = candidate.symbols
     if spec.kind == "symbol":
         if spec.is_glob:
             keep_cold = ".cold" in spec.pattern
-            return [s for s in symbols.functions() if fnmatch.fnmatchcase(s.name, spec.pattern)
+            return [s for s in symbols.functions()
+                    if (fnmatch.fnmatchcase(s.name, spec.pattern)
+                        or demangle.matches(spec.pattern, s.name, glob=True))
                     and (keep_cold or not _COLD.search(s.name))]
-        return symbols.lookup(spec.pattern)
+        return symbols.lookup(spec.pattern) or (
+            [s for s in symbols.functions() if demangle.matches(spec.pattern, s.name, False)]
+            if demangle.is_cxx_spec(spec.pattern) else [])
     return []
 
 
@@ -326,7 +355,7 @@ def _symbol_probes(spec: Spec, candidate: _Candidate) -> list[Probe]:
         symbol = min(named, key=preference)
         if spec.offset:
             _check_boundary(spec, candidate.symbols, symbol, spec.offset)
-        label = symbol.name + (f"+{spec.offset:#x}" if spec.offset else "")
+        label = demangle.demangle(symbol.name) + (f"+{spec.offset:#x}" if spec.offset else "")
         probes.append(Probe(spec.text, candidate.name, label,
                             candidate.bias + value + spec.offset, candidate.path))
     return probes
@@ -370,8 +399,8 @@ def _address_probes(spec: Spec, candidate: _Candidate, vaddr: int) -> list[Probe
     hit = symbols.containing(vaddr)
     if hit is not None and hit[1]:
         _check_boundary(spec, symbols, hit[0], hit[1])
-    return [Probe(spec.text, candidate.name, symbols.describe(vaddr), candidate.bias + vaddr,
-                  candidate.path)]
+    return [Probe(spec.text, candidate.name, demangle.label(symbols.describe(vaddr)),
+                  candidate.bias + vaddr, candidate.path)]
 
 
 def _resolve_address(spec: Spec, candidates: Sequence[_Candidate]) -> list[Probe]:
@@ -407,8 +436,8 @@ def _line_probes(spec: Spec, candidate: _Candidate) -> list[Probe]:
     if not addresses:
         raise NoMatchError(f"probe spec {spec.text!r}: no code at line {spec.line} of {path}"
                            + _nearby_lines(symbols.lines_with_code(path), spec.line))
-    return [Probe(spec.text, candidate.name, symbols.describe(a), candidate.bias + a,
-                  candidate.path) for a in addresses]
+    return [Probe(spec.text, candidate.name, demangle.label(symbols.describe(a)),
+                  candidate.bias + a, candidate.path) for a in addresses]
 
 
 def _nearby_lines(lines: list[int], line: int) -> str:

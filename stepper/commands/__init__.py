@@ -11,6 +11,7 @@ SUMMARIES = {
     "bench": "measure µs per breakpoint hit for each strategy and its peers",
     "corpus": "harvest probe-site corpora and report emulation coverage",
     "demo": "probe every function of a small bundled program (what `make demo` runs)",
+    "list": "list the functions, lines, variables or USDT probes of a file (what to probe)",
     "fuzz": "differential fuzzing of the emulator against Unicorn and the real CPU",
     "probe": "run a program with breakpoints stepped over by emulation",
 }

@@ -109,6 +109,8 @@ class Inserter:
                     self.notes.append(f"probe spec {probe.spec!r}: {probe.symbol} in "
                                       f"{probe.object} not probed: {answer}")
                     continue
+                if probe.semaphore is not None:
+                    self.proc.hold_semaphore(answer, probe.semaphore)
                 self.addresses.add(probe.address)
                 self._added(Row(probe.spec, probe.object, probe.symbol, answer,
                                 probe.group))

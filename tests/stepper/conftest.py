@@ -27,8 +27,9 @@ def build(tmp_path_factory):
         if name not in built:
             sources, flags = PROGRAMS[name]
             exe = out / name
-            subprocess.run(["gcc", *flags, "-o", str(exe), *(str(TRACEES / s) for s in sources)],
-                           check=True)
+            compiler = "g++" if any(s.endswith(".cpp") for s in sources) else "gcc"
+            subprocess.run([compiler, *flags, "-o", str(exe),
+                            *(str(TRACEES / s) for s in sources)], check=True)
             built[name] = str(exe)
         return built[name]
 

@@ -37,6 +37,15 @@ PROGRAMS = {
     "probes_nopie": (["probes.c"], ["-O2", "-fno-plt", "-fstack-protector-all",
                                     "-fno-omit-frame-pointer", "-no-pie"]),
     "shared_text": (["shared_text.c"], ["-O1"]),
+    # USDT probes (<sys/sdt.h>), without and with semaphores
+    "usdt_plain": (["usdt_prog.c"], ["-O2"]),
+    "usdt_sem": (["usdt_prog.c"], ["-O2", "-DWITH_SEMAPHORES"]),
+    # C++ names (built with g++: a .cpp source)
+    "cxx_names": (["cxx_names.cpp"], ["-O0", "-g", "-fno-inline"]),
+    "cxx_throw": (["cxx_throw.cpp"], ["-O1"]),
+    # DWARF parameters in registers and on the stack
+    "params_O0": (["params.c"], ["-O0", "-g"]),
+    "params_O2": (["params.c"], ["-O2", "-g"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
