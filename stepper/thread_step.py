@@ -28,17 +28,25 @@ def step(state: Any, h: Any) -> Stop:
     state.check_stopped()
     t = h._thread
     p = t.session
-    h.flush()
-    h._regs = None
-    kind, value = state.held.pop(t.tid, ("", 0))
-    sig = value if kind == "signal" else 0
-    info = state.siginfo.pop(t.tid, None)
-    if sig and info is not None:
-        kernel.setsiginfo(t.tid, info)
+    if h._regs is not None:
+        h.flush()
+        h._regs = None
+    tid = t.tid
+    sig = 0
+    if tid in state.held:
+        kind, value = state.held.pop(tid)
+        sig = value if kind == "signal" else 0
+        info = state.siginfo.pop(tid, None)
+        if sig and info is not None:
+            kernel.setsiginfo(tid, info)
     if not sig and _emulate_one(p, t):
-        kernel.setregs(t.tid, t.regs)
+        # No SETREGS here: the registers stay in t.regs, written once when the thread
+        # next runs (a real step, cont(), detach: State.dirty).
+        state.dirty.add(tid)
         state.stats.emulated += 1
-        return state._give(Stop("step", h))
+        stop = state.last = Stop("step", h)
+        return stop
+    state.dirty.discard(tid)  # _single_step writes them
     stop = _single_step(state, p, t, h, sig)
     if stop.kind == "step":
         state.stats.trapped += 1
