@@ -1,7 +1,7 @@
 """`stepper bench`: per-hit cost of each step strategy, against gdb, libdebug and a C floor.
 
     stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] [--load N] \\
-                  [--json FILE] [--plot FILE.png]
+                  [--steps N] [--json FILE] [--plot FILE.png]
 
 The table goes to stdout, progress to stderr. See docs/bench.md for what each figure means.
 """
@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--load", type=int, default=0, metavar="N",
                    help="measure stepper's figures of each placement again while N "
                         "busy-looping processes run (default: 0, no second measurement)")
+    p.add_argument("--steps", type=int, default=20000, metavar="N",
+                   help="timed instruction steps per figure of the debugger rows "
+                        "(default: 20000)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
@@ -49,6 +52,7 @@ def run(args) -> int:
     else:
         placements = (args.placement,)
     config = Config(hits=args.hits, repeat=args.repeat, placements=placements, load=args.load,
+                    steps=args.steps,
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     for path in (args.json, args.plot):
         if path:
