@@ -25,7 +25,8 @@ from .records import ExitStatus, Thread
 def step(state: Any, h: Any) -> Stop:
     """One instruction of `h`'s thread (the others stay stopped): by the emulator when it
     can, else a real single-step."""
-    state.check_stopped()
+    if state.finished is not None or state.root.loop_thread is not None:
+        state.check_stopped()  # raises
     t = h._thread
     p = t.session
     if h._regs is not None:
