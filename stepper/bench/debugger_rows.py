@@ -5,7 +5,8 @@
   libc loading), N times "continue until the next stop" through each tool's debugger API:
   stepper's `proc.cont()` (all-stop), libdebug's `cont()` + `wait()`, gdb's `continue`
   (through gdb's Python `gdb.execute`, in batch mode). µs per stop = timed part / N, and each
-  run must have seen exactly N stops at the breakpoint.
+  run must have seen exactly N stops at the breakpoint. The `_threads` rows: the same with
+  IDLE more threads in the program, blocked in pause(), which every all-stop stop stops too.
 - instruction steps: on the instruction loop of stepper.bench.steps (bench_steploop.S), stopped
   at `loop_top` by a breakpoint that is then removed, 200 steps untimed, then N timed:
   stepper's `t.step()` through the public API, stepper's engine alone
@@ -36,8 +37,11 @@ from .errors import Unmeasurable
 from .placement import Placement, place_tracee
 from .tracee import HEADLINE, _symbols, tracee
 
-#: Round-trip figures (µs per stop), in table order.
+#: Round-trip figures (µs per stop), in table order; the _threads ones with IDLE more threads.
 STOP_KEYS = ("cont", "libdebug_cont", "gdb_continue")
+THREAD_KEYS = ("cont_threads", "libdebug_cont_threads", "gdb_continue_threads")
+#: Idle threads of the multi-threaded round trip (5 threads in all).
+IDLE = 4
 #: Instruction-step figures (µs per step), in table order.
 STEP_KEYS = ("step", "engine_step", "c_singlestep", "libdebug_step", "gdb_stepi")
 WARMUP = 200  # untimed steps first: plans compiled, caches warm
@@ -52,10 +56,14 @@ def loop_top() -> int:
 
 # --- stepper -------------------------------------------------------------------------------
 
-def stepper_cont(n: int, placement: Placement) -> tuple[int, float]:
+def _argv(n: int, idle: int) -> list[str]:
+    return tracee(HEADLINE).argv(n + 1) + ([str(idle)] if idle else [])
+
+
+def stepper_cont(n: int, placement: Placement, idle: int = 0) -> tuple[int, float]:
     """(stops seen, µs per stop) of `proc.cont()` from breakpoint hit to breakpoint hit."""
     t = tracee(HEADLINE)
-    proc = api.spawn(t.argv(n + 1))
+    proc = api.spawn(_argv(n, idle))
     ended = False
     try:
         place_tracee(placement, proc.pid)
@@ -121,9 +129,10 @@ def c_singlestep(n: int, placement: Placement) -> tuple[int, float]:
 
 # --- peers ---------------------------------------------------------------------------------
 
-def libdebug_cont(n: int, placement: Placement) -> tuple[int, float]:
+def libdebug_cont(n: int, placement: Placement, idle: int = 0) -> tuple[int, float]:
     t = tracee(HEADLINE)
-    return _libdebug("cont", os.path.realpath(t.path), str(n + 1), t.probe, n, placement)
+    return _libdebug("cont", os.path.realpath(t.path), str(n + 1), t.probe, n, placement,
+                     idle)
 
 
 def libdebug_step(n: int, placement: Placement) -> tuple[int, float]:
@@ -132,12 +141,12 @@ def libdebug_step(n: int, placement: Placement) -> tuple[int, float]:
 
 
 def _libdebug(mode: str, path: str, arg: str, address: int, n: int,
-              placement: Placement) -> tuple[int, float]:
+              placement: Placement, idle: int = 0) -> tuple[int, float]:
     if find_spec("libdebug") is None:
         raise Unmeasurable("libdebug is not installed (pip install -e .[bench])")
     cpu = placement.tracee if placement.tracee is not None else -1
     out = _run([sys.executable, "-m", "stepper.bench._libdebug_debugger", mode, path, arg,
-                f"{address:x}", str(n), str(cpu)], "libdebug")
+                f"{address:x}", str(n), str(cpu), str(idle)], "libdebug")
     return _counted(out, n, "libdebug")
 
 
@@ -173,9 +182,8 @@ gdb.execute("kill")
 """
 
 
-def gdb_continue(n: int, placement: Placement) -> tuple[int, float]:
-    t = tracee(HEADLINE)
-    return _gdb("cont", t.argv(n + 1), t.probe, n, placement)
+def gdb_continue(n: int, placement: Placement, idle: int = 0) -> tuple[int, float]:
+    return _gdb("cont", _argv(n, idle), tracee(HEADLINE).probe, n, placement)
 
 
 def gdb_stepi(n: int, placement: Placement) -> tuple[int, float]:
@@ -222,6 +230,9 @@ def _run(argv: list[str], what: str) -> bytes:
 #: key -> measuring function (n, placement) -> (count seen, µs each).
 FIGURES: dict[str, Callable[[int, Placement], tuple[int, float]]] = {
     "cont": stepper_cont, "libdebug_cont": libdebug_cont, "gdb_continue": gdb_continue,
+    "cont_threads": lambda n, pl: stepper_cont(n, pl, IDLE),
+    "libdebug_cont_threads": lambda n, pl: libdebug_cont(n, pl, IDLE),
+    "gdb_continue_threads": lambda n, pl: gdb_continue(n, pl, IDLE),
     "step": stepper_step, "engine_step": engine_step, "c_singlestep": c_singlestep,
     "libdebug_step": libdebug_step, "gdb_stepi": gdb_stepi,
 }

@@ -223,7 +223,7 @@ def _measure_debugger(config: Config, name: str, results: Results, turn: int) ->
         for key in rotate(list(debugger_rows.FIGURES), turn):
             if results.failed(DEBUGGER, key):
                 continue
-            n = config.hits if key in debugger_rows.STOP_KEYS else config.steps
+            n = config.steps if key in debugger_rows.STEP_KEYS else config.hits
             try:
                 count, us = debugger_rows.FIGURES[key](n, placement)
             except Exception as e:  # noqa: BLE001 - recorded as this figure's reason

@@ -10,7 +10,7 @@ import statistics
 import sys
 
 from .breakdown import PARTS
-from .debugger_rows import STEP_KEYS, STOP_KEYS
+from .debugger_rows import IDLE, STEP_KEYS, STOP_KEYS, THREAD_KEYS
 
 #: The figures of `per_hit_us`, in table order.
 KEYS = ("emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
@@ -68,7 +68,7 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
     for (scope, key), samples in results.us.items():
         report["samples_us"].setdefault(scope, {})[key] = [round(v, 2) for v in samples]
     if getattr(config, "debugger", False):
-        rows = {k: results.debugger(k) for k in (*STOP_KEYS, *STEP_KEYS)}
+        rows = {k: results.debugger(k) for k in (*STOP_KEYS, *THREAD_KEYS, *STEP_KEYS)}
         report["debugger_us"] = rows
         report["null_reasons"]["debugger_us"] = {
             k: results.reason("debugger", k, "not measured") for k, v in rows.items() if v is None}
@@ -192,9 +192,10 @@ def _debugger_table(report: dict) -> list[str]:
     rows = report["debugger_us"]
     lines = [f"debugger API ({report['debugger_placement']}): µs per stop-and-continue "
              f"round trip ({report['hits']} stops) and per instruction step "
-             f"({report['steps']} steps); x: the figure / stepper's"]
+             f"({report['steps']} steps); _threads: {IDLE} idle threads more; "
+             f"x: the figure / stepper's"]
     grid = []
-    for keys, ours in ((STOP_KEYS, "cont"), (STEP_KEYS, "step")):
+    for keys, ours in ((STOP_KEYS, "cont"), (THREAD_KEYS, "cont_threads"), (STEP_KEYS, "step")):
         base = rows.get(ours)
         for k in keys:
             v = rows.get(k)

@@ -14,7 +14,7 @@ import pytest
 from stepper import api
 from stepper.bench import KEYS, STRATEGIES, load, placement, report
 from stepper.bench.breakdown import PARTS
-from stepper.bench.debugger_rows import STEP_KEYS, STOP_KEYS
+from stepper.bench.debugger_rows import STEP_KEYS, STOP_KEYS, THREAD_KEYS
 from stepper.bench.tracee import VARIANTS
 from stepper.cli import main
 
@@ -171,21 +171,23 @@ def test_targets_are_judged_from_the_figures():
 
 def test_debugger_rows_saw_every_stop_and_step(quick):
     rows, reasons = quick["debugger_us"], quick["null_reasons"]["debugger_us"]
-    assert set(rows) == {*STOP_KEYS, *STEP_KEYS}
+    assert set(rows) == {*STOP_KEYS, *THREAD_KEYS, *STEP_KEYS}
     assert quick["debugger_placement"] == "same" and quick["steps"] == STEPS
     for key, value in rows.items():
         if value is None:
             assert isinstance(reasons[key], str) and reasons[key] and "\n" not in reasons[key]
             continue
         assert value > 0, key
-        expected = HITS if key in STOP_KEYS else STEPS
+        expected = STEPS if key in STEP_KEYS else HITS
         assert quick["hit_counts"]["debugger"][key] == [expected], key
-    for key in ("cont", "step", "engine_step", "c_singlestep"):  # stepper's own and the C loop
+    for key in ("cont", "cont_threads", "step", "engine_step", "c_singlestep"):  # ours, C
         assert rows[key] is not None, reasons.get(key)
     if shutil.which("gdb"):
-        assert rows["gdb_continue"] is not None and rows["gdb_stepi"] is not None, reasons
+        assert None not in (rows["gdb_continue"], rows["gdb_continue_threads"],
+                            rows["gdb_stepi"]), reasons
     if find_spec("libdebug"):
-        assert rows["libdebug_cont"] is not None and rows["libdebug_step"] is not None, reasons
+        assert None not in (rows["libdebug_cont"], rows["libdebug_cont_threads"],
+                            rows["libdebug_step"]), reasons
     text = report.table(quick)
     assert "debugger API (same)" in text and all(f"\n{k} " in text for k in rows)
 
