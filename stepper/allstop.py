@@ -29,7 +29,7 @@ def stop_everything(root: Any) -> None:
             continue
         steps = {t.tid: t.stepping.bp for t in p.threads.values() if t.stepping is not None}
         before = {id(bp): bp.stats.abandoned for bp in steps.values()}
-        threads = detach.stop_all(p)
+        threads = detach.stop_all(p, maybe_lost=False)  # the loop returned normally
         if p.boost.areas:
             _out_of_boost_slots(p, threads)
         for t in threads:

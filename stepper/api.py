@@ -164,8 +164,12 @@ class Process:
         return watchpoints.watch(self._session, address, size, access, callback)
 
     def unwatch(self, wp: Watchpoint) -> None:
-        """Remove watchpoint `wp` from every thread (every thread must be stopped)."""
+        """Remove watchpoint `wp` from every thread (every thread must be stopped). Its
+        stops still queued by cont() (hits of several threads at once) are dropped too."""
         watchpoints.unwatch(self._session, wp)
+        state = self._session.root.debugger
+        if state is not None:
+            state.drop_queued(lambda stop: stop.watchpoint is wp)
 
     @property
     def watchpoints(self) -> list[Watchpoint]:
@@ -285,6 +289,8 @@ class Process:
         self._session.request_detach()
 
     def kill(self) -> None:
+        if self._session.root.debugger is not None:
+            self._session.root.debugger.release()
         self._session.kill()
 
     def stats(self) -> dict[int, Stats]:

@@ -60,6 +60,8 @@ class ThreadHandle:
     def step(self, n: int = 1) -> Stop:
         """Run exactly one instruction of this thread (the others stay stopped), `n` times;
         returns the last Stop ("step", or why it ended early: "signal", "exit", "exec")."""
+        if n == 1:  # the common case, kept short: a step by emulation is a few µs
+            return thread_step.step(self._state, self)
         if n < 1:
             raise StepperError(f"step({n}): give a count of 1 or more")
         stop = None
@@ -93,6 +95,14 @@ class State:
         self.stats = StepStats()
         self.finished: Stop | None = None  # the exit Stop, once the program ended
         self.returned: dict[int, Stop] = {}  # tid -> its finish()'s Stop, at the return hit
+        #: the placement policy's follower, kept from one cont() to the next: pinning and
+        #: unpinning the caller's thread at every cont() cost two sched_setaffinity calls and
+        #: a /proc read per stop. The caller's thread stays pinned to the program's CPU
+        #: between cont() calls; its affinity is given back at the exit, detach or kill.
+        self.follower: placement.Follower | None = None
+        #: tids whose registers in `t.regs` are newer than the kernel's (a step emulated):
+        #: written with one SETREGS when the thread next runs, not at every step
+        self.dirty: set[int] = set()
 
     # --- threads ------------------------------------------------------------------------
 
@@ -230,6 +240,11 @@ class State:
             return self._give(self.queue.popleft())
         return self._give(self._interrupted())
 
+    def drop_queued(self, which) -> None:
+        """Forget the queued stops `which(stop)` is true of (their threads stay held and
+        resume normally at the next cont())."""
+        self.queue = deque(s for s in self.queue if not which(s))
+
     def _give(self, stop: Stop) -> Stop:
         self.last = stop
         return stop
@@ -239,8 +254,15 @@ class State:
         main = self.root.threads.get(self.root.pid) or next(iter(self.root.threads.values()))
         return Stop("interrupt", self.handle(main))
 
+    def release(self) -> None:
+        """The caller's thread given its CPU affinity back (the program ended or is let go)."""
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            follower.end()
+
     def _exited(self) -> Stop:
         root = self.root
+        self.release()
         for child in root.tree()[1:]:  # descendants still running: let go, as run() does
             if child.threads and not child.closed:
                 child.abandon()
@@ -252,16 +274,20 @@ class State:
         root = self.root
         root.on_hit, root.on_stop = self.on_hit, self.on_stop
         root.loop_thread = threading.get_ident()
-        root.follower = placement.Follower(root.pid, root.placement).start()
+        follower = self.follower
+        if follower is None or follower.owner != threading.get_native_id():
+            self.release()  # another thread calls cont() now: the old one unpinned
+            follower = self.follower = placement.Follower(root.pid, root.placement).start()
+        root.follower = follower
         try:
             if not self.interrupt_wanted:
                 tracer.loop(root)
         except BaseException:
             root.on_hit = root.on_stop = None  # leaving: nothing is held any more
+            self.release()
             root.abandon()
             raise
         finally:
-            root.follower.end()
             root.loop_thread = None
             root.on_hit = root.on_stop = None
             root.halt = False
@@ -280,6 +306,9 @@ class State:
 
     def _resume(self, t: Thread, sig: int | None) -> None:
         p = t.session
+        if t.tid in self.dirty:
+            self.dirty.discard(t.tid)
+            kernel.setregs(t.tid, t.regs)
         h = self.handles.get(t.tid)
         if h is not None:
             h.flush()
@@ -308,12 +337,16 @@ class State:
     def before_detach(self) -> None:
         """Leaving a stopped program: registers written by the user applied, and a signal a
         thread is held with made pending again (sent anew: the program still gets it)."""
+        self.release()
         if self.root.loop_thread is not None or self.finished is not None:
             return
         for t in allstop.stopped_threads(self.root):
             h = self.handles.get(t.tid)
             kind, value = self.held.pop(t.tid, ("", 0))
             try:
+                if t.tid in self.dirty:
+                    self.dirty.discard(t.tid)
+                    kernel.setregs(t.tid, t.regs)
                 if h is not None:
                     h.flush()
                 if kind == "signal" and value:

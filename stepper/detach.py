@@ -89,19 +89,25 @@ def abandon(p: Any) -> None:
             s.close()
 
 
-def stop_all(p: Any) -> list[Thread]:
-    """Bring every thread of `p` to a stop, including threads born meanwhile."""
+def stop_all(p: Any, maybe_lost: bool = True) -> list[Thread]:
+    """Bring every thread of `p` to a stop, including threads born meanwhile.
+    `maybe_lost`: see bring_to_stop."""
     outcome: dict[int, bool] = {}
     while True:
         pending = [t for t in list(p.threads.values()) if t.tid not in outcome]
         if not pending:
             return [p.threads[tid] for tid, ok in outcome.items() if ok and tid in p.threads]
         for t in pending:
-            outcome[t.tid] = bring_to_stop(p, t)
+            outcome[t.tid] = bring_to_stop(p, t, maybe_lost)
 
 
-def bring_to_stop(p: Any, t: Thread) -> bool:
-    """Stop thread `t` (if running), finish or abort its step; False if it is gone."""
+def bring_to_stop(p: Any, t: Thread, maybe_lost: bool = True) -> bool:
+    """Stop thread `t` (if running), finish or abort its step; False if it is gone.
+
+    `maybe_lost`: the loop may have been cut short (an exception) between a waitpid and
+    the handling of its status, so a "running" thread with nothing pending may in fact sit in
+    a trace stop: /proc says (one read per thread). False when the loop returned normally
+    (a debugger's cont()): every status it reaped was handled, and the read is saved."""
     try:
         early = p.root.early.pop(t.tid, None)
         if early is not None:
@@ -114,7 +120,7 @@ def bring_to_stop(p: Any, t: Thread) -> bool:
             return True
         tid, status = os.waitpid(t.tid, WALL | os.WNOHANG)
         if not tid:  # nothing pending
-            if procfs.in_trace_stop(t.tid):
+            if maybe_lost and procfs.in_trace_stop(t.tid):
                 # Its stop was reaped by a waitpid that the interruption cut short: the
                 # reason is lost, so take it as a stop before the step or hit completed.
                 if t.stepping is not None:

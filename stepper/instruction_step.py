@@ -57,7 +57,7 @@ class _Cache:
     """The plans of one process (by address) and the code pages read in `epoch`."""
 
     __slots__ = ("mem", "plans", "epoch", "pages", "maps", "maps_epoch", "stored_on_code",
-                 "watched", "__weakref__")
+                 "watched", "data", "data_maps", "__weakref__")
 
     def __init__(self, mem) -> None:
         self.mem = mem
@@ -68,6 +68,10 @@ class _Cache:
         self.maps_epoch = -1
         self.stored_on_code = False
         self.watched: _Watched | None = None  # the last one made (a step loop reuses it)
+        #: data pages read in `epoch` (every thread stopped): page -> its bytes, kept up to
+        #: date by the emulated stores, or None (not snapshotted: shared, [vvar], unreadable)
+        self.data: dict[int, bytearray | None] = {}
+        self.data_maps: list | None = None  # the mappings, read once per epoch for `data`
 
 
 _caches: "weakref.WeakKeyDictionary[object, _Cache]" = weakref.WeakKeyDictionary()
@@ -81,15 +85,27 @@ class _Watched:
     snapshotted code page noticed, and (atomic instructions) accesses to shared mappings
     refused before anything is written."""
 
-    __slots__ = ("regs", "_state", "_cache", "_p", "_atomic")
+    __slots__ = ("regs", "_state", "_cache", "_p", "_atomic", "snap")
 
     def __init__(self, state, cache: _Cache, p, atomic: bool) -> None:
         self.regs = state.regs
         self._state, self._cache, self._p, self._atomic = state, cache, p, atomic
+        #: loads may come from this epoch's data-page snapshots (every thread stopped, and
+        #: the state is the thread's own LiveState: no watchpoint guard to go through)
+        self.snap = False
 
     def read(self, address: int, size: int) -> bytes:
         if self._atomic:
             self._refuse_shared(address, size, "read")
+        if self.snap:
+            page = address >> PAGE_SHIFT
+            if page == (address + size - 1) >> PAGE_SHIFT:
+                data = self._cache.data.get(page, False)
+                if data is False:
+                    data = _data_page(self._p, self._state.vm, self._cache, page)
+                if data is not None:
+                    offset = address & (PAGE - 1)
+                    return bytes(data[offset:offset + size])
         return self._state.read(address, size)
 
     def write(self, address: int, data: bytes) -> None:
@@ -97,10 +113,19 @@ class _Watched:
             self._refuse_shared(address, len(data), "write")
         cache = self._cache
         pages = cache.pages
-        if pages and ((address >> PAGE_SHIFT) in pages
-                      or ((address + len(data) - 1) >> PAGE_SHIFT) in pages):
+        first, last = address >> PAGE_SHIFT, (address + len(data) - 1) >> PAGE_SHIFT
+        if pages and (first in pages or last in pages):
             cache.stored_on_code = True
-        self._state.write(address, data)
+        self._state.write(address, data)  # MemoryFault: nothing written
+        snaps = cache.data
+        if snaps and (first in snaps or last in snaps):  # the snapshots follow the store
+            for page in range(first, last + 1):
+                snap = snaps.get(page)
+                if snap is not None:
+                    lo = max(address, page << PAGE_SHIFT)
+                    hi = min(address + len(data), (page + 1) << PAGE_SHIFT)
+                    snap[lo & (PAGE - 1):(lo & (PAGE - 1)) + hi - lo] = \
+                        data[lo - address:hi - address]
 
     def _refuse_shared(self, address: int, size: int, access: str) -> None:
         """A locked access to shared memory is atomic for every process mapping it; ours is a
@@ -110,6 +135,21 @@ class _Watched:
             mapping = maps.find(_mappings(self._p, self._cache), at)
             if mapping is None or mapping.perms[3:4] != "p":
                 raise MemoryFault(address, size, access)
+
+
+def _data_page(p, vm, cache: _Cache, page: int) -> bytearray | None:
+    """Snapshot data page `page` for this epoch (one process_vm_readv for every later load
+    from it while no thread runs): only a private mapping's, never [vvar] (the kernel
+    updates it) nor a shared one (another process may write it). None: not snapshotted."""
+    if cache.data_maps is None:
+        cache.data_maps = maps.read(p.pid)
+    mapping = maps.find(cache.data_maps, page << PAGE_SHIFT)
+    data = None
+    if mapping is not None and mapping.perms[3:4] == "p" and not mapping.path.startswith("[vvar"):
+        raw = vm.read(page << PAGE_SHIFT, PAGE)
+        data = bytearray(raw) if raw is not None else None
+    cache.data[page] = data
+    return data
 
 
 def _mappings(p, cache: _Cache) -> list:
@@ -205,6 +245,8 @@ def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
         _last = (weakref.ref(p), cache)
     if cache.epoch != kernel.epoch:
         cache.pages = {}
+        cache.data = {}
+        cache.data_maps = None
         cache.epoch = kernel.epoch
     vm = t.live.vm
     entry = cache.plans.get(rip)
@@ -242,6 +284,7 @@ def emulate_one(p, t, all_stopped: bool, state=None) -> bool:
             if watched is None or watched._state is not state:
                 watched = cache.watched = _Watched(state, cache, p, False)
             watched._atomic = entry.atomic
+            watched.snap = all_stopped and state is t.live
             plan(watched)
     except (MemoryFault, Unsupported):
         return False

@@ -24,6 +24,7 @@ for users who pin stepper and the program themselves.
 from __future__ import annotations
 
 import os
+import threading
 from collections import deque
 from typing import Iterable, Sequence
 
@@ -94,11 +95,13 @@ class Follower:
         self._count = self.every
         self._fd: int | None = None
         self._tid: int | None = None
+        self.owner = 0  # native id of the thread pinned (the one that called start)
         if not self.active:
             self.seen = _nothing  # type: ignore[method-assign]
 
     def start(self) -> "Follower":
         """Pin the loop thread to the CPU the main thread last ran on."""
+        self.owner = threading.get_native_id()
         if not self.active:
             return self
         self._old = os.sched_getaffinity(0)
@@ -117,13 +120,13 @@ class Follower:
             self._apply()
 
     def end(self) -> None:
-        """Give the loop thread its old affinity back."""
+        """Give the loop thread its old affinity back (from any thread: by its own id)."""
         self._close()
         if self._old is not None and self.cpu is not None:
             try:
-                os.sched_setaffinity(0, self._old)
+                os.sched_setaffinity(self.owner, self._old)
             except OSError:
-                pass  # a cpuset changed under us: nothing better to restore
+                pass  # a cpuset changed under us, or the thread ended: nothing to restore
         self.cpu = None
 
     def _observe(self, tid: int) -> bool:

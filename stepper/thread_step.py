@@ -25,20 +25,29 @@ from .records import ExitStatus, Thread
 def step(state: Any, h: Any) -> Stop:
     """One instruction of `h`'s thread (the others stay stopped): by the emulator when it
     can, else a real single-step."""
-    state.check_stopped()
+    if state.finished is not None or state.root.loop_thread is not None:
+        state.check_stopped()  # raises
     t = h._thread
     p = t.session
-    h.flush()
-    h._regs = None
-    kind, value = state.held.pop(t.tid, ("", 0))
-    sig = value if kind == "signal" else 0
-    info = state.siginfo.pop(t.tid, None)
-    if sig and info is not None:
-        kernel.setsiginfo(t.tid, info)
+    if h._regs is not None:
+        h.flush()
+        h._regs = None
+    tid = t.tid
+    sig = 0
+    if tid in state.held:
+        kind, value = state.held.pop(tid)
+        sig = value if kind == "signal" else 0
+        info = state.siginfo.pop(tid, None)
+        if sig and info is not None:
+            kernel.setsiginfo(tid, info)
     if not sig and _emulate_one(p, t):
-        kernel.setregs(t.tid, t.regs)
+        # No SETREGS here: the registers stay in t.regs, written once when the thread
+        # next runs (a real step, cont(), detach: State.dirty).
+        state.dirty.add(tid)
         state.stats.emulated += 1
-        return state._give(Stop("step", h))
+        stop = state.last = Stop("step", h)
+        return stop
+    state.dirty.discard(tid)  # _single_step writes them
     stop = _single_step(state, p, t, h, sig)
     if stop.kind == "step":
         state.stats.trapped += 1

@@ -13,7 +13,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Callable
 
-from . import breakdown, peers, report
+from . import breakdown, debugger_rows, peers, report
 from .errors import Unmeasurable
 from .load import busy
 from .placement import LOADED, PLACEMENTS, POLICY, Placement, applied, resolve
@@ -22,6 +22,8 @@ from .runs import Sample, stepper_run
 from .tracee import HEADLINE, VARIANTS, Tracee, tracee
 
 Runner = Callable[[], Sample]
+#: The scope of the debugger rows in Results.
+DEBUGGER = "debugger"
 
 
 @dataclass
@@ -36,6 +38,8 @@ class Config:
     breakdown: bool = True
     policy: bool = True
     load: int = 0  # busy-looping processes: each placement is measured again under them
+    debugger: bool = True  # the debugger rows (stepper.bench.debugger_rows)
+    steps: int = 20000  # timed instruction steps per figure of the debugger rows
     progress: Callable[[str], None] | None = None
 
     def __post_init__(self) -> None:
@@ -45,6 +49,8 @@ class Config:
             raise StepperError(f"--hits must be at least 1, not {self.hits}")
         if self.repeat < 1:
             raise StepperError(f"--repeat must be at least 1, not {self.repeat}")
+        if self.steps < 1:
+            raise StepperError(f"--steps must be at least 1, not {self.steps}")
         if self.load < 0:
             raise StepperError(f"--load must be 0 or more, not {self.load}")
         for name in self.placements:
@@ -70,6 +76,14 @@ class Results:
     parts: list[dict] = field(default_factory=list)
     lean_us: list[float] = field(default_factory=list)
     colocated: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+
+    def debugger(self, key: str) -> float | None:
+        """Median µs of a debugger row (a time per stop or step, not a difference of runs:
+        no noise rule applies)."""
+        samples = self.us.get((DEBUGGER, key))
+        if self.failed(DEBUGGER, key) or not samples:
+            return None
+        return round(statistics.median(samples), 2)
 
     def failed(self, scope: str, key: str) -> bool:
         return (scope, key) in self.reasons
@@ -193,10 +207,36 @@ def run_bench(config: Config) -> dict:
                 f"{k} {_fmt(results.median(name, k))}" for k in KEYS))
             if config.load:
                 _measure_loaded(config, head, name, bool(policies), results, r)
+        if config.debugger:
+            _measure_debugger(config, first, results, r)
     scopes = [*config.placements, *policies]
     if config.load:
         scopes += [s + LOADED for s in scopes]
     return report.build(config, results, head, others, scopes, first)
+
+
+def _measure_debugger(config: Config, name: str, results: Results, turn: int) -> None:
+    """The debugger rows once each (order rotated by `turn`), in placement `name`: µs per
+    stop (`config.hits` stops) and per instruction step (`config.steps` steps)."""
+    placement = resolve(name)
+    with applied(placement):
+        for key in rotate(list(debugger_rows.FIGURES), turn):
+            if results.failed(DEBUGGER, key):
+                continue
+            n = config.steps if key in debugger_rows.STEP_KEYS else config.hits
+            try:
+                count, us = debugger_rows.FIGURES[key](n, placement)
+            except Exception as e:  # noqa: BLE001 - recorded as this figure's reason
+                results.reasons[(DEBUGGER, key)] = _why(e)
+                continue
+            results.hits.setdefault((DEBUGGER, key), []).append(count)
+            if count != n:
+                results.reasons[(DEBUGGER, key)] = f"expected {n}, saw {count}"
+                continue
+            results.us.setdefault((DEBUGGER, key), []).append(us)
+    (config.progress or (lambda line: None))(
+        f"repeat {turn + 1}/{config.repeat} debugger ({name}): " + ", ".join(
+            f"{k} {_fmt(results.debugger(k))}" for k in debugger_rows.FIGURES))
 
 
 def _measure_loaded(config: Config, head: Tracee, name: str, policy: bool, results: Results,

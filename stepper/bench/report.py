@@ -10,6 +10,7 @@ import statistics
 import sys
 
 from .breakdown import PARTS
+from .debugger_rows import IDLE, STEP_KEYS, STOP_KEYS, THREAD_KEYS
 
 #: The figures of `per_hit_us`, in table order.
 KEYS = ("emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
@@ -66,6 +67,13 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
     report["samples_us"] = {}  # every repeat's figure, a null's included: the raw evidence
     for (scope, key), samples in results.us.items():
         report["samples_us"].setdefault(scope, {})[key] = [round(v, 2) for v in samples]
+    if getattr(config, "debugger", False):
+        rows = {k: results.debugger(k) for k in (*STOP_KEYS, *THREAD_KEYS, *STEP_KEYS)}
+        report["debugger_us"] = rows
+        report["null_reasons"]["debugger_us"] = {
+            k: results.reason("debugger", k, "not measured") for k, v in rows.items() if v is None}
+        report["debugger_placement"] = first
+        report["steps"] = config.steps
     if ("breakdown", "breakdown") in results.reasons:
         report["null_reasons"]["breakdown_us"] = results.reasons[("breakdown", "breakdown")]
     report["targets"] = targets(report)
@@ -131,6 +139,12 @@ def targets(report: dict) -> list[dict]:
             if t["met"] is False:
                 t["dominant"] = (f"{dominant} ({parts[dominant]} µs of the emulate hit; "
                                  f"wait, paid by every tracer: {wait} µs)")
+    rows = report.get("debugger_us")
+    if rows is not None:
+        c, step = rows.get("c_singlestep"), rows.get("step")
+        ratio = None if c is None or step is None or step <= 0 else round(c / step, 2)
+        out.append({"target": "t.step() >= 5x faster than C singlestep", "ratio": ratio,
+                    "met": None if ratio is None else ratio >= 5.0})
     return out
 
 
@@ -159,6 +173,8 @@ def table(report: dict) -> str:
         lines += ["", f"emulate hit path, µs per hit ({report['variant_placement']}, "
                       f"instrumented lean loop):"]
         lines += ["  " + ", ".join(f"{k} {v}" for k, v in report["breakdown_us"].items())]
+    if report.get("debugger_us") is not None:
+        lines += ["", *_debugger_table(report)]
     if "same" in report["placements"]:
         lines += ["", "targets (same placement):"]
         for t in report["targets"]:
@@ -171,6 +187,23 @@ def table(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _debugger_table(report: dict) -> list[str]:
+    """µs per stop and per step, each with how many times stepper's figure it is."""
+    rows = report["debugger_us"]
+    lines = [f"debugger API ({report['debugger_placement']}): µs per stop-and-continue "
+             f"round trip ({report['hits']} stops) and per instruction step "
+             f"({report['steps']} steps); _threads: {IDLE} idle threads more; "
+             f"x: the figure / stepper's"]
+    grid = []
+    for keys, ours in ((STOP_KEYS, "cont"), (THREAD_KEYS, "cont_threads"), (STEP_KEYS, "step")):
+        base = rows.get(ours)
+        for k in keys:
+            v = rows.get(k)
+            x = "" if k == ours or v is None or not base else f"{v / base:.2f}x"
+            grid.append([k, _cell(v), x])
+    return lines + _grid(["figure", "µs", "x"], grid)
+
+
 def _null_lines(report: dict) -> list[str]:
     """Each distinct (figure, reason) once, with the places it applies to."""
     where: dict[tuple[str, str], list[str]] = {}
@@ -179,6 +212,8 @@ def _null_lines(report: dict) -> list[str]:
             for key, reason in reasons.items():
                 if reason != _NOT_STEPPER:
                     where.setdefault((key, reason), []).append(scope)
+    for key, reason in report["null_reasons"].get("debugger_us", {}).items():
+        where.setdefault((key, reason), []).append("debugger")
     if not where:
         return []
     return ["", "null figures:"] + [f"  {key} ({', '.join(scopes)}): {reason}"

@@ -1,7 +1,7 @@
 """`stepper bench`: per-hit cost of each step strategy, against gdb, libdebug and a C floor.
 
     stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] [--load N] \\
-                  [--startup-repeat S] [--startup-only] [--json FILE] [--plot FILE.png]
+                  [--startup-repeat S] [--startup-only] [--steps N] [--json FILE] [--plot FILE.png]
 
 The table goes to stdout, progress to stderr. See docs/bench.md for what each figure means.
 """
@@ -42,6 +42,9 @@ def register(subparsers) -> None:
                         "0: no start-up figures)")
     p.add_argument("--startup-only", action="store_true",
                    help="measure the start-up figures only (no per-hit figures)")
+    p.add_argument("--steps", type=int, default=20000, metavar="N",
+                   help="timed instruction steps per figure of the debugger rows "
+                        "(default: 20000)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
@@ -55,6 +58,7 @@ def run(args) -> int:
     else:
         placements = (args.placement,)
     config = Config(hits=args.hits, repeat=args.repeat, placements=placements, load=args.load,
+                    steps=args.steps,
                     progress=lambda line: print(line, file=sys.stderr, flush=True))
     for path in (args.json, args.plot):
         if path:

@@ -1,4 +1,6 @@
 /* The benchmark tracee of `stepper bench`: calls `probed` N times (N = argv[1]) and exits 0.
+ * With a second argument T, T idle threads (blocked in pause()) are started first: the
+ * debugger rows' multi-threaded round trip, where an all-stop debugger stops every thread.
  *
  * `probed` is written in assembly so that its first instruction, the one a breakpoint
  * displaces, is exactly the variant's, whatever the compiler would have emitted; the caller
@@ -13,7 +15,9 @@
  *                 the host CPU for them)
  * `bench_slot` is an executable scratch slot for the C floor's XOL twin (c_floor_xol).
  * Build with -no-pie so the symbol's address in the ELF file is its run-time address. */
+#include <pthread.h>
 #include <stdlib.h>
+#include <unistd.h>
 
 #if defined(BENCH_MOV)
 #define BENCH_BODY "mov rax, rdi\n ret\n"
@@ -50,8 +54,21 @@ __asm__(
 
 long probed(long x);
 
+static void *idle(void *arg) {
+    (void)arg;
+    for (;;)
+        pause();
+    return 0;
+}
+
 int main(int argc, char **argv) {
     long n = argc > 1 ? atol(argv[1]) : 0;
+    int threads = argc > 2 ? atoi(argv[2]) : 0;
+    for (int i = 0; i < threads; i++) {
+        pthread_t t;
+        if (pthread_create(&t, 0, idle, 0) != 0)
+            return 1;
+    }
     volatile long sink = 0;
     for (long i = 0; i < n; i++)
         sink += probed(i);

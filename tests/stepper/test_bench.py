@@ -14,17 +14,19 @@ import pytest
 from stepper import api
 from stepper.bench import KEYS, STRATEGIES, load, placement, report
 from stepper.bench.breakdown import PARTS
+from stepper.bench.debugger_rows import STEP_KEYS, STOP_KEYS, THREAD_KEYS
 from stepper.bench.tracee import VARIANTS
 from stepper.cli import main
 
 HITS = 200
+STEPS = 300
 
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory):
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     code = main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "same",
-                 "--startup-repeat", "0", "--json", str(out)])
+                 "--startup-repeat", "0", "--steps", str(STEPS), "--json", str(out)])
     assert code == 0
     return json.loads(out.read_text())
 
@@ -167,10 +169,44 @@ def test_targets_are_judged_from_the_figures():
     assert missed and all(t["dominant"].startswith("memory_io (0.7 µs") for t in missed)
 
 
+def test_debugger_rows_saw_every_stop_and_step(quick):
+    rows, reasons = quick["debugger_us"], quick["null_reasons"]["debugger_us"]
+    assert set(rows) == {*STOP_KEYS, *THREAD_KEYS, *STEP_KEYS}
+    assert quick["debugger_placement"] == "same" and quick["steps"] == STEPS
+    for key, value in rows.items():
+        if value is None:
+            assert isinstance(reasons[key], str) and reasons[key] and "\n" not in reasons[key]
+            continue
+        assert value > 0, key
+        expected = STEPS if key in STEP_KEYS else HITS
+        assert quick["hit_counts"]["debugger"][key] == [expected], key
+    for key in ("cont", "cont_threads", "step", "engine_step", "c_singlestep"):  # ours, C
+        assert rows[key] is not None, reasons.get(key)
+    if shutil.which("gdb"):
+        assert None not in (rows["gdb_continue"], rows["gdb_continue_threads"],
+                            rows["gdb_stepi"]), reasons
+    if find_spec("libdebug"):
+        assert None not in (rows["libdebug_cont"], rows["libdebug_cont_threads"],
+                            rows["libdebug_step"]), reasons
+    text = report.table(quick)
+    assert "debugger API (same)" in text and all(f"\n{k} " in text for k in rows)
+
+
+def test_the_step_target_is_judged_against_the_c_loop():
+    r = {"per_hit_us": dict.fromkeys(KEYS), "placements": {}, "breakdown_us": {},
+         "debugger_us": {"step": 4.0, "c_singlestep": 30.0}}
+    verdicts = {t["target"]: (t["ratio"], t["met"]) for t in report.targets(r)}
+    assert verdicts["t.step() >= 5x faster than C singlestep"] == (7.5, True)
+    r["debugger_us"]["step"] = 10.0
+    verdicts = {t["target"]: (t["ratio"], t["met"]) for t in report.targets(r)}
+    assert verdicts["t.step() >= 5x faster than C singlestep"] == (3.0, False)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--hits", "0"], "--hits must be at least 1"),
     (["--repeat", "0"], "--repeat must be at least 1"),
     (["--load", "-1"], "--load must be 0 or more"),
+    (["--steps", "0"], "--steps must be at least 1"),
     (["--plot", "chart.jpg"], "PNG"),
     (["--plot", "/nonexistent/chart.png"], "cannot write /nonexistent/chart.png"),
     (["--startup-repeat", "-1"], "--startup-repeat must be at least 0"),
@@ -229,7 +265,7 @@ def test_bench_with_load_measures_the_loaded_rows_and_leaves_no_process(tmp_path
     before = _children()
     out = tmp_path / "load.json"
     assert main(["bench", "--hits", str(HITS), "--repeat", "1", "--placement", "free",
-                 "--load", "1", "--startup-repeat", "0", "--json", str(out)]) == 0
+                 "--load", "1", "--startup-repeat", "0", "--steps", str(STEPS), "--json", str(out)]) == 0
     assert _children() == before
     r = json.loads(out.read_text())
     assert r["load"] == 1

@@ -380,3 +380,26 @@ def test_watchpoint_stops_of_four_threads_writing_at_once(build, spawn_captured)
     proc.unwatch(wp)
     assert proc.cont().kind == "exit"
     assert sorted(out.read_text().split("\n")[:-1]) == [f"hammer {i}: 100" for i in range(4)]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs two CPUs to pin to one")
+@pytest.mark.parametrize("ending", ["exit", "kill", "detach"])
+def test_the_callers_cpu_affinity_is_given_back_when_the_program_is_left(ending, build,
+                                                                           spawn_captured):
+    """The placement policy pins the thread calling cont() to the program's CPU and keeps it
+    pinned between cont() calls; the exit, kill() and detach() give its affinity back."""
+    exe = build("debuggee")
+    before = os.sched_getaffinity(0)
+    proc, out = spawn_captured([exe, "args"])
+    proc.placement = "follow"
+    bp = proc.break_at("libc.so.6:getpid")
+    assert proc.cont().kind == "breakpoint"
+    assert len(os.sched_getaffinity(0)) == 1  # pinned, and still between two cont() calls
+    if ending == "exit":
+        proc.remove(bp)
+        assert proc.cont().kind == "exit"
+    elif ending == "kill":
+        proc.kill()
+    else:
+        proc.detach()
+    assert os.sched_getaffinity(0) == before

@@ -301,3 +301,56 @@ def test_a_new_image_never_reuses_the_old_plans(loop):
     p.mem = p.breakpoints.mem = kernel.ProcMem(p.pid)  # as exec does
     old.close()
     assert _rerun(p, t, site, True) == 9
+
+
+def _load_r15_at(p, exe) -> int:
+    """`mov rax, qword ptr [r15]` written over fault_site (never reached by the loop)."""
+    site = _site(exe, "fault_site")
+    p.mem.write(site, b"\x49\x8b\x07")
+    return site
+
+
+def _outside_write(pid: int, address: int, value: int) -> None:
+    """A write that the tracer's epoch does not see, as another process's would be."""
+    fd = os.open(f"/proc/{pid}/mem", os.O_RDWR)
+    try:
+        os.pwrite(fd, value.to_bytes(8, "little"), address)
+    finally:
+        os.close(fd)
+
+
+def test_loads_from_a_shared_page_are_read_at_every_step(loop):
+    """Data pages are snapshotted while every thread is stopped, but never a MAP_SHARED
+    one: another process may write it between two steps."""
+    p, t, exe = loop()
+    while t.regs[kernel.RIP] != _site(exe, "after_setup"):  # the mmap of the shared page
+        _real_step(t)
+    shared = t.regs[kernel.REG_INDEX["r15"]]
+    site = _load_r15_at(p, exe)
+    _go_to(t, site)
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 0
+    _outside_write(p.pid, shared, 42)
+    t.regs[kernel.RIP] = site
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 42
+
+
+def test_loads_see_the_emulated_stores_and_the_tracers_writes(loop):
+    """A private page's snapshot follows the emulated stores, and the tracer's own writes
+    (which move the epoch) drop it."""
+    p, t, exe = loop()
+    site = _load_r15_at(p, exe)
+    _go_to(t, site, r15=BUF)
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 0
+    p.mem.write(BUF, (7).to_bytes(8, "little"))
+    t.regs[kernel.RIP] = site
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 7
+    store = _site(exe, "fault_site") + 3  # mov qword ptr [r15], rax, then the load again
+    p.mem.write(store, b"\x49\x89\x07\x49\x8b\x07")
+    t.regs[kernel.RIP] = site
+    t.regs[kernel.RAX] = 0
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 7  # snapshot taken
+    t.regs[kernel.RAX] = 99
+    assert emulate_one(p, t, True) is True  # the store, emulated
+    t.regs[kernel.RAX] = 0
+    assert emulate_one(p, t, True) is True and t.regs[kernel.RAX] == 99
+    assert int.from_bytes(p.mem.read(BUF, 8), "little") == 99
