@@ -70,6 +70,7 @@ class Results:
     parts: list[dict] = field(default_factory=list)
     lean_us: list[float] = field(default_factory=list)
     colocated: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    strategy: dict[tuple[str, str], str] = field(default_factory=dict)  # what stepped `auto`
 
     def failed(self, scope: str, key: str) -> bool:
         return (scope, key) in self.reasons
@@ -143,6 +144,8 @@ def measure_group(group: Group, scope: str, n: int, results: Results,
             results.reasons[(scope, key)] = _why(e)
             continue
         results.hits.setdefault((scope, key), []).append(sample.hits)
+        if sample.strategy is not None:
+            results.strategy[(scope, key)] = sample.strategy
         if sample.hits != n:
             results.reasons[(scope, key)] = f"expected {n} hits, saw {sample.hits}"
             continue
