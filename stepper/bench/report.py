@@ -58,6 +58,9 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
         "repeat": config.repeat,
         "load": config.load,
         "breakdown_us": _breakdown(results, per_placement.get(first, {}).get("emulate")),
+        "variant_breakdown_us": {
+            v: {name: round(statistics.median(p[name] for p in parts), 2) for name in PARTS}
+            for v, parts in results.variant_parts.items()},
         "null_reasons": {"per_hit_us": per_hit_reasons, "placements": placement_reasons,
                          "variants": variant_reasons},
         "instructions": {t.variant: t.instruction for t in [head, *others]},
@@ -148,6 +151,12 @@ def targets(report: dict) -> list[dict]:
         out.append({"target": f"auto <= {AUTO_VS_BOOST}x boost ({variant})", "ratio": ratio,
                     "met": None if ratio is None else ratio <= AUTO_VS_BOOST,
                     "variant": variant})
+        own = report.get("variant_breakdown_us", {}).get(variant)
+        if out[-1]["met"] is False and own:
+            rest = {k: v for k, v in own.items() if k != "wait"}
+            top = max(rest, key=rest.get)
+            out[-1]["dominant"] = (f"{top} ({rest[top]} µs of its emulate hit; boost "
+                                   f"{boost:.2f} µs in all)")
     parts = {k: v for k, v in report["breakdown_us"].items() if k in PARTS and k != "wait"}
     if parts:
         # `wait` (the trap and the wake-ups) is paid by every tracer, the C floor included;
@@ -208,6 +217,9 @@ def table(report: dict) -> str:
         lines += ["", f"emulate hit path, µs per hit ({report['variant_placement']}, "
                       f"instrumented lean loop):"]
         lines += ["  " + ", ".join(f"{k} {v}" for k, v in report["breakdown_us"].items())]
+    for variant, parts in report.get("variant_breakdown_us", {}).items():
+        lines += [f"  {variant} ({report['instructions'].get(variant, '?')}): "
+                  + ", ".join(f"{k} {v}" for k, v in parts.items())]
     if "same" in report["placements"]:
         lines += ["", "targets (same placement):"]
         for t in report["targets"]:

@@ -26,6 +26,9 @@ VARIANTS: dict[str, str] = {
 HEADLINE = "push_rbp"
 #: Variants whose probed instruction stores to memory (the emulated hit's extra system call).
 STORES = frozenset({"push_rbp"})
+#: Variants that load from memory (one system call, process_vm_readv, per emulated hit): the
+#: bench breaks their hit down too.
+LOADS = frozenset({"rip_relative"})
 
 
 @dataclass(frozen=True)

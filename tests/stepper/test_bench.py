@@ -175,6 +175,7 @@ def test_auto_is_measured_as_the_strategy_it_chose(quick):
     for variant in ("push_rbp", "mov", "sub_rsp", "rip_relative", "undefined_flags"):
         assert chosen[variant] == "emulate", variant
     assert quick["stores"] == ["push_rbp"]
+    assert set(PARTS) <= set(quick["variant_breakdown_us"]["rip_relative"])
     text = report.table(quick)
     assert "auto is" in text and "auto/boost" in text
 
@@ -186,8 +187,12 @@ def test_auto_against_boost_is_judged_on_variants_without_a_store():
                       "mov": {"auto": 16.4, "boost": 16.0},
                       "rip_relative": {"auto": 19.0, "boost": 16.0},
                       "declined": {"auto": 16.0, "boost": None}},
-         "breakdown_us": {"wait": 9.0, "memory_io": 2.5}}
+         "breakdown_us": {"wait": 9.0, "memory_io": 2.5},
+         "variant_breakdown_us": {"rip_relative": {"wait": 9.0, "memory_io": 2.2, "emulate": 0.4}}}
     verdicts = {t["target"]: (t["ratio"], t["met"]) for t in report.targets(r)}
+    notes = {t["target"]: t.get("dominant") for t in report.targets(r)}
+    assert notes["auto <= 1.05x boost (rip_relative)"].startswith("memory_io (2.2 µs")
+    assert notes["auto <= 1.05x boost (mov)"] is None
     assert verdicts["auto <= 1.05x boost (mov)"] == (1.02, True)
     assert verdicts["auto <= 1.05x boost (rip_relative)"] == (1.19, False)
     assert verdicts["auto <= 1.05x boost (declined)"] == (None, None)
