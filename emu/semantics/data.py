@@ -28,6 +28,14 @@ def mov(ctx: Context):
     """mov, movabs, movzx: the source's unsigned value lands in the destination."""
     dst, src = ctx.operands(2)
     get, put, RIP, nxt = src.get, dst.put, ctx.RIP, ctx.next_ip
+    if dst.kind == src.kind == "reg" and dst.size == src.size == 8:
+        d, k = dst.key, src.key  # mov r64, r64 (mov rbp, rsp): the accessors inlined
+
+        def run64(s):
+            r = s.regs
+            r[d] = r[k]
+            r[RIP] = nxt
+        return run64
 
     def run(s):
         r = s.regs
