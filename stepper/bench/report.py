@@ -12,8 +12,8 @@ import sys
 from .breakdown import PARTS
 
 #: The figures of `per_hit_us`, in table order.
-KEYS = ("auto", "emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb", "gdb_dprintf",
-        "libdebug")
+KEYS = ("auto", "emulate", "xol", "boost", "reinsert", "c_floor", "c_floor_xol", "gdb",
+        "gdb_dprintf", "libdebug")
 #: stepper's own strategies: the keys the variants and the policy are measured for. `auto`
 #: (the default) is measured as a user gets it, next to each strategy it may choose.
 STRATEGIES = ("auto", "emulate", "xol", "boost", "reinsert")
