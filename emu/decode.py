@@ -135,7 +135,7 @@ def compile(insn, keys: Mapping[str, object] | None = None, flags_oracle=None) -
         raise Unsupported("not among the emulated instructions")
     keys = keys or DEFAULT_KEYS
     plan = spec.build(Context(cs_insn, keys, flags_oracle))
-    if touches_memory(cs_insn):
+    if touches_memory(cs_insn) and not getattr(plan, "checks_alignment", False):
         plan = _alignment_checked(plan, keys["rflags"])
     return plan
 
@@ -175,7 +175,8 @@ class _AlignmentChecked:
 
 
 def _alignment_checked(plan: Plan, flags_key) -> Plan:
-    """Run `plan` through _AlignmentChecked while AC is set; the usual case pays one test."""
+    """Run `plan` through _AlignmentChecked while AC is set; the usual case pays one test.
+    A plan marked `checks_alignment` makes that test itself (push r64) and is not wrapped."""
     def run(state):
         if state.regs[flags_key] & AC:
             return plan(_AlignmentChecked(state))

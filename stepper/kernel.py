@@ -118,6 +118,17 @@ def _check(result: int, what: str, tid: int) -> int:
     return result
 
 
+#: libc's ptrace, for the hit path's few calls made inline (a wrapper's Python frame is about
+#: 0.05 µs a call): `if ptrace(GETREGS, tid, 0, buf) == -1: failed("PTRACE_GETREGS", tid)`.
+#: Arguments as everywhere here: small ints, and buffers passed as pointers.
+ptrace = _ptrace
+
+
+def failed(what: str, tid: int) -> None:
+    """After a call of `ptrace` returned -1: raise PtraceFailed with its errno."""
+    _check(-1, what, tid)
+
+
 def new_regs() -> ctypes.Array:
     """A fresh, zeroed register buffer (one per thread, reused on every hit)."""
     return RegsBuffer()
@@ -255,12 +266,24 @@ class _Iovec(ctypes.Structure):
     _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
 
 
+class _BytesIovec(ctypes.Structure):
+    """An iovec whose base is set from a bytes object: ctypes stores a pointer to the bytes'
+    own buffer (and keeps the object alive), so a write copies nothing in Python."""
+
+    _fields_ = [("base", ctypes.c_char_p), ("len", ctypes.c_size_t)]
+
+
 class VmAccess:
     """process_vm_readv/writev for one process, with its iovecs made once.
 
     These calls go through the page tables with the target's own permissions (no FOLL_FORCE),
     so reading an unmapped or PROT_NONE page, or writing a read-only one, fails as the CPU
     would. A transfer that stops part-way returns the count done; the caller decides.
+
+    The emulated hit's store goes through `write`, so its Python side is kept to field stores
+    on prebuilt iovecs and one foreign call (each ctypes call, memmove included, costs about
+    0.3-0.5 µs here; docs/costs.md): the data is pointed at, not copied, and a length is set
+    only when it differs from the last transfer's.
     """
 
     def __init__(self, pid: int) -> None:
@@ -269,37 +292,48 @@ class VmAccess:
         self._remote = _Iovec()
         self._local_p = ctypes.byref(self._local)
         self._remote_p = ctypes.byref(self._remote)
-        self._buf = ctypes.create_string_buffer(64)
-        self._buf_addr = ctypes.addressof(self._buf)
+        self._bufs: dict[int, ctypes.Array] = {}  # one exact-size buffer per read size:
+        # `raw` is then the result, with no slice
+        self._buf = self._use(8)
+        self._out = _BytesIovec()
+        self._out_remote = _Iovec()
+        self._out_p = ctypes.byref(self._out)
+        self._out_remote_p = ctypes.byref(self._out_remote)
+        self._out_size = -1  # the length both write iovecs hold now
 
-    def _buffer(self, size: int) -> int:
-        if size > len(self._buf):
-            self._buf = ctypes.create_string_buffer(size)
-            self._buf_addr = ctypes.addressof(self._buf)
-        return self._buf_addr
+    def _use(self, size: int) -> ctypes.Array:
+        """Point the read iovecs at the `size`-byte buffer (made on first use)."""
+        buf = self._bufs.get(size)
+        if buf is None:
+            buf = ctypes.create_string_buffer(size)
+            if size <= 64:  # the emulator's sizes; a larger read is a one-off
+                self._bufs[size] = buf
+        self._local.base = ctypes.addressof(buf)
+        self._local.len = self._remote.len = size
+        self._buf = buf
+        return buf
 
     def read(self, address: int, size: int) -> bytes | None:
         """The `size` bytes at `address`, or None if any of them cannot be read."""
-        self._local.base = self._buffer(size)
-        self._local.len = size
+        buf = self._buf
+        if size != len(buf):
+            buf = self._use(size)
         self._remote.base = address
-        self._remote.len = size
-        done = _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0)
-        if done != size:
+        if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
             return None
-        return self._buf.raw[:size]
+        return buf.raw
 
     def write(self, address: int, data: bytes) -> int:
         """Write `data`; returns how many leading bytes were written (-1: none, error)."""
         global epoch
         epoch += 1
+        out = self._out
+        out.base = data
         size = len(data)
-        ctypes.memmove(self._buffer(size), data, size)
-        self._local.base = self._buf_addr
-        self._local.len = size
-        self._remote.base = address
-        self._remote.len = size
-        return _process_vm_writev(self.pid, self._local_p, 1, self._remote_p, 1, 0)
+        if size != self._out_size:
+            out.len = self._out_remote.len = self._out_size = size
+        self._out_remote.base = address
+        return _process_vm_writev(self.pid, self._out_p, 1, self._out_remote_p, 1, 0)
 
 
 class ProcMem:

@@ -70,7 +70,7 @@ def run(root: Any) -> ExitStatus:
 def loop(root: Any) -> None:
     family = root.family
     mine = root.threads
-    getregs, cont = kernel.getregs, kernel.cont
+    ptrace, GETREGS, CONT, failed = kernel.ptrace, kernel.GETREGS, kernel.CONT, kernel.failed
     returning, single_step = stepping.returning, stepping.single_step
     waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
     stopped_trap = stops.TRAP_STATUS
@@ -87,7 +87,8 @@ def loop(root: Any) -> None:
         try:
             if status == stopped_trap and t.stepping is None:
                 regs = t.regs
-                getregs(tid, regs)
+                if ptrace(GETREGS, tid, 0, regs) == -1:
+                    failed("PTRACE_GETREGS", tid)
                 address = regs[RIP] - 1
                 bp = p.breakpoints.by_address.get(address)
                 if bp is not None and (not (regs[EFLAGS] & TF or p.watch_exec)
@@ -115,7 +116,8 @@ def loop(root: Any) -> None:
                             stepping.resume_stepped(p, t)
                         else:
                             t.running = True
-                            cont(tid, 0)
+                            if ptrace(CONT, tid, 0, 0) == -1:
+                                failed("PTRACE_CONT", tid)
                 elif p.returns is not None and p.returns.is_stale(t, address):
                     go_on(p, t, None)  # our return INT3, removed as the thread trapped on it
                 else:

@@ -72,6 +72,8 @@ def _binary(make_operation, writes: bool, name: str):
         if src.kind == "imm":  # an imm8/imm32 arrives sign-extended to the operand size
             imm = src.value & dst.mask
             get_s = lambda r, s: imm  # noqa: E731
+            if writes and dst.kind == "reg" and dst.size == 8:
+                return _reg64_imm(dst.key, imm, operation, make_operation, F, RIP, nxt)
 
         if writes:
             def run(s):
@@ -89,6 +91,33 @@ def _binary(make_operation, writes: bool, name: str):
                 r[RIP] = nxt
         return run
     return build
+
+
+def _reg64_imm(key, imm: int, operation, make_operation, F, RIP, nxt):
+    """`op r64, imm` (sub rsp, N and add rsp, N of every prologue and epilogue): the same
+    computation with the operand accessors inlined, since this runs on a probe's every hit.
+    add and sub call the width's flag family directly (carry/borrow in: 0)."""
+    direct = {_add: flags.adder, _sub: flags.subtractor}.get(make_operation)
+    if direct is not None:
+        family = direct(64)
+
+        def run(s):
+            r = s.regs
+            f = r[F]
+            res, fl = family(r[key], imm, 0)
+            r[key] = res
+            r[F] = (f & KEEP) | fl
+            r[RIP] = nxt
+        return run
+
+    def run(s):
+        r = s.regs
+        f = r[F]
+        res, fl = operation(r[key], imm, f)
+        r[key] = res
+        r[F] = (f & KEEP) | fl
+        r[RIP] = nxt
+    return run
 
 
 def _with_native_flags(operation, native):

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from capstone import x86_const as X
 
-from ..errors import Unsupported
-from ..flags import CONDITION_CODES, CONDITION_MASK, CONDITION_TABLE
+from ..errors import MemoryFault, Unsupported
+from ..flags import AC, CONDITION_CODES, CONDITION_MASK, CONDITION_TABLE
 from ..operands import effective_address
 from ..registers import M64
 from .context import Context, Spec
@@ -28,6 +28,14 @@ def mov(ctx: Context):
     """mov, movabs, movzx: the source's unsigned value lands in the destination."""
     dst, src = ctx.operands(2)
     get, put, RIP, nxt = src.get, dst.put, ctx.RIP, ctx.next_ip
+    if dst.kind == src.kind == "reg" and dst.size == src.size == 8:
+        d, k = dst.key, src.key  # mov r64, r64 (mov rbp, rsp): the accessors inlined
+
+        def run64(s):
+            r = s.regs
+            r[d] = r[k]
+            r[RIP] = nxt
+        return run64
 
     def run(s):
         r = s.regs
@@ -91,14 +99,19 @@ def push(ctx: Context):
     (src,) = ctx.operands(1)
     get, RSP, RIP, nxt = src.get, ctx.RSP, ctx.RIP, ctx.next_ip
     if src.kind == "reg" and src.size == 8:  # push r64, the prologue's first instruction
-        key = src.key
+        key, FLAGS = src.key, ctx.FLAGS
 
         def run(s):
+            # The alignment check inlined (as emu.decode._AlignmentChecked would): this plan runs
+            # on most probe hits, and one test here is cheaper than a wrapping call.
             r = s.regs
             sp = (r[RSP] - 8) & M64
+            if sp & 7 and r[FLAGS] & AC:
+                raise MemoryFault(sp, 8, "write")
             s.write(sp, r[key].to_bytes(8, "little"))
             r[RSP] = sp
             r[RIP] = nxt
+        run.checks_alignment = True  # type: ignore[attr-defined]
         return run
 
     width = 2 if ctx.opsize16 else 8

@@ -19,7 +19,7 @@ from .load import busy
 from .placement import LOADED, PLACEMENTS, POLICY, Placement, applied, resolve
 from .report import KEYS, STRATEGIES
 from .runs import Sample, stepper_run
-from .tracee import HEADLINE, VARIANTS, Tracee, tracee
+from .tracee import HEADLINE, LOADS, VARIANTS, Tracee, tracee
 
 Runner = Callable[[], Sample]
 #: The scope of the debugger rows in Results.
@@ -75,7 +75,9 @@ class Results:
     hits: dict[tuple[str, str], list[int]] = field(default_factory=dict)
     parts: list[dict] = field(default_factory=list)
     lean_us: list[float] = field(default_factory=list)
+    variant_parts: dict[str, list[dict]] = field(default_factory=dict)  # breakdowns of LOADS
     colocated: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    strategy: dict[tuple[str, str], str] = field(default_factory=dict)  # what stepped `auto`
 
     def debugger(self, key: str) -> float | None:
         """Median µs of a debugger row (a time per stop or step, not a difference of runs:
@@ -157,6 +159,8 @@ def measure_group(group: Group, scope: str, n: int, results: Results,
             results.reasons[(scope, key)] = _why(e)
             continue
         results.hits.setdefault((scope, key), []).append(sample.hits)
+        if sample.strategy is not None:
+            results.strategy[(scope, key)] = sample.strategy
         if sample.hits != n:
             results.reasons[(scope, key)] = f"expected {n} hits, saw {sample.hits}"
             continue
@@ -185,6 +189,7 @@ def run_bench(config: Config) -> dict:
     n = config.hits
     head = tracee(HEADLINE)
     others = [tracee(v) for v in VARIANTS if v != HEADLINE] if config.variants else []
+    by_variant = {t.variant: t for t in others}
     results = Results()
     timer_ns = breakdown.timer_cost_ns()
     first = config.placements[0] if "same" not in config.placements else "same"
@@ -203,6 +208,9 @@ def run_bench(config: Config) -> dict:
                     if scope == name and group.name == "stepper" and base is not None \
                             and name == first and config.breakdown:
                         _breakdown_once(head, n, placement, base, timer_ns, results)
+                    elif scope in LOADS and base is not None and config.breakdown:
+                        _breakdown_once(by_variant[scope], n, placement, base, timer_ns,
+                                        results, scope)
             say(f"repeat {r + 1}/{config.repeat} {name}: " + ", ".join(
                 f"{k} {_fmt(results.median(name, k))}" for k in KEYS))
             if config.load:
@@ -258,7 +266,18 @@ def _measure_loaded(config: Config, head: Tracee, name: str, policy: bool, resul
 
 
 def _breakdown_once(t: Tracee, n: int, placement: Placement, base: Sample, timer_ns: float,
-                    results: Results) -> None:
+                    results: Results, variant: str | None = None) -> None:
+    """The lean loop's parts of the headline (`variant` None), or of another variant's hit
+    (kept apart, in `results.variant_parts`)."""
+    if variant is not None:
+        try:
+            sample, parts = breakdown.lean_run(t, n, placement)
+        except Exception:  # noqa: BLE001 - diagnostic only
+            return
+        if sample.hits == n:
+            results.variant_parts.setdefault(variant, []).append(
+                breakdown.per_hit_parts(parts, n, timer_ns))
+        return
     try:
         sample, parts = breakdown.lean_run(t, n, placement)
     except Exception as e:  # the breakdown is diagnostic: never lose the other figures

@@ -24,13 +24,15 @@ class Sample:
     hits: int
     ns: int
     colocated: float | None = None  # share of samples with tracer and tracee on one CPU
+    strategy: str | None = None  # the strategy that stepped the hits (what `auto` chose)
 
 
 def stepper_run(tracee: Tracee, iterations: int, mode: str | None, placement: Placement,
                 policy: bool = False) -> Sample:
     """Run `tracee` under stepper with one breakpoint on `probed` forced to `mode` (None: no
-    breakpoint, the baseline). Every hit must have been stepped by `mode` itself: a fall-back
-    would measure another strategy, so it makes the figure unmeasurable instead.
+    breakpoint, the baseline). Every hit must have been stepped by `mode` itself (`auto`: by
+    the one strategy it chose): a fall-back would measure another strategy, so it makes the
+    figure unmeasurable instead.
 
     `policy`: the engine's placement policy `follow` (stepper.placement), else `none`.
     Unpinned runs are watched either way, to report how often tracer and tracee shared a
@@ -61,12 +63,13 @@ def stepper_run(tracee: Tracee, iterations: int, mode: str | None, placement: Pl
     if bp is None:
         return Sample(0, int(proc.wall_s * 1e9), colocated)
     _check_steps(bp, mode)
-    return Sample(bp.stats.hits, int(proc.wall_s * 1e9), colocated)
+    return Sample(bp.stats.hits, int(proc.wall_s * 1e9), colocated, bp.strategy)
 
 
 def _check_steps(bp: api.Breakpoint, mode: str) -> None:
     stats = bp.stats
-    stepped = getattr(stats, mode, None)
-    if stats.fallbacks or bp.strategy != mode or (stepped is not None and stepped != stats.hits):
+    chosen = bp.strategy if mode == "auto" else mode
+    stepped = getattr(stats, chosen, None)
+    if stats.fallbacks or bp.strategy != chosen or (stepped is not None and stepped != stats.hits):
         raise Unmeasurable(f"mode {mode} stepped {bp.insn.text} as {bp.strategy} "
                            f"with fall-backs {stats.fallbacks}")

@@ -24,6 +24,11 @@ VARIANTS: dict[str, str] = {
     "undefined_flags": "BENCH_IMUL",
 }
 HEADLINE = "push_rbp"
+#: Variants whose probed instruction stores to memory (the emulated hit's extra system call).
+STORES = frozenset({"push_rbp"})
+#: Variants that load from memory (one system call, process_vm_readv, per emulated hit): the
+#: bench breaks their hit down too.
+LOADS = frozenset({"rip_relative"})
 
 
 @dataclass(frozen=True)
@@ -36,6 +41,10 @@ class Tracee:
     probe: int
     slot: int
     instruction: str
+
+    @property
+    def stores(self) -> bool:
+        return self.variant in STORES
 
     def argv(self, iterations: int) -> list[str]:
         return [str(self.path), str(iterations)]

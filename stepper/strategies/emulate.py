@@ -17,6 +17,8 @@ from emu import MemoryFault, Unsupported
 from .. import host_flags, kernel, live_vector, watchpoints
 from .base import Ops
 
+_ptrace, SETREGS = kernel.ptrace, kernel.SETREGS
+
 
 def compile_live(insn: emu.Instruction) -> tuple:
     """(plan, vector) for a live thread, or Unsupported. Plans over general registers run on
@@ -54,7 +56,8 @@ class EmulateOps(Ops):
         except Unsupported as e:
             return self._fall_back(p, t, bp, f"unsupported: {e.reason}")
         bp.stats.emulate += 1
-        kernel.setregs(t.tid, t.regs)
+        if _ptrace(SETREGS, t.tid, 0, t.regs) == -1:
+            kernel.failed("PTRACE_SETREGS", t.tid)
         return None
 
     def _fall_back(self, p, t, bp, reason: str):

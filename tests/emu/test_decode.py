@@ -52,6 +52,23 @@ def test_misaligned_access_faults_only_with_ac_set(text, address, size):
     assert aligned.regs["rip"] == insn.next_address
 
 
+def test_push_r64_checks_alignment_itself():
+    """push r64 makes the AC test inline (its plan is not wrapped): the same fault, nothing
+    changed, and an aligned or AC-clear push goes through."""
+    insn = decoded("push rbp")
+    checked = stack_state(rsp=0x7ffc, rbp=0x1122, rflags=0x202 | AC)
+    before = checked.copy()
+    with pytest.raises(emu.MemoryFault) as info:
+        emu.execute(insn, checked)
+    assert (info.value.address, info.value.size, info.value.access) == (0x7ff4, 8, "write")
+    assert checked.regs == before.regs and checked.regions() == before.regions()
+    for rsp, rflags in ((0x7ffc, 0x202), (0x8000, 0x202 | AC)):
+        state = stack_state(rsp=rsp, rbp=0x1122, rflags=rflags)
+        emu.execute(insn, state)
+        assert state.regs["rsp"] == rsp - 8
+        assert state.read(rsp - 8, 8) == (0x1122).to_bytes(8, "little")
+
+
 def test_byte_accesses_are_never_misaligned():
     state = stack_state(rbx=0x7003, rflags=0x202 | AC)
     emu.execute(decoded("mov byte ptr [rbx], 1"), state)

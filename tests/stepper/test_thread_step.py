@@ -40,3 +40,25 @@ def test_a_step_goes_into_a_call_and_out_of_it(build, spawn_captured):
     assert stop.kind == "step" and t.regs["rip"] == body[2] and t.regs["rax"] == 6
     proc.cont()
     assert "caller=12" in out.read_text()
+
+
+def test_an_emulated_load_after_cont_sees_what_the_program_wrote_meanwhile(build,
+                                                                          spawn_captured):
+    """Steps cache the pages they read while every thread is stopped; once the program ran
+    (cont()), a load must read memory anew: hammer()'s `mov rax, [sink]` after other
+    threads changed sink gives sink's value now, not the one of the earlier stop."""
+    exe = build("debuggee")
+    proc, out = spawn_captured([exe, "threads"])
+    sink = _at(proc, exe, "sink")
+    proc.break_at(_at(proc, exe, "hammer"))
+    changed = 0
+    for _ in range(40):
+        stop = proc.cont()
+        assert stop.kind == "breakpoint"
+        t = stop.thread
+        now = int.from_bytes(proc.read(sink, 8), "little")
+        t.step()  # mov rax, [rip + sink]
+        assert t.regs["rax"] == now
+        changed += now != 0
+    assert changed  # the other threads did write meanwhile
+    assert proc.step_stats.emulated == 40
