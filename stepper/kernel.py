@@ -289,6 +289,16 @@ class VmAccess:
             return None
         return self._buf.raw[:size]
 
+    def read_upto(self, address: int, size: int) -> bytes:
+        """The readable bytes of [address, address + size): the kernel stops at the first
+        page it cannot read (the end of a stack mapping), and what came before is kept."""
+        self._local.base = self._buffer(size)
+        self._local.len = size
+        self._remote.base = address
+        self._remote.len = size
+        done = _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0)
+        return self._buf.raw[:done] if done > 0 else b""
+
     def write(self, address: int, data: bytes) -> int:
         """Write `data`; returns how many leading bytes were written (-1: none, error)."""
         global epoch
