@@ -48,6 +48,16 @@ class Row:
     rules: dict
     signal: bool
     fde_start: int
+    #: what every unwind through this row needs, worked out once: the registers saved at
+    #: CFA+N (DWARF number, N) up to the return address, and the other rules up to it
+    saved: tuple = ()
+    others: tuple = ()
+
+    @classmethod
+    def of(cls, cfa, rules: dict, signal: bool, fde_start: int) -> "Row":
+        saved = tuple((n, r.arg) for n, r in rules.items() if r.type == "OFFSET" and n <= 16)
+        others = tuple((n, r) for n, r in rules.items() if r.type != "OFFSET" and n <= 16)
+        return cls(cfa, rules, signal, fde_start, saved, others)
 
 
 class ObjectCfi:
@@ -116,7 +126,7 @@ class ObjectCfi:
         line = lines[j]
         rules = {k: v for k, v in line.items() if isinstance(k, int)}
         signal = b"S" in (fde.cie.header.get("augmentation") or b"")
-        return Row(line["cfa"], rules, signal, start)
+        return Row.of(line["cfa"], rules, signal, start)
 
     def expression(self, raw) -> list[DWARFExprOp]:
         """The operations of an expression's bytes (parsed once per distinct expression)."""

@@ -34,6 +34,11 @@ PROGRAMS = {
     "returns": (["returns.c", "returns_asm.S"], ["-O1", "-pthread"]),
     "debuggee": (["debuggee.c"], ["-O1", "-pthread", "-fno-inline"]),
     "tracework": (["tracework.c"], ["-O1"]),
+    # the unwinder's call chains: -O2 without frame pointers (CFI only) with DWARF lines,
+    # and with frame pointers and no unwind tables in the program (libc keeps its CFI)
+    "unwind": (["unwind.c"], ["-O2", "-fomit-frame-pointer", "-pthread", "-g"]),
+    "unwind_fp": (["unwind.c"], ["-O2", "-pthread", "-fno-omit-frame-pointer",
+                                 "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
