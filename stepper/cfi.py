@@ -34,7 +34,7 @@ from elftools.dwarf.dwarf_expr import DWARFExprOp, DWARFExprParser
 from elftools.elf.elffile import ELFFile
 
 from . import elf_cache
-from .cfi_expr import UnwindError
+from .cfi_expr import DWARF_REGS, UnwindError, reg_name
 from .elf import build_id
 
 
@@ -49,15 +49,24 @@ class Row:
     signal: bool
     fde_start: int
     #: what every unwind through this row needs, worked out once: the registers saved at
-    #: CFA+N (DWARF number, N) up to the return address, and the other rules up to it
+    #: CFA+N up to the return address, as (name, N - low) over one read of `span` bytes at
+    #: CFA+low; the other rules up to the return address; the CFA's base register by name
+    #: (None for an expression)
     saved: tuple = ()
+    low: int = 0
+    span: int = 0
     others: tuple = ()
+    base: str | None = None
 
     @classmethod
     def of(cls, cfa, rules: dict, signal: bool, fde_start: int) -> "Row":
-        saved = tuple((n, r.arg) for n, r in rules.items() if r.type == "OFFSET" and n <= 16)
+        offsets = [(n, r.arg) for n, r in rules.items() if r.type == "OFFSET" and n <= 16]
+        low = min((arg for _n, arg in offsets), default=0)
+        span = max((arg for _n, arg in offsets), default=low - 8) - low + 8
+        saved = tuple((DWARF_REGS[n], arg - low) for n, arg in offsets)
         others = tuple((n, r) for n, r in rules.items() if r.type != "OFFSET" and n <= 16)
-        return cls(cfa, rules, signal, fde_start, saved, others)
+        base = reg_name(cfa.reg) if cfa.expr is None and cfa.reg is not None else None
+        return cls(cfa, rules, signal, fde_start, saved, low, span, others, base)
 
 
 class ObjectCfi:

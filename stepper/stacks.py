@@ -33,8 +33,10 @@ from .unwind_objects import CodeObject, find, process_objects
 
 __all__ = ["StackFrame", "StackReader", "reader_of", "folded_name"]
 
-#: Bytes of stack read at each hit, from rsp up: ten frames of ordinary C fit many times.
-WINDOW = 16384
+#: Bytes of stack read at each hit, from rsp up (ten frames of ordinary C fit), then
+#: doubled on demand up to WINDOW_MAX; the copy costs the kernel time per byte.
+WINDOW = 2048
+WINDOW_MAX = 1 << 16
 #: Frames at most in one stack (gdb's `bt` has no limit; perf and bpftrace stop at 127).
 LIMIT = 64
 
@@ -56,6 +58,9 @@ class StackFrame:
     line: int | None = None
     signal: bool = False
     error: str | None = None
+
+    def __hash__(self) -> int:    # stacks are counted by value: hash what tells frames apart
+        return hash((self.pc, self.vaddr))
 
     def __str__(self) -> str:
         if self.function is not None:
@@ -79,17 +84,31 @@ def folded_name(frame: StackFrame) -> str:
 
 
 class _Window:
-    """read(address, size) served from one snapshot of the stack when it holds the bytes."""
+    """read(address, size) served from one snapshot of the stack when it holds the bytes;
+    a read just past it grows the snapshot (one more process_vm_readv, twice as large), a
+    read elsewhere (an alternate signal stack) is done on its own."""
 
-    __slots__ = ("start", "data", "fallback")
+    __slots__ = ("start", "data", "fallback", "vm", "ended")
 
-    def __init__(self, start: int, data: bytes, fallback: Callable[[int, int], bytes]) -> None:
-        self.start, self.data, self.fallback = start, data, fallback
+    def __init__(self, vm: kernel.VmAccess, start: int,
+                 fallback: Callable[[int, int], bytes]) -> None:
+        self.start, self.vm, self.fallback = start, vm, fallback
+        self.data = vm.read_upto(start, WINDOW)
+        self.ended = len(self.data) < WINDOW          # the end of the stack's mapping
 
     def __call__(self, address: int, size: int) -> bytes:
         at = address - self.start
-        if at >= 0 and at + size <= len(self.data):
-            return self.data[at:at + size]
+        data = self.data
+        if at >= 0 and at + size <= len(data):
+            return data[at:at + size]
+        while at >= 0 and not self.ended and at + size <= WINDOW_MAX and \
+                at + size > len(data):
+            want = min(max(len(data), at + size - len(data)), WINDOW_MAX - len(data))
+            more = self.vm.read_upto(self.start + len(data), want)
+            self.ended = len(more) < want
+            data = self.data = data + more
+        if at >= 0 and at + size <= len(data):
+            return data[at:at + size]
         return self.fallback(address, size)
 
 
@@ -112,8 +131,7 @@ class StackReader:
 
     def stack(self, regs: Mapping[str, int], limit: int = LIMIT) -> list[StackFrame]:
         """The named frames of a thread stopped with registers `regs`, innermost first."""
-        rsp = regs["rsp"]
-        window = _Window(rsp, self.vm.read_upto(rsp, WINDOW), self.read)
+        window = _Window(self.vm, regs["rsp"], self.read)
         raw = unwind.frames(regs, window, self.objects(), limit)
         lost = [f.pc for f in raw if f.object is None and f.pc not in self._missed]
         if lost:      # a pc in no known object: a library mapped since; look once per pc

@@ -23,6 +23,7 @@ looked up at its exact pc, since that pc was interrupted, not called from.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -33,6 +34,7 @@ from .unwind_objects import CodeObject, find
 __all__ = ["Frame", "frames", "caller", "step", "UnwindError"]
 
 MASK = (1 << 64) - 1
+_U64 = struct.Struct("<Q").unpack_from
 RA = 16  # the return-address column of x86-64 CFI
 #: Preserved across calls by the System V x86-64 ABI: unchanged in the caller unless the
 #: CFI says where the callee saved them. Every other register is unknown in a caller.
@@ -102,26 +104,25 @@ def _step(regs: Mapping[str, int], read: Read, obj: CodeObject | None,
 
 def _by_cfi(regs: Mapping[str, int], read: Read, obj: CodeObject, row: Row) -> _Step | None:
     rule = row.cfa
-    if rule.expr is not None:
-        cfa = evaluate(obj.cfi.expression(rule.expr), regs, read)
-    else:
-        if rule.reg is None:
-            raise UnwindError(f"no CFA rule at {regs['rip']:#x} in {obj.path}")
-        base = reg_name(rule.reg)
-        if base not in regs:
+    base = row.base
+    if base is not None:
+        value = regs.get(base)
+        if value is None:
             raise UnwindError(f"the CFA at {regs['rip']:#x} is {base}+{rule.offset}, "
                               f"and {base} is not known in this frame")
-        cfa = (regs[base] + rule.offset) & MASK
+        cfa = (value + rule.offset) & MASK
+    elif rule.expr is not None:
+        cfa = evaluate(obj.cfi.expression(rule.expr), regs, read)
+    else:
+        raise UnwindError(f"no CFA rule at {regs['rip']:#x} in {obj.path}")
     caller = {name: regs[name] for name in CALLEE_SAVED if name in regs}
     caller["rsp"] = cfa
     # The registers saved at CFA+N sit side by side: one read for all of them.
     saved = row.saved
     if saved:
-        low = min(arg for _n, arg in saved)
-        data = read_exact(read, (cfa + low) & MASK, max(arg for _n, arg in saved) - low + 8)
-        for number, arg in saved:
-            at = arg - low
-            caller[DWARF_REGS[number]] = int.from_bytes(data[at:at + 8], "little")
+        data = read_exact(read, (cfa + row.low) & MASK, row.span)
+        for name, at in saved:
+            caller[name] = _U64(data, at)[0]
     for number, reg_rule in row.others:                 # xmm and other columns: not tracked
         name = reg_name(number) if number != RA else "rip"
         value = _apply(reg_rule, number, cfa, regs, read, obj)
