@@ -8,12 +8,15 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from elftools.elf.elffile import ELFFile
 
 from stepper import api
 from stepper.errors import StepperError
 from stepper.records import Hit
+from stepper.stacks import reader_of
 from tests.support.elf import symbol
 from tests.support.gdb import assert_frames_match, gdb_frames, no_randomization
 from tests.support.programs import TRACEES
@@ -69,7 +72,7 @@ def test_file_and_line_from_dwarf(build):
         assert str(f) == f"{caller}+{f.offset:#x} ({f.file}:{f.line})"
     # without DWARF: sym+off only
     _, seen = stacks_at_leaf(build("unwind_fp"), "chain")
-    assert [str(f) for f in seen[0][:2]] == [f"leaf+0x0", f"f4+{seen[0][1].offset:#x}"]
+    assert [str(f) for f in seen[0][:2]] == ["leaf+0x0", f"f4+{seen[0][1].offset:#x}"]
     assert seen[0][1].file is None
 
 
@@ -145,3 +148,38 @@ def test_a_bad_folded_path_is_one_line_and_nothing_runs(build, tmp_path, path):
     assert run.stdout == ""                                 # the program never ran
     assert len(run.stderr.splitlines()) == 1 and "cannot write" in run.stderr, run.stderr
     assert not (tmp_path / "missing-dir").exists()
+
+
+#: Debian's own -O2 binaries (no frame pointers): (argv, libc function to stop in).
+DEBIAN = {
+    "python3.11": (["/usr/bin/python3.11", "-c", "print(1)"], "write"),
+    "sort": (["/usr/bin/sort", "/etc/passwd"], "malloc"),
+}
+
+
+@pytest.mark.parametrize("name", DEBIAN)
+def test_hit_stack_on_debian_binaries_matches_gdb(name, tmp_path):
+    """hit.stack() at the first call of a libc function (its breakpoint put there from the
+    program's entry point, once libc is mapped) against gdb's bt at the same stop."""
+    argv, function = DEBIAN[name]
+    if not Path(argv[0]).exists():
+        pytest.skip(f"{argv[0]} is not installed")
+    with no_randomization():
+        proc = api.spawn(argv)
+    with open(proc.exe, "rb") as stream:
+        entry = ELFFile(stream).header["e_entry"] + proc.load_bias
+    seen: dict = {}
+
+    def at_function(hit):
+        seen.setdefault("frames", hit.stack())
+
+    def at_entry(hit):
+        libc = [o for o in reader_of(hit.process).objects() if "libc.so" in o.path]
+        seen["address"] = libc[0].address_of(function)
+        proc.break_at(seen["address"], callback=at_function)
+
+    proc.break_at(entry, callback=at_entry)
+    assert proc.run().exit_code == 0
+    frames = seen["frames"]
+    assert frames[0].function == function and len(frames) >= 5
+    assert_frames_match(frames, gdb_frames(argv, seen["address"], tmp_path, 1, (entry,)))
