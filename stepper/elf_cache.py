@@ -29,7 +29,7 @@ from . import toolchain
 __all__ = ["cached", "file_identity", "enabled"]
 
 #: Bump when what an entry holds, or how it is computed, changes.
-FORMAT = 1
+FORMAT = 2
 
 
 def enabled() -> bool:
