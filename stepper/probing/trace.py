@@ -5,8 +5,8 @@ Cost first: a hit fetches its registers from the Hit's dict, memory with one rea
 (a string: one read of at most STRING_MAX bytes), formats nothing unless a writer writes, and
 the writer buffers (stepper.probing.formats). The thread's pid and name are looked up once
 per thread. A counting probe (nothing per hit) gets no callback at all. With --stack, the
-user stack is read once per hit (stepper.stacks, shared by the probes of that breakpoint) and
-kept on the event; --folded FILE gets the counted stacks when the run ends.
+user stack is read once per hit that passes a filter (stepper.stacks, shared by the probes of
+that breakpoint; a return probe's at its entry) and kept on the event; --folded FILE gets the counted stacks when the run ends.
 
 Return probes: `TraceProbe.line.is_return` probes fetch their arguments at the entry, keep
 the entry Event, and the engine's return breakpoint calls `Tracer.returned(entry, retval,
@@ -97,19 +97,18 @@ class Tracer:
             ctx.retval = None
             regs, read = h.regs, h.read
             live = False
-            stack = None
-            if with_stack and not all(tp.done for tp, _ in plans):
-                stack = _stack_of(h)
             for tp, fetchers in plans:
                 if tp.done:
                     continue
                 live = True
                 values = tuple([f(regs, read, ctx) for f in fetchers])
-                event = Event(now, pid, tid, tp, symbol, h.address, values, stack=stack)
+                event = Event(now, pid, tid, tp, symbol, h.address, values)
                 if tp.line.is_return:
+                    if with_stack:       # the return's filter comes later: read it now
+                        event.stack = _stack_of(h)
                     self._arm_return(h, event)
                     continue
-                self.emit(event)
+                self.emit(event, h if with_stack else None)
             if not live:   # a forked child's copy of a retired probe: remove it there too
                 self._remove_copy(pid, h.address)
 
@@ -126,12 +125,15 @@ class Tracer:
                         except Exception:  # noqa: BLE001 - gone meanwhile: nothing to remove
                             pass
 
-    def emit(self, event: Event) -> None:
-        """Filter, count, write and summarise one event (entry, or return)."""
+    def emit(self, event: Event, hit=None) -> None:
+        """Filter, count, write and summarise one event (entry, or return); with `hit`
+        (--stack), the event's stack is read once it passed the filter."""
         tp = event.probe
         cond = tp.line.filter
         if cond is not None and not cond.matches(self._env(event, cond.names)):
             return
+        if hit is not None and event.stack is None:
+            event.stack = _stack_of(hit)
         with self.lock:
             tp.hits += 1
             self.aggregate.add(event)
@@ -203,9 +205,14 @@ class Tracer:
 
 
 def _stack_of(hit) -> tuple:
-    """The hit's stack; a stack that cannot be read at all (the thread's memory gone) is
-    empty rather than an end of the run."""
-    try:
-        return tuple(hit.stack())
-    except StepperError:
-        return ()
+    """The hit's stack, read once per hit (the probes of one breakpoint share it); a stack
+    that cannot be read at all (the thread's memory gone) is empty rather than an end of
+    the run."""
+    stack = hit.data.get("stack")
+    if stack is None:
+        try:
+            stack = tuple(hit.stack())
+        except StepperError:
+            stack = ()
+        hit.data["stack"] = stack
+    return stack

@@ -183,3 +183,13 @@ def test_hit_stack_on_debian_binaries_matches_gdb(name, tmp_path):
     frames = seen["frames"]
     assert frames[0].function == function and len(frames) >= 5
     assert_frames_match(frames, gdb_frames(argv, seen["address"], tmp_path, 1, (entry,)))
+
+
+def test_only_events_that_pass_the_filter_have_stacks(build, tmp_path):
+    folded = tmp_path / "leaf.folded"
+    run, report = probe_specs(tmp_path, ["leaf x=%di if x == 4"], [build("unwind"), "signal"],
+                              "--folded", str(folded))
+    assert run.returncode == 0, run.stderr
+    assert report["trace"][0]["count"] == 1                 # leaf(4), not the handler's
+    assert folded.read_text() == \
+        "_start;__libc_start_main;__libc_start_call_main;main;f1;f2;f3;f4;leaf 1\n"
