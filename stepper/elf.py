@@ -242,7 +242,10 @@ def _file_paths(program, cu) -> dict[int, str]:
         else:
             directory = comp_dir if dir_index == 0 else (
                 dirs[dir_index - 1] if dir_index - 1 < len(dirs) else "")
-        if directory and not directory.startswith("/") and comp_dir:
+        # DWARF 5's directory 0 is the compilation directory itself (relative in Debian's
+        # builds, "./malloc"): joining it to DW_AT_comp_dir again would double it
+        if directory and not directory.startswith("/") and comp_dir and \
+                not (version >= 5 and dir_index == 0):
             directory = posixpath.join(comp_dir, directory)
         paths[index] = posixpath.normpath(posixpath.join(directory, _text(entry["name"])))
     return paths

@@ -30,7 +30,7 @@ from . import toolchain
 __all__ = ["cached", "file_identity", "file_stamp", "enabled"]
 
 #: Bump when what an entry holds, or how it is computed, changes.
-FORMAT = 1
+FORMAT = 2
 
 
 def enabled() -> bool:

@@ -323,6 +323,14 @@ class VmAccess:
             return None
         return buf.raw
 
+    def read_upto(self, address: int, size: int) -> bytes:
+        """The readable bytes of [address, address + size): the kernel stops at the first
+        page it cannot read (the end of a stack mapping), and what came before is kept."""
+        buf = self._use(size)
+        self._remote.base = address
+        done = _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0)
+        return buf.raw[:done] if done > 0 else b""
+
     def write(self, address: int, data: bytes) -> int:
         """Write `data`; returns how many leading bytes were written (-1: none, error)."""
         global epoch

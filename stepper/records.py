@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import emu
 
 from . import kernel, located
+from .errors import StepperError
 from .live import LiveState
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -178,6 +179,18 @@ class Hit:
     #: what a callback keeps for this call's return: `ret.entry.data` in on_return (as
     #: Frida's onEnter/onLeave share `this`)
     data: dict = field(default_factory=dict, compare=False, repr=False)
+    #: the traced process (the engine's), for what needs more than registers and memory
+    process: Any = field(default=None, compare=False, repr=False)
+
+    def stack(self, limit: int = 64) -> list:
+        """The user stack of the thread at this hit, innermost first: stepper.stacks
+        StackFrame records (pc, function, offset, object, file, line; str() gives
+        `sym+0xoff (file:line)`), unwound with the call-frame information of the loaded
+        objects (docs/unwind.md)."""
+        if self.process is None:
+            raise StepperError("this hit has no process to unwind (made outside the engine)")
+        from .stacks import reader_of   # the unwinder sits above these records
+        return reader_of(self.process).stack(self.regs, limit)
 
     def skip_call(self, return_value: int = 0) -> None:
         """At a function's entry: return to the caller at once with rax = `return_value`

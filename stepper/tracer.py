@@ -150,7 +150,8 @@ _REG_GET = itemgetter(*(i for _, i in returns.REG_ITEMS))
 
 def make_hit(p: Any, bp: Breakpoint, t: Thread) -> Hit:
     """What a callback gets: writable registers (stepper.returns.write_back applies them)."""
-    return Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory)
+    return Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory,
+               process=p)
 
 
 def _call(p: Any, bp: Breakpoint, t: Thread) -> bool:

@@ -14,7 +14,8 @@ an offset or an expression; each saved register is at CFA+N, is CFA+N, is anothe
 or is given by an expression; the return address is column 16 (rip).
 
 A pc that no FDE covers is unwound through rbp (the frame-pointer chain) and its frame is
-marked `how="fp"`; a frame the CFI describes is `how="cfi"`. A signal trampoline
+marked `how="fp"`, except at a function's first instruction (`how="entry"`: the return
+address is at [rsp], rbp is still the caller's); a frame the CFI describes is `how="cfi"`. A signal trampoline
 (`__restore_rt`: its CIE has the 'S' augmentation, its rules read the ucontext_t the kernel
 pushed) is unwound like any other frame and marked `signal=True`; the frame it returns to is
 looked up at its exact pc, since that pc was interrupted, not called from.
@@ -22,6 +23,7 @@ looked up at its exact pc, since that pc was interrupted, not called from.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from typing import Callable, Mapping
 
@@ -32,6 +34,7 @@ from .unwind_objects import CodeObject, find
 __all__ = ["Frame", "frames", "caller", "step", "UnwindError"]
 
 MASK = (1 << 64) - 1
+_U64 = struct.Struct("<Q").unpack_from
 RA = 16  # the return-address column of x86-64 CFI
 #: Preserved across calls by the System V x86-64 ABI: unchanged in the caller unless the
 #: CFI says where the callee saved them. Every other register is unknown in a caller.
@@ -52,7 +55,7 @@ class Frame:
     object: str | None = None
     function: str | None = None
     offset: int | None = None
-    how: str = "cfi"                 # "cfi" or "fp": how the caller of this frame was found
+    how: str = "cfi"                 # "cfi", "fp" or "entry": how its caller was found
     signal: bool = False             # a signal trampoline (the handler returns into it)
     error: str | None = field(default=None)   # why unwinding stopped at this frame, if it did
 
@@ -84,40 +87,45 @@ def step(regs: Mapping[str, int], read: Read, objects: list[CodeObject],
     """
     pc = regs["rip"]
     lookup = pc if exact else pc - 1
-    obj = find(objects, lookup)
+    return _step(regs, read, find(objects, lookup), lookup)
+
+
+def _step(regs: Mapping[str, int], read: Read, obj: CodeObject | None,
+          lookup: int) -> _Step | None:
     row = None
     if obj is not None:
         row = obj.cfi.row(lookup - obj.bias)
     if row is None:
+        if obj is not None and lookup == regs["rip"] and (obj.symbol(lookup) or ("", 1))[1] == 0:
+            return _at_entry(regs, read, obj)
         return _by_frame_pointer(regs, read, obj)
     return _by_cfi(regs, read, obj, row)
 
 
 def _by_cfi(regs: Mapping[str, int], read: Read, obj: CodeObject, row: Row) -> _Step | None:
     rule = row.cfa
-    if rule.expr is not None:
-        cfa = evaluate(obj.cfi.expression(rule.expr), regs, read)
-    else:
-        if rule.reg is None:
-            raise UnwindError(f"no CFA rule at {regs['rip']:#x} in {obj.path}")
-        base = reg_name(rule.reg)
-        if base not in regs:
+    base = row.base
+    if base is not None:
+        value = regs.get(base)
+        if value is None:
             raise UnwindError(f"the CFA at {regs['rip']:#x} is {base}+{rule.offset}, "
                               f"and {base} is not known in this frame")
-        cfa = (regs[base] + rule.offset) & MASK
+        cfa = (value + rule.offset) & MASK
+    elif rule.expr is not None:
+        cfa = evaluate(obj.cfi.expression(rule.expr), regs, read)
+    else:
+        raise UnwindError(f"no CFA rule at {regs['rip']:#x} in {obj.path}")
     caller = {name: regs[name] for name in CALLEE_SAVED if name in regs}
     caller["rsp"] = cfa
     # The registers saved at CFA+N sit side by side: one read for all of them.
-    offsets = [r.arg for n, r in row.rules.items() if r.type == "OFFSET" and n <= RA]
-    window = None
-    if offsets:
-        low = min(offsets)
-        window = ((cfa + low) & MASK, read_exact(read, (cfa + low) & MASK, max(offsets) - low + 8))
-    for number, reg_rule in row.rules.items():
+    saved = row.saved
+    if saved:
+        data = read_exact(read, (cfa + row.low) & MASK, row.span)
+        for name, at in saved:
+            caller[name] = _U64(data, at)[0]
+    for number, reg_rule in row.others:                 # xmm and other columns: not tracked
         name = reg_name(number) if number != RA else "rip"
-        if number > RA:
-            continue                                    # xmm and other columns: not tracked
-        value = _apply(reg_rule, number, cfa, regs, read, obj, window)
+        value = _apply(reg_rule, number, cfa, regs, read, obj)
         if value is None:
             caller.pop(name, None)
         else:
@@ -169,6 +177,16 @@ def _by_frame_pointer(regs: Mapping[str, int], read: Read,
     return _Step(caller, None, "fp", False, obj)
 
 
+def _at_entry(regs: Mapping[str, int], read: Read, obj: CodeObject) -> _Step:
+    """No CFI, stopped at a function's first instruction (a probe at its entry): nothing of
+    it has run, so the return address is at [rsp] and rbp is still the caller's; the frame
+    pointer chain would skip the caller here."""
+    caller = {name: regs[name] for name in CALLEE_SAVED if name in regs}
+    caller["rip"] = read_word(read, regs["rsp"])
+    caller["rsp"] = (regs["rsp"] + 8) & MASK
+    return _Step(caller, caller["rsp"], "entry", False, obj)
+
+
 def caller(regs: Mapping[str, int], read: Read, objects: list[CodeObject]) -> dict | None:
     """The registers the caller of the innermost frame will have right after the return:
     `rip` (the return address), `rsp` (the CFA) and the callee-saved registers the CFI
@@ -202,13 +220,15 @@ def frames(regs: Mapping[str, int], read: Read, objects: list[CodeObject],
     previous_cfa: int | None = None
     while len(result) < limit:
         pc = current["rip"]
-        obj = find(objects, pc if exact else pc - 1)
-        frame = Frame(pc=pc, regs=dict(current), object=obj.path if obj else None)
+        lookup = pc if exact else pc - 1
+        obj = find(objects, lookup)
+        # `current` is a new dict at every frame and never changed after: no copy
+        frame = Frame(pc=pc, regs=current, object=obj.path if obj else None)
         if obj is not None:
-            _name(frame, obj, pc if exact else pc - 1)
+            _name(frame, obj, lookup)
         result.append(frame)
         try:
-            unwound = step(current, read, objects, exact)
+            unwound = _step(current, read, obj, lookup)
         except UnwindError as e:
             frame.error = str(e)
             break

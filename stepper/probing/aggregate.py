@@ -1,7 +1,8 @@
 """Summaries of a traced run, per probe: the count of events (entries, or returns for a return
 probe), the latency of return probes (count, mean, p50, p90, p99, max, in ns) and `--hist
 NAME` power-of-two histograms of a fetch argument, `retval` or `duration_ns`, drawn as
-bpftrace's `hist()` draws them. Built from events alone (stepper.probing.events), so
+bpftrace's `hist()` draws them, and with --stack the distinct user stacks by count (also as
+Brendan Gregg's folded format, `root;...;leaf count`, for flame graphs). Built from events alone (stepper.probing.events), so
 hand-made return events test it as well as the engine's.
 """
 
@@ -9,11 +10,14 @@ from __future__ import annotations
 
 from typing import Iterable, Sequence
 
+from ..stacks import folded_name
 from .events import Event
 
 __all__ = ["Aggregate", "bucket", "bucket_range", "percentile", "hist_lines"]
 
 BAR = 52
+#: Stacks shown per probe in the text report (the JSON and --folded have them all).
+TOP_STACKS = 5
 
 
 def bucket(value: int) -> int:
@@ -39,15 +43,18 @@ def percentile(ordered: Sequence[int], p: float) -> int:
 class ProbeSummary:
     """What one probe (-p) saw."""
 
-    __slots__ = ("label", "is_return", "count", "durations", "hists", "shown")
+    __slots__ = ("label", "is_return", "count", "durations", "hists", "shown", "stacks")
 
-    def __init__(self, label: str, is_return: bool, hist_names: Iterable[str]) -> None:
+    def __init__(self, label: str, is_return: bool, hist_names: Iterable[str],
+                 stacks: bool = False) -> None:
         self.label = label
         self.is_return = is_return
         self.count = 0
         self.durations: list[int] = []
         self.hists: dict[str, dict[int, int]] = {name: {} for name in hist_names}
         self.shown = True   # False: a counting probe (no per-hit work; the table counts it)
+        #: --stack: events by their stack (a tuple of StackFrame, innermost first)
+        self.stacks: dict[tuple, int] | None = {} if stacks else None
 
     def add(self, event: Event) -> None:
         self.count += 1
@@ -58,6 +65,13 @@ class ProbeSummary:
             if type(value) is int:
                 k = bucket(value)
                 counts[k] = counts.get(k, 0) + 1
+        stacks, stack = self.stacks, event.stack
+        if stacks is not None and stack is not None:
+            stacks[stack] = stacks.get(stack, 0) + 1
+
+    def top_stacks(self) -> list[tuple[tuple, int]]:
+        """(stack, count), the most frequent first (equal counts in first-seen order)."""
+        return sorted((self.stacks or {}).items(), key=lambda item: -item[1])
 
     def latency(self) -> dict | None:
         if not self.is_return:
@@ -91,6 +105,9 @@ class ProbeSummary:
             data["latency_ns"] = latency
         if self.hists:
             data["hist"] = self.hist_json()
+        if self.stacks is not None:
+            data["stacks"] = [{"count": count, "stack": [str(f) for f in stack]}
+                              for stack, count in self.top_stacks()]
         return data
 
 
@@ -99,17 +116,29 @@ class Aggregate:
     event that passed its filter."""
 
     def __init__(self, probes: Sequence[tuple[str, bool, Sequence[str]]],
-                 hist_names: Sequence[str]) -> None:
+                 hist_names: Sequence[str], stacks: bool = False) -> None:
         """`probes`: (label, is_return, the names its events carry) per probe; a --hist
-        NAME is kept for the probes that have NAME."""
+        NAME is kept for the probes that have NAME; `stacks`: count events by stack."""
         self.summaries: list[ProbeSummary] = []
         for label, is_return, names in probes:
             have = set(names) | ({"retval", "duration_ns"} if is_return else set())
             self.summaries.append(ProbeSummary(
-                label, is_return, [n for n in dict.fromkeys(hist_names) if n in have]))
+                label, is_return, [n for n in dict.fromkeys(hist_names) if n in have],
+                stacks))
 
     def add(self, event: Event) -> None:
         self.summaries[event.probe.index].add(event)
+
+    def folded(self) -> list[str]:
+        """Every probe's stacks in the folded format: `root;...;leaf count`, one line per
+        distinct chain of names (stacks that differ only in offsets are one line), so that
+        the counts sum to the events that had a stack."""
+        counts: dict[str, int] = {}
+        for s in self.summaries:
+            for stack, count in (s.stacks or {}).items():
+                key = ";".join(folded_name(f) for f in reversed(stack))
+                counts[key] = counts.get(key, 0) + count
+        return [f"{key} {count}" for key, count in sorted(counts.items())]
 
     def as_json(self) -> list[dict]:
         return [s.as_dict() for s in self.summaries if s.shown]
@@ -126,6 +155,13 @@ class Aggregate:
             for name, rows in s.hist_json().items():
                 lines.append(f"  @{name}:")
                 lines += ["  " + line for line in hist_lines(rows)]
+            if s.stacks:
+                top = s.top_stacks()
+                shown = "" if len(top) <= TOP_STACKS else f", the {TOP_STACKS} most frequent"
+                lines.append(f"  stacks ({len(top)} distinct{shown}):")
+                for stack, count in top[:TOP_STACKS]:
+                    lines.append(f"    {count:,}")
+                    lines += [f"      {frame}" for frame in stack]
         return lines
 
 

@@ -38,11 +38,12 @@ class Event:
     """An entry (`event` "entry") or a return ("return", with retval and duration_ns)."""
 
     __slots__ = ("time_ns", "pid", "tid", "probe", "symbol", "address", "event", "values",
-                 "retval", "duration_ns", "comm")
+                 "retval", "duration_ns", "comm", "stack")
 
     def __init__(self, time_ns: int, pid: int, tid: int, probe: TraceProbe, symbol: str | None,
                  address: int, values: tuple, event: str = "entry", retval: int | None = None,
-                 duration_ns: int | None = None, comm: str | None = None) -> None:
+                 duration_ns: int | None = None, comm: str | None = None,
+                 stack: tuple | None = None) -> None:
         self.time_ns = time_ns
         self.pid = pid
         self.tid = tid
@@ -54,6 +55,8 @@ class Event:
         self.retval = retval
         self.duration_ns = duration_ns
         self.comm = comm
+        #: --stack: the user stack at the entry (stepper.stacks.StackFrame, innermost first)
+        self.stack = stack
 
     def value_of(self, name: str) -> object:
         """A fetch argument's value by name, or retval / duration_ns (None if absent)."""
@@ -71,4 +74,4 @@ class Event:
         `$retval` fetched now), the value, the duration."""
         return Event(time_ns, self.pid, self.tid, self.probe, self.symbol, self.address,
                      self.values if values is None else values, "return", retval,
-                     time_ns - self.time_ns, self.comm)
+                     time_ns - self.time_ns, self.comm, self.stack)

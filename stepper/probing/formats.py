@@ -3,9 +3,9 @@ stdout (stderr, or `-o FILE` opened before the program starts), in one of three 
 (docs/trace.md, docs/schema.md):
 
 - text, like `perf script`: `TIME TID PROBE: name=value ... [retval=V duration_ns=N]`
-  (TIME in seconds of CLOCK_MONOTONIC);
+  (TIME in seconds of CLOCK_MONOTONIC), with --stack one more line per frame, a tab first;
 - jsonl: one JSON object per event with the keys time_ns, pid, tid, probe, symbol, address,
-  event, args (and retval, duration_ns on returns);
+  event, args (and retval, duration_ns on returns; stack with --stack);
 - chrome: the Trace Event Format (Perfetto, chrome://tracing): one complete event ("ph": "X")
   per call, a return event spanning the call, an entry event of zero duration; thread and
   process names as metadata events.
@@ -88,8 +88,11 @@ class TextWriter:
             fields.append(f"duration_ns={e.duration_ns}")
         label = e.probe.label
         t = e.time_ns
-        self.sink.write(f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid} "
-                        f"{label}: {' '.join(fields)}\n".replace(": \n", ":\n"))
+        text = (f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid} "
+                f"{label}: {' '.join(fields)}\n".replace(": \n", ":\n"))
+        if e.stack is not None:
+            text += "".join(f"\t{frame}\n" for frame in e.stack)
+        self.sink.write(text)
 
     def close(self) -> None:
         self.sink.close()
@@ -103,6 +106,8 @@ def event_json(e: Event) -> dict:
     if e.event == "return":
         data["retval"] = None if e.retval is None else hex(e.retval)
         data["duration_ns"] = e.duration_ns
+    if e.stack is not None:
+        data["stack"] = [str(frame) for frame in e.stack]
     return data
 
 
@@ -140,6 +145,8 @@ class ChromeWriter(TextWriter):
         if e.event == "return":
             args["retval"] = None if e.retval is None else hex(e.retval)
             start, dur = e.time_ns - e.duration_ns, e.duration_ns
+        if e.stack is not None:
+            args["stack"] = [str(frame) for frame in e.stack]
         self._emit({"name": e.symbol or e.probe.label, "cat": e.probe.label, "ph": "X",
                     "ts": start / 1000, "dur": dur / 1000, "pid": e.pid, "tid": e.tid,
                     "args": args})

@@ -4,7 +4,9 @@ the callbacks put on the probes' breakpoints, `--max-hits`, and the live summari
 Cost first: a hit fetches its registers from the Hit's dict, memory with one read per value
 (a string: one read of at most STRING_MAX bytes), formats nothing unless a writer writes, and
 the writer buffers (stepper.probing.formats). The thread's pid and name are looked up once
-per thread. A counting probe (nothing per hit) gets no callback at all.
+per thread. A counting probe (nothing per hit) gets no callback at all. With --stack, the
+user stack is read once per hit that passes a filter (stepper.stacks, shared by the probes of
+that breakpoint; a return probe's at its entry) and kept on the event; --folded FILE gets the counted stacks when the run ends.
 
 Return probes: `TraceProbe.line.is_return` probes fetch their arguments at the entry, keep
 the entry Event, and the engine's return breakpoint calls `Tracer.returned(entry, retval,
@@ -14,10 +16,12 @@ time_ns)` with it (see `Tracer._arm_return`, the one place that needs the engine
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from typing import Callable, Sequence
 
+from ..errors import StepperError
 from ..fetchargs import ProbeLine
 from ..fetching import Fetcher, HitContext, compile_fetch, pid_of
 from .aggregate import Aggregate
@@ -35,14 +39,17 @@ class Tracer:
     no --trace), the summaries and --max-hits."""
 
     def __init__(self, lines: Sequence[ProbeLine], writer, hist: Sequence[str],
-                 max_hits: int | None) -> None:
+                 max_hits: int | None, stack: bool = False, folded=None) -> None:
+        """`folded`: a stepper.output.Output the folded stacks are written to at close()."""
         self.probes = [TraceProbe(line, i) for i, line in enumerate(lines)]
         self.by_spec: dict[str, list[TraceProbe]] = {}
         for tp in self.probes:
             self.by_spec.setdefault(tp.line.spec, []).append(tp)
         self.writer = writer
         self.aggregate = Aggregate([(tp.label, tp.line.is_return, tp.line.names)
-                                    for tp in self.probes], hist)
+                                    for tp in self.probes], hist, stack)
+        self.stack = stack
+        self.folded = folded
         self.max_hits = max_hits
         self.ctx = HitContext()
         self.sites: dict[int, list] = {tp.index: [] for tp in self.probes}  # (proc, bp)
@@ -57,7 +64,7 @@ class Tracer:
     def _works(self, tp: TraceProbe) -> bool:
         """Whether a probe does work per hit (else it only counts, as without a Tracer)."""
         return (not tp.line.plain or self.max_hits is not None or self.writer is not None
-                or bool(self.aggregate.summaries[tp.index].hists))
+                or bool(self.aggregate.summaries[tp.index].hists) or self.stack)
 
     def wants(self, spec: str) -> bool:
         """Whether a breakpoint of `spec` needs a callback (not a plain counting probe)."""
@@ -79,6 +86,7 @@ class Tracer:
         plans = [(tp, [compile_fetch(a) for a in tp.args]) for tp in probes]
         ctx = self.ctx
         clock = time.monotonic_ns
+        with_stack = self.stack
 
         def hit(h) -> None:
             now = clock()
@@ -96,9 +104,11 @@ class Tracer:
                 values = tuple([f(regs, read, ctx) for f in fetchers])
                 event = Event(now, pid, tid, tp, symbol, h.address, values)
                 if tp.line.is_return:
+                    if with_stack:       # the return's filter comes later: read it now
+                        event.stack = _stack_of(h)
                     self._arm_return(h, event)
                     continue
-                self.emit(event)
+                self.emit(event, h if with_stack else None)
             if not live:   # a forked child's copy of a retired probe: remove it there too
                 self._remove_copy(pid, h.address)
 
@@ -115,12 +125,15 @@ class Tracer:
                         except Exception:  # noqa: BLE001 - gone meanwhile: nothing to remove
                             pass
 
-    def emit(self, event: Event) -> None:
-        """Filter, count, write and summarise one event (entry, or return)."""
+    def emit(self, event: Event, hit=None) -> None:
+        """Filter, count, write and summarise one event (entry, or return); with `hit`
+        (--stack), the event's stack is read once it passed the filter."""
         tp = event.probe
         cond = tp.line.filter
         if cond is not None and not cond.matches(self._env(event, cond.names)):
             return
+        if hit is not None and event.stack is None:
+            event.stack = _stack_of(hit)
         with self.lock:
             tp.hits += 1
             self.aggregate.add(event)
@@ -179,3 +192,27 @@ class Tracer:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.folded is not None:
+            with self.lock:
+                lines = self.aggregate.folded()
+            try:
+                self.folded.write_text("".join(line + "\n" for line in lines))
+            except StepperError as e:   # claimed at the start, yet failed (a full disk)
+                print(f"stepper: error: {e}", file=sys.stderr)
+            finally:
+                self.folded.close()
+                self.folded = None
+
+
+def _stack_of(hit) -> tuple:
+    """The hit's stack, read once per hit (the probes of one breakpoint share it); a stack
+    that cannot be read at all (the thread's memory gone) is empty rather than an end of
+    the run."""
+    stack = hit.data.get("stack")
+    if stack is None:
+        try:
+            stack = tuple(hit.stack())
+        except StepperError:
+            stack = ()
+        hit.data["stack"] = stack
+    return stack

@@ -1,5 +1,5 @@
 """The options of `stepper probe` for traced probes (--trace, -o, --format, --hist,
---max-hits, --interval, --duration): declared, checked before anything starts, and turned
+--stack, --folded, --max-hits, --interval, --duration): declared, checked before anything starts, and turned
 into the run's Tracer (stepper.probing.trace) and its live timers. docs/trace.md is the
 user's reference.
 """
@@ -15,7 +15,7 @@ import time
 from .. import api
 from ..errors import StepperError
 from ..fetchargs import ProbeLine
-from ..output import check_writable
+from ..output import check_writable, claim, open_output
 from .formats import FORMATS, Sink, make_writer
 from .trace import Tracer
 
@@ -33,6 +33,12 @@ def add_trace_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hist", metavar="NAME", action="append", default=[],
                    help="power-of-two histogram of fetch argument NAME (or retval, "
                         "duration_ns) in the summary (repeatable)")
+    p.add_argument("--stack", action="store_true",
+                   help="the user stack at each hit: in each trace line or JSON record "
+                        "(\"stack\"), and counted by stack in the summary (docs/trace.md)")
+    p.add_argument("--folded", metavar="FILE",
+                   help="write the counted stacks to FILE in the folded format of flame "
+                        "graphs, 'root;...;leaf count' (implies --stack)")
     p.add_argument("--max-hits", type=_positive_int, metavar="N",
                    help="per probe: after N events remove it (the program runs on untraced "
                         "there)")
@@ -82,6 +88,14 @@ def check_trace(args, lines: list[ProbeLine]) -> None:
         if name not in numeric:
             raise StepperError(f"--hist {name}: {name!r} is not a number (a string or "
                                "symbol type); a histogram needs a u, s or x type")
+    if args.folded is not None:
+        args.stack = True
+        if not args.folded:
+            raise StepperError("--folded needs a file name")
+        if args.folded == "-" and args.pid is None:
+            raise StepperError("--folded -: stdout belongs to the program; write the stacks "
+                               "to a file")
+        check_writable(args.folded)
     if args.output is not None:
         if args.output == "-" and args.pid is None:
             raise StepperError("-o -: stdout belongs to the program; write the trace to a "
@@ -91,14 +105,19 @@ def check_trace(args, lines: list[ProbeLine]) -> None:
 
 def start_trace(args, lines: list[ProbeLine]) -> Tracer | None:
     """The Tracer of a run (None when every probe only counts), its output opened now."""
-    if not (args.trace or args.hist or args.max_hits or not all(l.plain for l in lines)):
+    if not (args.trace or args.hist or args.max_hits or args.stack
+            or not all(l.plain for l in lines)):
         return None
+    folded = None
+    if args.folded is not None:
+        claim(args.folded)
+        folded = open_output(args.folded)
     writer = None
     if args.trace:
         path = None if args.output in (None, "-") else args.output
         sink = Sink.open(path) if args.output != "-" else Sink(sys.stdout, owned=False)
         writer = make_writer(args.format, sink)
-    return Tracer(lines, writer, args.hist, args.max_hits)
+    return Tracer(lines, writer, args.hist, args.max_hits, args.stack, folded)
 
 
 @contextlib.contextmanager

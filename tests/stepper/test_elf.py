@@ -25,3 +25,23 @@ def test_x86_64_needs_class_64_and_machine_62():
     header[4], header[18] = 2, 0xB7                 # aarch64
     assert not looks_like_elf(bytes(header), x86_64=True)
     assert not looks_like_elf(b"\x7fEL") and not looks_like_elf(b"\x7fELF", x86_64=True)
+
+
+def test_dwarf5_paths_relative_to_a_relative_compilation_directory(tmp_path):
+    """As Debian builds libc (-fdebug-prefix-map): DW_AT_comp_dir "./sub" and directory 0 of
+    the line table "./sub" name one directory, not sub/sub."""
+    import shutil
+    import subprocess
+
+    import pytest
+
+    from stepper.elf import line_rows
+    if shutil.which("gcc") is None:
+        pytest.skip("gcc is needed to build the object")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    (sub / "unit.c").write_text("int unit(int x) {\n  return x + 1;\n}\n")
+    subprocess.run(["gcc", "-c", "-g", "-gdwarf-5", f"-fdebug-prefix-map={tmp_path}=.",
+                    "-o", str(sub / "unit.o"), "unit.c"], cwd=sub, check=True)
+    paths = {row.path for row in line_rows(str(sub / "unit.o"))}
+    assert paths == {"sub/unit.c"}

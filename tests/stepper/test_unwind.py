@@ -8,36 +8,17 @@ addresses in both and the pcs are compared as numbers."""
 
 from __future__ import annotations
 
-import ctypes
-import re
 import shutil
-import subprocess
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
 
 from tests.support.elf import instructions, symbol
+from tests.support.gdb import gdb_frames, no_randomization, plain
 from tests.support.programs import TRACEES, gcc
 from stepper import api, unwind, unwind_objects
-
-ADDR_NO_RANDOMIZE = 0x0040000
-
-GDB_FRAMES = r"""
-import gdb
-f, exact = gdb.newest_frame(), True
-while f is not None:
-    if f.type() != gdb.INLINE_FRAME:
-        sigtramp = f.type() == gdb.SIGTRAMP_FRAME
-        at = f.pc() if exact or sigtramp else f.pc() - 1
-        text = gdb.execute("info symbol %#x" % at, to_string=True)
-        name = text.split(" in section")[0].split(" + ")[0] if " in section" in text else "??"
-        print("FRAME %#x %s" % (f.pc(), name))
-        exact = sigtramp
-    f = f.older()
-"""
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +37,6 @@ def programs(tmp_path_factory):
         "debug_frame": gcc(out / "debug_frame", "-O2", "-pthread", "-fomit-frame-pointer", "-g",
                            "-fno-asynchronous-unwind-tables", "-fno-unwind-tables", source),
     }
-
-
-@contextmanager
-def no_randomization():
-    libc = ctypes.CDLL(None, use_errno=True)
-    old = libc.personality(0xFFFFFFFF)
-    libc.personality(old | ADDR_NO_RANDOMIZE)
-    try:
-        yield
-    finally:
-        libc.personality(old)
 
 
 def inside_leaf(exe: str) -> int:
@@ -126,35 +96,6 @@ def stop_and_unwind(argv: list[str], where, nth: int = 1,
     return seen["frames"], seen
 
 
-def gdb_frames(argv: list[str], address: int, tmp: Path, nth: int,
-               before: tuple[int, ...] = ()) -> list[tuple[int, str]]:
-    """(pc, function) of the physical frames gdb's backtrace shows at hit `nth` of
-    `address`, after stopping once at each address of `before` (to reach code that is not
-    mapped at the first instruction); skips the test when gdb is not installed."""
-    if shutil.which("gdb") is None:
-        pytest.skip("gdb is not installed: nothing to compare the frames with")
-    script = tmp / "gdb_frames.py"
-    script.write_text(GDB_FRAMES)
-    with no_randomization():
-        run = subprocess.run(
-            ["gdb", "-nx", "-batch", "-ex", "set debuginfod enabled off",
-             "-ex", "set pagination off", "-ex", "handle SIGUSR1 nostop noprint pass",
-             "-ex", "starti",
-             *[arg for stop in before for arg in ("-ex", f"tbreak *{stop:#x}", "-ex", "continue")],
-             "-ex", f"break *{address:#x}",
-             "-ex", f"ignore {len(before) + 1} {nth - 1}", "-ex", "continue",
-             "-ex", f"source {script}",
-             "-ex", "kill", "--args", *argv],
-            capture_output=True, text=True, timeout=120)
-    frames = []
-    for line in run.stdout.splitlines():
-        if line.startswith("FRAME "):
-            _, pc, name = line.split(" ", 2)
-            frames.append((int(pc, 16), name))
-    assert frames, f"gdb printed no frames:\n{run.stdout}\n{run.stderr}"
-    return frames
-
-
 def names(frames: list[unwind.Frame]) -> list[str]:
     return [f.function or "??" for f in frames]
 
@@ -170,12 +111,6 @@ def assert_same_as_gdb(frames: list[unwind.Frame], argv: list[str], address: int
         assert len(frames) == len(expected) and frames[-1].error is None
     mine = [(f.pc, f.function or "??") for f in frames[:len(expected)]]
     assert [(pc, plain(name)) for pc, name in mine] == [(pc, plain(n)) for pc, n in expected]
-
-
-def plain(name: str) -> str:
-    """gdb prints GCC's clone names without their number (msort_with_tmp.part.0 is shown as
-    msort_with_tmp.part): compare without it."""
-    return re.sub(r"\.\d+$", "", name)
 
 
 def leaf_address(exe):

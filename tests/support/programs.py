@@ -46,6 +46,11 @@ PROGRAMS = {
     # DWARF parameters in registers and on the stack
     "params_O0": (["params.c"], ["-O0", "-g"]),
     "params_O2": (["params.c"], ["-O2", "-g"]),
+    # the unwinder's call chains: -O2 without frame pointers (CFI only) with DWARF lines,
+    # and with frame pointers and no unwind tables in the program (libc keeps its CFI)
+    "unwind": (["unwind.c"], ["-O2", "-fomit-frame-pointer", "-pthread", "-g"]),
+    "unwind_fp": (["unwind.c"], ["-O2", "-pthread", "-fno-omit-frame-pointer",
+                                 "-fno-asynchronous-unwind-tables", "-fno-unwind-tables"]),
 }
 
 #: The C functions of `probes` that hold the instruction shapes the probe tests cover.
