@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Callable
 
+from ..errors import StepperError
 from ..output import SCHEMA
 from .harness import Group, Results, measure_group, per_hit_figure, rotate
 from .placement import applied, resolve
@@ -22,15 +23,29 @@ TARGETS = (
 )
 
 
+def check_rows(text: str | None) -> tuple[str, ...]:
+    """`--rows A,B`: the rows asked for, in table order (all when None)."""
+    if text is None:
+        return tuple(ROWS)
+    asked = [r.strip() for r in text.split(",") if r.strip()]
+    unknown = [r for r in asked if r not in ROWS]
+    if unknown or not asked:
+        raise StepperError(f"--rows {text!r}: choose among {', '.join(ROWS)}")
+    return tuple(r for r in ROWS if r in asked)
+
+
 def run_trace_bench(calls: int, repeat: int, placement: str = "same",
+                    only: tuple[str, ...] = tuple(ROWS),
                     progress: Callable[[str], None] | None = None) -> dict:
-    """Measure every row `repeat` times (in an order rotated per repeat) and build the report."""
+    """Measure the rows `only` `repeat` times (in an order rotated per repeat) and build the
+    report (rows not measured are null, "not measured")."""
     say = progress or (lambda line: None)
     results = Results()
     with workdir() as tmp, applied(resolve(placement)):
         from pathlib import Path
 
-        groups = [Group(r.key, r.baseline, {r.key: r.probed}) for r in rows(calls, Path(tmp))]
+        groups = [Group(r.key, r.baseline, {r.key: r.probed}) for r in rows(calls, Path(tmp))
+                  if r.key in only]
         for turn in range(repeat):
             for group in rotate(groups, turn):
                 measure_group(group, SCOPE, calls, results)

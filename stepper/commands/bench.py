@@ -41,6 +41,8 @@ def register(subparsers) -> None:
     p.add_argument("--trace", action="store_true",
                    help="measure traced probes instead (counting, arguments with a string, "
                         "%%return) per call, against ltrace, gdb dprintf, bpftrace and uftrace")
+    p.add_argument("--rows", metavar="ROW,...",
+                   help="with --trace: only these rows (default: all; see docs/bench.md)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
@@ -49,6 +51,10 @@ def register(subparsers) -> None:
 def run(args) -> int:
     if args.trace:
         return _run_trace(args)
+    if args.rows is not None:
+        from ..errors import StepperError
+
+        raise StepperError("--rows needs --trace")
     if args.hits is None:
         args.hits = 5000
     if args.placement is None:
@@ -78,17 +84,19 @@ def run(args) -> int:
 def _run_trace(args) -> int:
     """`--trace`: the traced-probe rows (stepper.bench.trace_report), placement `same` unless
     one is named."""
-    from ..bench.trace_report import run_trace_bench, table as trace_table
+    from ..bench.trace_report import check_rows, run_trace_bench, table as trace_table
     from ..errors import StepperError
 
     calls = 100_000 if args.hits is None else args.hits
     if calls < 1 or args.repeat < 1:
         raise StepperError("--hits and --repeat must be at least 1")
     if args.plot or args.load or args.placement == "all":
-        raise StepperError("--trace takes --hits, --repeat, --placement same|free|split and --json")
+        raise StepperError("--trace takes --hits, --repeat, --placement same|free|split, "
+                           "--rows and --json")
+    only = check_rows(args.rows)
     if args.json:
         check_writable(args.json)
-    report = run_trace_bench(calls, args.repeat, args.placement or "same",
+    report = run_trace_bench(calls, args.repeat, args.placement or "same", only,
                              progress=lambda line: print(line, file=sys.stderr, flush=True))
     if args.json:
         write_json(args.json, report)
