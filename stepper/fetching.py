@@ -47,15 +47,16 @@ class HitContext:
         if vm is None:
             vm = self._vms[self.pid] = kernel.VmAccess(self.pid)
         first = min(STRING_MAX, PAGE - (address & (PAGE - 1)))
-        got = vm.read_string(address, first)
-        if got is None:
+        data = vm.read(address, first)
+        if data is None:
             return None
-        data, ended = got
-        if not ended and first < STRING_MAX:
-            more = vm.read_string(address + first, STRING_MAX - first)
+        end = data.find(b"\0")
+        if end < 0 and first < STRING_MAX:
+            more = vm.read(address + first, STRING_MAX - first)
             if more is not None:
-                data += more[0]
-        return data.decode("utf-8", "backslashreplace")
+                data += more
+                end = data.find(b"\0")
+        return (data if end < 0 else data[:end]).decode("utf-8", "backslashreplace")
 
     def comm(self) -> str | None:
         """The thread's name, as of its first hit that asked (read once per thread)."""

@@ -289,21 +289,6 @@ class VmAccess:
             return None
         return self._buf.raw[:size]
 
-    def read_string(self, address: int, size: int) -> tuple[bytes, bool] | None:
-        """The bytes at `address` up to the first NUL within `size` bytes, and whether a NUL
-        ended them; None if any of the `size` bytes cannot be read. One transfer, and only
-        the string's bytes copied out (a traced string argument is read at every hit)."""
-        buf = self._buffer(size + 1)
-        self._local.len = size
-        self._local.base = buf
-        self._remote.base = address
-        self._remote.len = size
-        if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
-            return None
-        self._buf[size] = b"\0"
-        data = ctypes.string_at(buf)
-        return data, len(data) < size
-
     def write(self, address: int, data: bytes) -> int:
         """Write `data`; returns how many leading bytes were written (-1: none, error)."""
         global epoch

@@ -80,39 +80,19 @@ class Sink:
 class TextWriter:
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
-        self._plans: dict = {}   # TraceProbe -> (its "LABEL:", its args' formatters)
-
-    def _plan(self, probe) -> tuple[str, list]:
-        """Per probe, once: the label and one formatter per argument (format_text's rules
-        with the type already decided), so a hit formats without looking at types."""
-        fmts = [(f" {a.name}=", _text_formatter(a)) for a in probe.args]
-        plan = self._plans[probe] = (f" {probe.label}:", fmts)
-        return plan
 
     def write(self, e: Event) -> None:
-        probe = e.probe
-        label, fmts = self._plans.get(probe) or self._plan(probe)
-        t = e.time_ns
-        line = [f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid}{label}"]
-        line += [name + fmt(v) for (name, fmt), v in zip(fmts, e.values)]
+        fields = [f"{a.name}={format_text(a, v)}" for a, v in zip(e.probe.args, e.values)]
         if e.event == "return":
-            line.append(f" retval={'(fault)' if e.retval is None else hex(e.retval)}"
-                        f" duration_ns={e.duration_ns}")
-        line.append("\n")
-        self.sink.write("".join(line))
+            fields.append(f"retval={'(fault)' if e.retval is None else hex(e.retval)}")
+            fields.append(f"duration_ns={e.duration_ns}")
+        label = e.probe.label
+        t = e.time_ns
+        self.sink.write(f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid} "
+                        f"{label}: {' '.join(fields)}\n".replace(": \n", ":\n"))
 
     def close(self) -> None:
         self.sink.close()
-
-
-def _text_formatter(arg):
-    """format_text for one argument, the type decided once."""
-    t = arg.type
-    if t == "string":
-        return lambda v: "(fault)" if v is None else format_text(arg, v)
-    if t == "symbol" or t[0] != "x":
-        return lambda v: "(fault)" if v is None else str(v)
-    return lambda v: "(fault)" if v is None else hex(v)
 
 
 def event_json(e: Event) -> dict:
