@@ -9,6 +9,7 @@ from ..errors import StepperError
 from ..output import SCHEMA
 from .harness import Group, Results, measure_group, per_hit_figure, rotate
 from .placement import applied, resolve
+from .runs import Sample
 from .report import _cell, _grid, machine
 from .tracing import ROWS, rows, workdir
 
@@ -44,14 +45,40 @@ def run_trace_bench(calls: int, repeat: int, placement: str = "same",
     with workdir() as tmp, applied(resolve(placement)):
         from pathlib import Path
 
-        groups = [Group(r.key, r.baseline, {r.key: r.probed}) for r in rows(calls, Path(tmp))
-                  if r.key in only]
+        raw: dict[tuple[str, str], list[int]] = {}
+        groups = [Group(r.key, _kept(raw, r.key, "base", r.baseline),
+                        {r.key: _kept(raw, r.key, "probed", r.probed)})
+                  for r in rows(calls, Path(tmp)) if r.key in only]
         for turn in range(repeat):
             for group in rotate(groups, turn):
                 measure_group(group, SCOPE, calls, results)
                 say(f"repeat {turn + 1}/{repeat} {group.name}: "
                     f"{_cell(_median(results, group.name))} µs per call")
-    return build(results, calls, repeat, placement)
+    return build(results, calls, repeat, placement, _best(results, raw, calls))
+
+
+def _kept(raw: dict, key: str, kind: str, runner: Callable[[], Sample]) -> Callable[[], Sample]:
+    """`runner`, its wall times kept in raw[(key, kind)]."""
+    def run() -> Sample:
+        sample = runner()
+        raw.setdefault((key, kind), []).append(sample.ns)
+        return sample
+    return run
+
+
+def _best(results: Results, raw: dict, calls: int) -> dict:
+    """Per row, (fastest probed run - fastest baseline run) / calls, in µs: on a busy machine
+    the other sessions only ever add time, so the fastest runs are the closest to the tools'
+    own cost, and a baseline that a stall made slow cannot drive a figure negative."""
+    out = {}
+    for key in ROWS:
+        base, probed = raw.get((key, "base")), raw.get((key, "probed"))
+        if results.failed(SCOPE, key) or not base or not probed:
+            out[key] = None
+            continue
+        value = (min(probed) - min(base)) / calls / 1000
+        out[key] = round(value, 2) if value > 0 else None
+    return out
 
 
 def _median(results: Results, key: str) -> float | None:
@@ -61,13 +88,14 @@ def _median(results: Results, key: str) -> float | None:
     return per_hit_figure(samples)[0]
 
 
-def build(results: Results, calls: int, repeat: int, placement: str) -> dict:
+def build(results: Results, calls: int, repeat: int, placement: str, best: dict) -> dict:
     per_call = {k: _median(results, k) for k in ROWS}
     report = {
         "schema": SCHEMA,
         "per_call_us": per_call,
         "null_reasons": {k: results.reason(SCOPE, k, "not measured")
                          for k in ROWS if per_call[k] is None},
+        "best_us": best,
         "rows": dict(ROWS),
         "calls": calls,
         "repeat": repeat,
@@ -76,17 +104,23 @@ def build(results: Results, calls: int, repeat: int, placement: str) -> dict:
         "samples_us": {k: [round(x, 2) for x in v] for (_, k), v in results.us.items()},
         "machine": machine(),
     }
-    report["targets"] = targets(per_call)
+    report["targets"] = targets(per_call, best)
     return report
 
 
-def targets(per_call: dict) -> list[dict]:
+def targets(per_call: dict, best: dict | None = None) -> list[dict]:
+    """Each goal judged on the medians (`ratio`, `met`) and on the fastest runs
+    (`best_ratio`, `best_met`)."""
     out = []
     for text, num, den, bound, kind in TARGETS:
-        a, b = per_call.get(num), per_call.get(den)
-        ratio = None if a is None or b is None or b <= 0 else round(a / b, 2)
-        met = None if ratio is None else (ratio <= bound if kind == "max" else ratio >= bound)
-        out.append({"target": text, "ratio": ratio, "met": met})
+        row = {"target": text}
+        for prefix, fig in (("", per_call), ("best_", best or {})):
+            a, b = fig.get(num), fig.get(den)
+            ratio = None if a is None or b is None or b <= 0 else round(a / b, 2)
+            row[prefix + "ratio"] = ratio
+            row[prefix + "met"] = (None if ratio is None else
+                                   ratio <= bound if kind == "max" else ratio >= bound)
+        out.append(row)
     return out
 
 
@@ -94,12 +128,14 @@ def table(report: dict) -> str:
     lines = [f"stepper bench --trace: µs per call of work(a, s) ({report['calls']} calls, "
              f"median of {report['repeat']}, placement {report['placement']}; "
              f"{report['machine']['date']}, {report['machine']['cpus']} CPUs)"]
-    lines += _grid(["row", "µs/call", "what"],
-                   [[k, _cell(report["per_call_us"][k]), report["rows"][k]] for k in ROWS])
-    lines += ["", "targets:"]
+    lines += _grid(["row", "median", "best", "what"],
+                   [[k, _cell(report["per_call_us"][k]), _cell(report["best_us"][k]),
+                     report["rows"][k]] for k in ROWS])
+    lines += ["", "targets (median; best: fastest probed run - fastest baseline run):"]
     for t in report["targets"]:
-        verdict = {True: "met", False: "MISSED", None: "n/a"}[t["met"]]
-        lines.append(f"  {t['target']:<36} ratio {_cell(t['ratio'])}: {verdict}")
+        verdict = {True: "met", False: "MISSED", None: "n/a"}
+        lines.append(f"  {t['target']:<36} ratio {_cell(t['ratio'])}: {verdict[t['met']]}; "
+                     f"best {_cell(t['best_ratio'])}: {verdict[t['best_met']]}")
     if report["null_reasons"]:
         lines += ["", "null rows:"]
         lines += [f"  {k}: {why}" for k, why in report["null_reasons"].items()]

@@ -25,7 +25,7 @@ def quick(tmp_path_factory):
 
 def test_every_row_is_a_figure_or_null_with_a_reason(quick):
     assert quick["schema"] == 1 and quick["calls"] == CALLS and quick["repeat"] == 1
-    assert set(quick["per_call_us"]) == set(ROWS)
+    assert set(quick["per_call_us"]) == set(ROWS) == set(quick["best_us"])
     for key, value in quick["per_call_us"].items():
         if value is None:
             assert quick["null_reasons"][key]
@@ -49,6 +49,9 @@ def test_targets_are_judged_from_the_figures():
     fig = dict.fromkeys(ROWS, None) | {"stepper_count": 30.0, "stepper_args": 40.0,
                                        "ltrace": 400.0, "gdb_dprintf": 150.0}
     got = {t["target"]: (t["ratio"], t["met"]) for t in targets(fig)}
+    best = {t["target"]: (t["best_ratio"], t["best_met"])
+            for t in targets(fig, dict(fig, stepper_args=60.0))}
+    assert best["stepper_args <= 1.5x stepper_count"] == (2.0, False)
     assert len(got) == len(TARGETS)
     assert got["stepper_args <= 1.5x stepper_count"] == (1.33, True)
     assert got["ltrace >= 5x stepper_args"] == (10.0, True)
