@@ -11,6 +11,7 @@ another count than N is null with the reason. See docs/bench.md ("Traced probes"
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -113,8 +114,6 @@ def _stepper(spec: str, extra: tuple[str, ...], argv: list[str], out: Path) -> S
     cmd = [sys.executable, "-m", "stepper.cli", "probe", "--quiet", "--json", str(report),
            "-p", spec, *extra, "--", *argv]
     ns = _timed(cmd, "stepper probe")
-    import json
-
     with open(report) as f:
         hits = sum(p["hits"] for p in json.load(f)["probes"])
     if "--trace" in extra and "main" not in spec:  # every hit must be in the trace too
