@@ -22,6 +22,8 @@ import sys
 
 from .errors import StepperError
 
+#: The version of every JSON stepper writes (docs/schema.md): keys are only ever added.
+SCHEMA = 1
 #: The mode a new report file is created with (before the umask).
 MODE = 0o600
 

@@ -9,6 +9,7 @@ import platform
 import statistics
 import sys
 
+from ..output import SCHEMA
 from .breakdown import PARTS
 from .debugger_rows import IDLE, STEP_KEYS, STOP_KEYS, THREAD_KEYS
 
@@ -52,6 +53,7 @@ def build(config, results, head, others, placements: list[str], first: str) -> d
         per_hit_reasons = dict.fromkeys(KEYS, "placement same was not measured")
     variants, variant_reasons = _variants(results, head, others, first, per_placement, STRATEGIES)
     report = {
+        "schema": SCHEMA,
         "per_hit_us": per_hit,
         "placements": per_placement,
         "variants": variants,

@@ -2,6 +2,7 @@
 
     stepper bench [--hits N] [--repeat R] [--placement same|free|split|all] [--load N] \\
                   [--startup-repeat S] [--startup-only] [--steps N] [--json FILE] [--plot FILE.png]
+    stepper bench --trace [--hits N] [--repeat R] [--placement same|free|split] [--json FILE]
 
 The table goes to stdout, progress to stderr. See docs/bench.md for what each figure means.
 """
@@ -26,8 +27,9 @@ def register(subparsers) -> None:
         description="Measure the per-hit overhead of stepper's strategies (emulate, xol, "
                     "boost, reinsert) on a bundled tracee, against a C floor tracer, gdb and "
                     "libdebug, under CPU placements. Figures are medians over the repeats.")
-    p.add_argument("--hits", type=int, default=5000, metavar="N",
-                   help="breakpoint hits per run (default: 5000)")
+    p.add_argument("--hits", type=int, default=None, metavar="N",
+                   help="breakpoint hits per run (default: 5000; with --trace, calls of the "
+                        "traced function: 100000)")
     p.add_argument("--repeat", type=int, default=3, metavar="R",
                    help="runs of every figure; the median is reported (default: 3)")
     p.add_argument("--placement", choices=(*PLACEMENTS, "all"), default=None,
@@ -45,12 +47,25 @@ def register(subparsers) -> None:
     p.add_argument("--steps", type=int, default=20000, metavar="N",
                    help="timed instruction steps per figure of the debugger rows "
                         "(default: 20000)")
+    p.add_argument("--trace", action="store_true",
+                   help="measure traced probes instead (counting, arguments with a string, "
+                        "%%return) per call, against ltrace, gdb dprintf, bpftrace and uftrace")
+    p.add_argument("--rows", metavar="ROW,...",
+                   help="with --trace: only these rows (default: all; see docs/bench.md)")
     p.add_argument("--json", metavar="FILE", help="write every figure as JSON to FILE")
     p.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    if args.trace:
+        return _run_trace(args)
+    if args.rows is not None:
+        from ..errors import StepperError
+
+        raise StepperError("--rows needs --trace")
+    if args.hits is None:
+        args.hits = 5000
     if args.placement is None:
         placements = DEFAULT_PLACEMENTS
     elif args.placement == "all":
@@ -91,6 +106,29 @@ def run(args) -> int:
 
         lines.append("\n".join(([""] if lines else []) + table_lines(report["startup"])))
     print("\n".join(lines))
+    return 0
+
+
+def _run_trace(args) -> int:
+    """`--trace`: the traced-probe rows (stepper.bench.trace_report), placement `same` unless
+    one is named."""
+    from ..bench.trace_report import check_rows, run_trace_bench, table as trace_table
+    from ..errors import StepperError
+
+    calls = 100_000 if args.hits is None else args.hits
+    if calls < 1 or args.repeat < 1:
+        raise StepperError("--hits and --repeat must be at least 1")
+    if args.plot or args.load or args.placement == "all":
+        raise StepperError("--trace takes --hits, --repeat, --placement same|free|split, "
+                           "--rows and --json")
+    only = check_rows(args.rows)
+    if args.json:
+        check_writable(args.json)
+    report = run_trace_bench(calls, args.repeat, args.placement or "same", only,
+                             progress=lambda line: print(line, file=sys.stderr, flush=True))
+    if args.json:
+        write_json(args.json, report)
+    print(trace_table(report))
     return 0
 
 

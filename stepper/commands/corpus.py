@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from .. import corpus, coverage
-from ..output import check_writable, write_json
+from ..output import SCHEMA, check_writable, write_json
 from . import SUMMARIES
 
 #: The corpora committed with the project, used when `coverage` is given no input.
@@ -82,5 +82,5 @@ def run_coverage(args: argparse.Namespace) -> int:
         total.merge(result)
     print(coverage.format_table(results, total if len(results) > 1 else None, top=args.top))
     if args.json:
-        write_json(args.json, total.as_json())
+        write_json(args.json, {"schema": SCHEMA, **total.as_json()})
     return 0

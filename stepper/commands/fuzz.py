@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..output import check_writable, write_json
+from ..output import SCHEMA, check_writable, write_json
 from . import SUMMARIES
 
 #: corpus/regressions of the repository (stepper.fuzz.regressions.DEFAULT_DIR); the fuzz
@@ -73,5 +73,5 @@ def run(args: argparse.Namespace) -> int:
     for path in report.regressions:
         print(f"  wrote {path}", file=out)
     if args.json:
-        write_json(args.json, report.as_json())
+        write_json(args.json, {"schema": SCHEMA, **report.as_json()})
     return 1 if report.divergences else 0

@@ -171,8 +171,9 @@ class Tracer:
     def _on_return(self, ret) -> None:
         """The engine's on_return for a breakpoint of return probes (stepper.returns: the
         return matched by thread and stack pointer, the stack never rewritten)."""
+        now = time.monotonic_ns()   # the entries' clock: a return is timed where it is seen
         for entry in ret.entry.data.get("trace", ()):
-            self.returned(entry, ret.value, entry.time_ns + ret.duration_ns)
+            self.returned(entry, ret.value, now)
 
     def _retire(self, tp: TraceProbe) -> None:
         """--max-hits reached: remove the probe's breakpoints (the program runs on untraced

@@ -15,7 +15,7 @@ import time
 from .. import api
 from ..errors import StepperError
 from ..fetchargs import ProbeLine
-from ..output import check_writable, claim, open_output
+from ..output import SCHEMA, check_writable, claim, open_output
 from .formats import FORMATS, Sink, make_writer
 from .trace import Tracer
 
@@ -67,9 +67,6 @@ def _positive_float(text: str) -> float:
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"expected a positive number of seconds, not {text!r}")
     return value
-
-
-SCHEMA = 1   # the version of every JSON stepper writes (docs/schema.md)
 
 
 def check_trace(args, lines: list[ProbeLine]) -> None:

@@ -32,6 +32,7 @@ def quick(tmp_path_factory):
 
 
 def test_report_has_the_issue_keys(quick):
+    assert quick["schema"] == 1   # docs/schema.md
     assert set(quick["per_hit_us"]) == set(KEYS)
     assert set(quick["placements"]) == {"same"}
     assert set(quick["placements"]["same"]) == set(KEYS)

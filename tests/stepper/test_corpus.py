@@ -221,7 +221,8 @@ def test_coverage_matches_the_hand_count(built, tmp_path):
     report = tmp_path / "coverage.json"
     assert main(["corpus", "coverage", str(built["hand"]), "--json", str(report)]) == 0
     result = json.loads(report.read_text())
-    assert set(result) == {"entry", "all", "missing"}
+    assert set(result) == {"schema", "entry", "all", "missing"}
+    assert result["schema"] == 1   # docs/schema.md
     for kind, hand in (("entry", HAND_ENTRY), ("all", HAND_ALL)):
         assert result[kind] == hand
     assert result["missing"] == [[m, c] for m, c in sorted(HAND_MISSING.items())]

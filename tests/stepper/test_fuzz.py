@@ -81,6 +81,7 @@ def test_cli_json_report_shape(tmp_path, capsys):
                        "--json", str(out), "--regressions", str(tmp_path / "reg")])
     report = json.loads(out.read_text())
     assert REPORT_KEYS <= set(report)
+    assert report["schema"] == 1   # docs/schema.md
     assert report["cases"] == 300 and report["seed"] == 4 and report["oracle"] == "unicorn"
     assert isinstance(report["divergences"], int) and isinstance(report["unsupported"], int)
     assert report["cases_per_s"] > 0

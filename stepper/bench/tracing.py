@@ -1,0 +1,178 @@
+"""`stepper bench --trace`: the per-call cost of tracing a function with its arguments, stepper's
+traced probes against the tools people print arguments with (ltrace, gdb dprintf, bpftrace,
+uftrace), on one workload: N calls of `long work(long a, const char *s)` (bench_trace.c).
+
+Every row is a whole command run from outside and timed with its start-up; the row's
+baseline is the same tool on the same program probing only `main` (one hit), or for gdb no
+breakpoint, so per call = (probed run - baseline run) / N. Each tool writes its trace to a
+file (never a terminal), and the hits are counted back from that file: a row that saw
+another count than N is null with the reason. See docs/bench.md ("Traced probes").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .. import toolchain
+from .errors import Unmeasurable
+from .runs import Sample
+
+_TIMEOUT = 900
+_EXE = "bench_trace"
+#: The fetch arguments of stepper's traced rows: two registers and the string at the second.
+STEPPER_ARGS = "a=%di:s64 p=%si s=+0(%si):string"
+#: Row key -> what it runs (the table's second column).
+ROWS: dict[str, str] = {
+    "stepper_count": "stepper probe -p 'work' (counting)",
+    "stepper_args": f"stepper probe -p 'work {STEPPER_ARGS}' --trace",
+    "stepper_return": f"stepper probe -p 'work%return {STEPPER_ARGS}' --trace",
+    "ltrace": "ltrace -x work (prototype: long work(long, string))",
+    "ltrace_L": "ltrace -L -x work",
+    "gdb_dprintf": 'gdb dprintf work,"%ld %lx %s",$rdi,$rsi,(char*)$rsi',
+    "bpftrace": 'bpftrace uprobe:work printf("%d %lx %s", arg0, arg1, str(arg1))',
+    "uftrace": "uftrace record -P work -A work@arg1,arg2/s (dynamic patching)",
+}
+
+
+def program() -> Path:
+    """The workload, built once into the cache under its own file name (the probe specs and
+    the peers name it `bench_trace`)."""
+    return toolchain.build("bench_trace.c", ("-O2", "-no-pie"), output="bench_trace",
+                           filename=_EXE)
+
+
+@dataclass
+class Row:
+    """One row: the probed run and its baseline, each returning a Sample."""
+
+    key: str
+    probed: Callable[[], Sample]
+    baseline: Callable[[], Sample]
+
+
+def rows(n: int, workdir: Path) -> list[Row]:
+    """Every row, in table order."""
+    exe = os.path.realpath(program())
+    argv = [exe, str(n)]
+    out = workdir / "trace.out"
+
+    def stepper(spec: str, extra: tuple[str, ...] = ()) -> Callable[[], Sample]:
+        return lambda: _stepper(spec, extra, argv, out)
+
+    traced = ("--trace", "-o", str(out))
+    return [
+        Row("stepper_count", stepper(f"{_EXE}:work"), stepper(f"{_EXE}:main")),
+        Row("stepper_args", stepper(f"{_EXE}:work {STEPPER_ARGS}", traced),
+            stepper(f"{_EXE}:main", traced)),
+        Row("stepper_return", stepper(f"{_EXE}:work%return {STEPPER_ARGS}", traced),
+            stepper(f"{_EXE}:main%return", traced)),
+        Row("ltrace", lambda: _ltrace("work", (), argv, workdir),
+            lambda: _ltrace("main", (), argv, workdir)),
+        Row("ltrace_L", lambda: _ltrace("work", ("-L",), argv, workdir),
+            lambda: _ltrace("main", ("-L",), argv, workdir)),
+        Row("gdb_dprintf", lambda: _gdb(True, argv, out), lambda: _gdb(False, argv, out)),
+        Row("bpftrace", lambda: _bpftrace("work", exe, argv, out),
+            lambda: _bpftrace("main", exe, argv, out)),
+        Row("uftrace", lambda: _uftrace("work", argv, workdir),
+            lambda: _uftrace("main", argv, workdir)),
+    ]
+
+
+def _timed(argv: list[str], what: str, stdout=subprocess.DEVNULL) -> int:
+    """Run `argv`; its wall time in ns. A failure or a timeout makes the row unmeasurable."""
+    start = time.perf_counter_ns()
+    try:
+        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=stdout,
+                              stderr=subprocess.PIPE, timeout=_TIMEOUT)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise Unmeasurable(f"{what} did not run: {e}") from None
+    ns = time.perf_counter_ns() - start
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or [b"no output"])[-1]
+        raise Unmeasurable(f"{what} failed (exit {proc.returncode}): "
+                           f"{last.decode(errors='replace')}")
+    return ns
+
+
+def _count(path: Path, pattern: bytes) -> int:
+    with open(path, "rb") as f:
+        return len(re.findall(pattern, f.read(), re.M))
+
+
+def _stepper(spec: str, extra: tuple[str, ...], argv: list[str], out: Path) -> Sample:
+    report = out.with_suffix(".json")
+    cmd = [sys.executable, "-m", "stepper.cli", "probe", "--quiet", "--json", str(report),
+           "-p", spec, *extra, "--", *argv]
+    ns = _timed(cmd, "stepper probe")
+    with open(report) as f:
+        hits = sum(p["hits"] for p in json.load(f)["probes"])
+    if "--trace" in extra and "main" not in spec:  # every hit must be in the trace too
+        lines = _count(out, rb"^\S+ \d+ \S+:work")
+        if lines != hits:
+            raise Unmeasurable(f"stepper counted {hits} hits but traced {lines}")
+    return Sample(hits, ns)
+
+
+def _ltrace(symbol: str, extra: tuple[str, ...], argv: list[str], workdir: Path) -> Sample:
+    exe = shutil.which("ltrace")
+    if exe is None:
+        raise Unmeasurable("ltrace is not installed (apt-get install ltrace)")
+    conf = workdir / "work.conf"  # the prototype: ltrace prints the string, like the others
+    conf.write_text("long work(long, string);\n")
+    out = workdir / "ltrace.out"
+    ns = _timed([exe, *extra, "-F", str(conf), "-o", str(out), "-x", symbol, *argv], "ltrace")
+    return Sample(_count(out, rb"work\(" if symbol == "work" else rb"main\("), ns)
+
+
+def _gdb(probed: bool, argv: list[str], out: Path) -> Sample:
+    exe = shutil.which("gdb")
+    if exe is None:
+        raise Unmeasurable("gdb is not installed (apt-get install gdb)")
+    script = ["set startup-with-shell off", "set pagination off"]
+    if probed:
+        script.append('dprintf work,"work %ld %lx %s\\n",$rdi,$rsi,(char*)$rsi')
+    script.append("run")
+    cmd = [exe, "-nx", "-batch", *(a for line in script for a in ("-ex", line)), "--args", *argv]
+    with open(out, "wb") as f:
+        ns = _timed(cmd, "gdb", stdout=f)
+    return Sample(_count(out, rb"^work -?\d+ [0-9a-f]+ ") if probed else 0, ns)
+
+
+def _bpftrace(symbol: str, exe: str, argv: list[str], out: Path) -> Sample:
+    tool = shutil.which("bpftrace")
+    if tool is None:
+        raise Unmeasurable("bpftrace is not installed (apt-get install bpftrace)")
+    if os.geteuid() != 0:
+        raise Unmeasurable("bpftrace needs root (CAP_BPF and CAP_PERFMON)")
+    prog = (f'uprobe:{exe}:{symbol} {{ printf("{symbol} %d %lx %s\\n", arg0, arg1, '
+            f'str(arg1)); }}')
+    ns = _timed([tool, "-o", str(out), "-e", prog, "-c", " ".join(argv)], "bpftrace")
+    return Sample(_count(out, rb"^" + symbol.encode() + rb" -?\d+ [0-9a-f]+ "), ns)
+
+
+def _uftrace(symbol: str, argv: list[str], workdir: Path) -> Sample:
+    tool = shutil.which("uftrace")
+    if tool is None:
+        raise Unmeasurable("uftrace is not installed (apt-get install uftrace)")
+    data = workdir / "uftrace.data"
+    shutil.rmtree(data, ignore_errors=True)
+    ns = _timed([tool, "record", "--no-libcall", "-d", str(data), "-P", symbol,
+                 "-A", f"{symbol}@arg1,arg2/s", *argv], "uftrace record")
+    with open(workdir / "uftrace.out", "wb") as f:  # replay, untimed: counts the calls
+        _timed([tool, "replay", "-d", str(data)], "uftrace replay", stdout=f)
+    return Sample(_count(workdir / "uftrace.out", symbol.encode() + rb"\("), ns)
+
+
+def workdir() -> tempfile.TemporaryDirectory:
+    """Where the traces go: a private temporary directory, removed after the bench."""
+    return tempfile.TemporaryDirectory(prefix="stepper-bench-trace-")
