@@ -15,13 +15,15 @@ a pointer or array. docs/trace.md has the user's version.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Iterable
 
-from . import dwarf_params, usdt
+from . import dwarf_params, located, maps, usdt
 from .errors import StepperError
 from .fetchargs import FetchArg, FetchError, ProbeLine
 
-__all__ = ["needs_site", "settle", "bind", "site_function"]
+__all__ = ["needs_site", "settle", "bind", "bind_or_unbound", "bind_for_hit",
+           "site_function"]
 
 
 def _nodes(node: tuple) -> Iterable[tuple]:
@@ -183,3 +185,24 @@ def bind_or_unbound(arg: FetchArg, line: ProbeLine, path: str, vaddr: int,
         return bind(arg, line, path, vaddr, bias), None
     except FetchError as e:
         return dataclasses.replace(arg, node=("unbound", str(e))), str(e)
+
+
+@functools.lru_cache(maxsize=256)
+def bind_for_hit(arg: FetchArg, pid: int, address: int) -> FetchArg:
+    """`arg` bound to the site of a hit at `address` in process `pid` (the library's
+    `hit.fetch`): a parameter name through DWARF; `$argN` is the USDT probe's own where a
+    `.note.stapsdt` probe sits at that address, else the ABI argument. FetchError: why not."""
+    if not any(n[0] in ("param", "arg") for n in _nodes(arg.node)):
+        return arg
+    try:
+        mapping = maps.find(maps.read(pid), address)
+    except (OSError, ValueError):
+        mapping = None
+    bias = located.load_bias(mapping) if mapping is not None and mapping.is_file else None
+    if bias is None:
+        raise FetchError(f"{arg.text!r}: no file is mapped at {address:#x}")
+    vaddr = address - bias
+    is_usdt = any(n[0] == "arg" for n in _nodes(arg.node)) and \
+        usdt.note_at(mapping.path, vaddr) is not None
+    line = ProbeLine(arg.text, "usdt:" if is_usdt else "", args=(arg,))
+    return bind(arg, line, mapping.path, vaddr, bias)

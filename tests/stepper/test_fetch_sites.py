@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from stepper import dwarf_params, usdt
+from stepper import api, dwarf_params, usdt
 from tests.support.runs import ended, probe_specs
 
 PYTHON = "/usr/bin/python3.11"
@@ -143,6 +143,49 @@ def test_what_cannot_be_read_is_one_line_and_nothing_starts(build, tmp_path, nam
     assert run.stderr.startswith("stepper: error: ") and run.stderr.count("\n") == 1
     assert BAD[name, text] in run.stderr, run.stderr
     assert run.stdout == "" and not out.exists()
+
+
+# -- the library: hit.fetch ----------------------------------------------------------------
+
+def spawn_to(exe: str, args: list[str], out):
+    fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    saved = os.dup(1)
+    try:
+        os.dup2(fd, 1)
+        return api.spawn([exe, *args])
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(fd)
+
+
+def test_hit_fetch_binds_names_and_usdt_args_to_the_hit(build, tmp_path):
+    """api.parse_fetch once, hit.fetch at each hit: a parameter name at a function, the
+    USDT probe's own $argN at its site (and the ABI's $argN elsewhere)."""
+    need_sdt()
+    exe = build("params_O2")
+    (work,) = dwarf_params.find(exe, "work")
+    a, s, abi = (api.parse_fetch(t) for t in ("a", "s:string", "$arg1:s32"))
+    out = tmp_path / "out"
+    proc = spawn_to(exe, [], out)
+    seen = []
+    proc.break_at(proc.load_bias + work.low,
+                  callback=lambda hit: seen.append((hit.fetch(a), hit.fetch(s), hit.fetch(abi))))
+    assert proc.run().exit_code == 0
+    calls = work_calls(out.read_text())
+    assert seen == [(int(c[0]), c[1], int(c[0])) for c in calls] and len(seen) == 3
+
+    exe = build("usdt_O0")
+    (note,) = [n for n in usdt.notes(exe) if n.label == "demo:plain"]
+    sq, neg = api.parse_fetch("$arg2"), api.parse_fetch("$arg3")
+    proc = spawn_to(exe, [str(N)], out)
+    seen = []
+    proc.break_at(proc.load_bias + note.address,
+                  callback=lambda hit: seen.append((hit.fetch(sq), hit.fetch(neg))))
+    assert proc.run().exit_code == 0
+    want = [tuple(map(int, l.split()[2:])) for l in out.read_text().splitlines()
+            if l.startswith("plain ")]
+    assert seen == want and len(seen) == N
 
 
 # -- Python over --pid ------------------------------------------------------------------------
