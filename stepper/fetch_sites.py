@@ -104,8 +104,9 @@ def _usdt_type(arg: usdt.Arg) -> str:
 def settle(line: ProbeLine, sites: list[tuple[str, int]]) -> ProbeLine:
     """`line` checked against its sites in the files ((path, link-time address) each),
     before the program starts: `$params` expanded (from the first site's function), default
-    types taken from the first site; any site where an argument cannot be read is a
-    FetchError naming the probe, the site and why."""
+    types taken from the first site; a site where an argument cannot be read is a
+    FetchError naming the probe, the site and why (for a glob: only when no site can; the
+    others fetch a fault, with a warning when their breakpoint goes in)."""
     if not needs_site(line) or not sites:
         return line
     args = list(line.args)
@@ -118,12 +119,31 @@ def settle(line: ProbeLine, sites: list[tuple[str, int]]) -> ProbeLine:
             raise FetchError(f"probe {line.text!r}: {function.name} has no parameter to fetch "
                              "(none, or none readable as a number or pointer)")
         args = [FetchArg(v.name, v.name, "x64", ("param", v.name), False) for v in scalars]
+    first, problems = None, []
     for path, vaddr in sites:
-        bound = [bind(a, line, path, vaddr, 0) for a in args]
-        if (path, vaddr) == sites[0]:
-            args = [dataclasses.replace(a, type=b.type) if not a.typed else a
-                    for a, b in zip(args, bound)]
+        try:
+            bound = [bind(a, line, path, vaddr, 0) for a in args]
+        except FetchError as e:
+            if not _is_glob(line.spec):
+                raise
+            problems.append(e)   # a glob's odd site: a fault there, warned when inserted
+            continue
+        if first is None:
+            first = bound
+    if first is None:
+        raise problems[0]
+    args = [dataclasses.replace(a, type=b.type) if not a.typed else a
+            for a, b in zip(args, first)]
     return dataclasses.replace(line, args=tuple(args), names=tuple(a.name for a in args))
+
+
+def _is_glob(spec: str) -> bool:
+    from .specs import parse_spec
+
+    try:
+        return parse_spec(spec).is_glob
+    except StepperError:
+        return False
 
 
 def _function_or_fail(line: ProbeLine, path: str, vaddr: int) -> dwarf_params.Function:

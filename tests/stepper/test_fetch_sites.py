@@ -70,6 +70,23 @@ def test_usdt_default_types_follow_the_note_in_text(build, tmp_path):
         run.stderr
 
 
+def test_a_glob_over_usdt_probes_binds_each_site_to_its_own_note(build, tmp_path):
+    """demo:plain has 3 arguments, demo:tick 2: under one glob each site reads its own
+    note; $arg3 is a fault at tick (warned once), not a refusal of the whole glob."""
+    need_sdt()
+    out = tmp_path / "t.jsonl"
+    run, _ = probe_specs(tmp_path, ["usdt:demo:* v=$arg2 z=$arg3"], [build("usdt_plain"),
+                                                                    str(N)],
+                         "--trace", "--format", "jsonl", "-o", str(out))
+    assert run.returncode == 0, run.stderr
+    assert run.stderr.count("there is no $arg3: fetched as a fault there") == 1, run.stderr
+    lines = run.stdout.splitlines()
+    want = [(int(l.split()[2]), int(l.split()[3]) if l.startswith("plain") else None)
+            for l in lines if l.startswith(("plain ", "tick "))]
+    assert [(e["args"]["v"], e["args"]["z"]) for e in jsonl(out)] == want
+    assert len(want) == 2 * N
+
+
 # -- DWARF names ------------------------------------------------------------------------------
 
 def work_calls(stdout: str) -> list[list[str]]:
