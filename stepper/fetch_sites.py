@@ -23,7 +23,7 @@ from .errors import StepperError
 from .fetchargs import FetchArg, FetchError, ProbeLine
 
 __all__ = ["needs_site", "settle", "bind", "bind_or_unbound", "bind_for_hit",
-           "site_function"]
+           "site_function", "SiteFetchArg"]
 
 
 def _nodes(node: tuple) -> Iterable[tuple]:
@@ -226,3 +226,22 @@ def bind_for_hit(arg: FetchArg, pid: int, address: int) -> FetchArg:
         usdt.note_at(mapping.path, vaddr) is not None
     line = ProbeLine(arg.text, "usdt:" if is_usdt else "", args=(arg,))
     return bind(arg, line, mapping.path, vaddr, bias)
+
+
+@dataclasses.dataclass(frozen=True)
+class SiteFetchArg(FetchArg):
+    """A FetchArg whose `fetch(hit)` first binds it to the hit's site (`bind_for_hit`):
+    what `api.parse_fetch` returns, so that `hit.fetch(parsed)` reads parameter names and
+    a USDT probe's own `$argN` (FetchError where they cannot be read there)."""
+
+    def fetch(self, hit, retval: int | None = None) -> object:
+        from .fetching import Fetcher, HitContext, pid_of
+
+        ctx = HitContext()
+        ctx.tid, ctx.pid, ctx.address = hit.tid, pid_of(hit.tid), hit.address
+        ctx.retval = retval
+        return Fetcher(bind_for_hit(self, ctx.pid, hit.address)).value(hit.regs, hit.read, ctx)
+
+    @classmethod
+    def of(cls, arg: FetchArg) -> "SiteFetchArg":
+        return cls(**{f.name: getattr(arg, f.name) for f in dataclasses.fields(arg)})

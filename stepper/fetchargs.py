@@ -108,17 +108,15 @@ class FetchArg:
 
     def fetch(self, hit, retval: int | None = None) -> object:
         """The value at `hit` (a stepper.api.Hit): an int, a str (string, symbol types) or
-        None (a fault). A parameter name, or `$argN` at a USDT probe's site, is bound to the
-        hit's site (FetchError where it cannot be read there). `retval`: the value for `$retval`. For many hits, prefer
+        None (a fault). Parameter names and a USDT probe's `$argN` need the hit's site:
+        `api.parse_fetch` gives a stepper.fetch_sites.SiteFetchArg, which binds them. `retval`: the value for `$retval`. For many hits, prefer
         `Fetcher` with one HitContext (what `stepper probe` does)."""
-        from .fetch_sites import bind_for_hit
         from .fetching import Fetcher, HitContext, pid_of
 
         ctx = HitContext()
         ctx.tid, ctx.pid, ctx.address = hit.tid, pid_of(hit.tid), hit.address
         ctx.retval = retval
-        bound = bind_for_hit(self, ctx.pid, hit.address)   # names, a USDT probe's $argN
-        return Fetcher(bound).value(hit.regs, hit.read, ctx)
+        return Fetcher(self).value(hit.regs, hit.read, ctx)
 
 
 def parse_fetch(text: str, index: int = 1, is_return: bool = False,
