@@ -18,7 +18,9 @@ import dataclasses
 import functools
 from typing import Iterable
 
-from . import dwarf_params, located, maps, usdt
+from elftools.dwarf.dwarf_expr import DWARFExprParser
+
+from . import cfi, cfi_expr, dwarf_params, located, maps, usdt
 from .errors import StepperError
 from .fetchargs import FetchArg, FetchError, ProbeLine
 
@@ -97,6 +99,43 @@ def _param_type(arg: FetchArg, variable: dwarf_params.Variable, where: str) -> s
     return f"{'s' if variable.encoding == 'signed' else 'x'}{bits}"
 
 
+_GENERAL = {"rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp"} | {f"r{n}"
+                                                                    for n in range(8, 16)}
+
+
+def _simple(function: dwarf_params.Function, variable: dwarf_params.Variable, vaddr: int,
+            typ: str) -> tuple | None:
+    """The common locations as plain fetch nodes, so that the per-hit path is the one of
+    `%REG` and `+OFFS(%REG)` (no DWARF expression evaluated per hit): a whole register, or
+    a frame-base slot where the frame base is the CFA and the CFA is register + offset at
+    `vaddr`. None: leave it to dwarf_params.read_value (the general evaluator). Only where
+    both give the same value: the type no wider than the variable."""
+    size = variable.size or 8
+    bits = 64 if typ in ("string", "symbol") else int(typ[1:])
+    if bits > 8 * size or (typ == "string" and size != 8):
+        return None
+    expr = variable.expression_at(vaddr)
+    if not expr:
+        return None
+    if 0x50 <= expr[0] <= 0x6F and len(expr) == 1:   # DW_OP_reg0..31
+        name = cfi_expr.reg_name(expr[0] - 0x50)
+        return ("reg", name) if name in _GENERAL else None
+    if expr[0] != 0x91 or list(function.frame_base) != [0x9C]:   # fbreg, call_frame_cfa
+        return None
+    ops = DWARFExprParser(dwarf_params._structs(function.path)).parse_expr(expr)
+    if len(ops) != 1:
+        return None
+    row = cfi.for_file(function.path).row(vaddr)
+    rule = row.cfa if row is not None else None
+    if rule is None or getattr(rule, "expr", None) is not None or rule.reg is None:
+        return None
+    base = cfi_expr.reg_name(rule.reg)
+    if base not in _GENERAL:
+        return None
+    slot = ("deref", rule.offset + ops[0].args[0], ("reg", base))
+    return ("deref", 0, slot) if typ == "string" else slot   # a string: AT the pointer
+
+
 def _usdt_type(arg: usdt.Arg) -> str:
     return f"{'s' if arg.signed else 'u'}{8 * arg.size}"
 
@@ -158,11 +197,11 @@ def bind(arg: FetchArg, line: ProbeLine, path: str, vaddr: int, bias: int) -> Fe
     `$argN` and names replaced by what reads them there. A FetchError says why it cannot."""
     if not any(n[0] in ("param", "arg") for n in _nodes(arg.node)):
         return arg
-    state: dict = {}
+    state: dict = {"type": arg.type}
 
-    def rewrite(node: tuple) -> tuple:
+    def rewrite(node: tuple, top: bool) -> tuple:
         if node[0] == "deref":
-            return ("deref", node[1], rewrite(node[2]))
+            return ("deref", node[1], rewrite(node[2], False))
         if node[0] == "arg" and line.spec.startswith("usdt:"):
             note = state.get("note") or usdt.note_at(path, vaddr)
             if note is None:
@@ -172,29 +211,25 @@ def bind(arg: FetchArg, line: ProbeLine, path: str, vaddr: int, bias: int) -> Fe
             if n > len(note.args):
                 raise FetchError(f"probe {line.text!r}: usdt:{note.label} has "
                                  f"{len(note.args)} argument(s): there is no $arg{n}")
-            state["usdt"] = note.args[n - 1]
+            if top and not arg.typed:
+                state["type"] = _usdt_type(note.args[n - 1])
             return ("usdt", note.args[n - 1])
         if node[0] == "param":
             function = state.get("function") or _function_or_fail(line, path, vaddr)
             state["function"] = function
             try:
                 variable = _variable(function, node[1], vaddr, line.is_return)
+                typ = "x64"   # inside +OFFS(...): an address, all 64 bits
+                if top:
+                    typ = state["type"] = _param_type(arg, variable, _where(function, vaddr))
             except FetchError as e:
                 raise FetchError(f"probe {line.text!r}: {e}") from None
-            state["variable"] = variable
-            return ("dwarf", function, variable, vaddr, bias)
+            return _simple(function, variable, vaddr, typ) or (
+                "dwarf", function, variable, vaddr, bias)
         return node
 
-    node = rewrite(arg.node)
-    typ = arg.type
-    if node[0] == "dwarf":
-        try:
-            typ = _param_type(arg, state["variable"], _where(state["function"], vaddr))
-        except FetchError as e:
-            raise FetchError(f"probe {line.text!r}: {e}") from None
-    elif node[0] == "usdt" and not arg.typed:
-        typ = _usdt_type(state["usdt"])
-    return dataclasses.replace(arg, node=node, type=typ)
+    node = rewrite(arg.node, True)
+    return dataclasses.replace(arg, node=node, type=state["type"])
 
 
 def bind_or_unbound(arg: FetchArg, line: ProbeLine, path: str, vaddr: int,

@@ -107,7 +107,9 @@ def test_parameter_names_equal_what_the_program_prints(build, tmp_path, name):
     out = tmp_path / "t.jsonl"
     site = work_site(exe)
     assert (site == "work") == (name == "params_O2")
-    run, _ = probe_specs(tmp_path, [f"{site} a s:string m2 seventh n=m4"],
+    # `wide` (s64 of an int) is read by the general DWARF evaluator, the others by the
+    # plain register / frame-slot nodes they bind to (test below)
+    run, _ = probe_specs(tmp_path, [f"{site} a s:string m2 seventh n=m4 wide=a:s64"],
                          [exe], "--trace", "--format", "jsonl", "-o", str(out))
     assert run.returncode == 0, run.stderr
     calls = work_calls(run.stdout)
@@ -115,7 +117,30 @@ def test_parameter_names_equal_what_the_program_prints(build, tmp_path, name):
     got = [e["args"] for e in jsonl(out)]
     # a (int): s32, a number; s (const char *) as a string; m2 = -2 (long: s64); n named
     assert got == [{"a": int(c[0]), "s": c[1], "m2": int(c[3]), "seventh": int(c[6]),
-                    "n": int(c[5])} for c in calls]
+                    "n": int(c[5]), "wide": int(c[0])} for c in calls]
+
+
+@pytest.mark.parametrize("name", ["params_O0", "params_O2"])
+def test_names_bind_to_plain_nodes_where_they_can(build, name):
+    """A parameter in a whole register or a CFA-based frame slot becomes the `%REG` or
+    `+OFFS(%REG)` node (the per-hit cost of a register fetch); a type wider than the
+    variable keeps the DWARF evaluator, which masks to the variable's size."""
+    from stepper.fetch_sites import bind
+    from stepper.fetchargs import parse_probe
+
+    exe = build(name)
+    site = work_site(exe)
+    (function,) = dwarf_params.find(exe, "work")
+    vaddr = function.low + (0 if site == "work" else int(site.split("+")[1], 16))
+    line = parse_probe(f"{site} a s:string wide=a:s64")
+    a, s, wide = (bind(arg, line, exe, vaddr, 0) for arg in line.args)
+    assert a.type == "s32" and s.type == "string" and wide.type == "s64"
+    if name == "params_O2":
+        assert a.node == ("reg", "rdi") and s.node == ("reg", "rsi")
+    else:
+        assert a.node[0] == "deref" and a.node[2][0] == "reg"
+        assert s.node[0] == "deref" and s.node[2][0] == "deref"   # the string AT the pointer
+    assert wide.node[0] == "dwarf"
 
 
 @pytest.mark.parametrize("name", ["params_O0", "params_O2"])
