@@ -326,10 +326,12 @@ def attach(pid: int, mode: str = "auto", children: str = "follow") -> Process:
 def parse_fetch(text: str, is_return: bool = False) -> "FetchArg":
     """`[NAME=]FETCHARG[:TYPE]` as `stepper probe -p` takes it (docs/trace.md), parsed once;
     then `hit.fetch(parsed)` in a callback. A bad one: FetchError (one line, with the
-    character). `is_return` allows `$retval`."""
+    character). `is_return` allows `$retval`. A parameter name (`a`, DWARF) and, at a USDT
+    probe's site, `$argN` are read at the hit's own site."""
+    from .fetch_sites import SiteFetchArg
     from .fetchargs import parse_fetch as parse
 
-    return parse(text, is_return=is_return)
+    return SiteFetchArg.of(parse(text, is_return=is_return))   # names: bound at each hit
 
 
 def _check_mode(mode: str) -> None:

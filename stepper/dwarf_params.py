@@ -47,6 +47,9 @@ class Variable:
     type: str
     size: int | None
     ranges: tuple
+    #: what the value is, for a fetch's default type: "signed", "unsigned" (integers, enums,
+    #: bool, char types by their encoding), "pointer" (pointers, arrays), "other" (structs...)
+    encoding: str = "other"
 
     def expression_at(self, pc: int) -> list[int] | None:
         """The location expression in force at `pc`, None where there is none."""
@@ -211,7 +214,8 @@ def _function(die, cu, files, locations, cu_base: int, path: str,
             continue
         variables.append(Variable(named.attributes["DW_AT_name"].value.decode(), kind,
                                   _type_text(named), _type_size(named),
-                                  _ranges(child, cu, locations, cu_base)))
+                                  _ranges(child, cu, locations, cu_base),
+                                  _encoding(named)))
     frame_base = die.attributes.get("DW_AT_frame_base")
     return Function(name, low, high, file, line, tuple(variables),
                     tuple(frame_base.value) if frame_base is not None else (), path,
@@ -238,6 +242,33 @@ def _type_size(die) -> int | None:
             return 8
         seen += 1
     return None
+
+
+_SIGNED_ENCODINGS = (0x5, 0x6, 0xd)   # DW_ATE_signed, signed_char, signed_fixed
+_QUALIFIERS = ("DW_TAG_typedef", "DW_TAG_const_type", "DW_TAG_volatile_type",
+               "DW_TAG_restrict_type", "DW_TAG_atomic_type")
+
+
+def _encoding(die) -> str:
+    """Variable.encoding of a DIE's type: through typedefs and qualifiers to what it is."""
+    for _ in range(16):
+        if "DW_AT_type" not in die.attributes:
+            return "other"
+        die = die.get_DIE_from_attribute("DW_AT_type")
+        if die.tag in _QUALIFIERS:
+            continue
+        if die.tag in ("DW_TAG_pointer_type", "DW_TAG_array_type", "DW_TAG_reference_type",
+                       "DW_TAG_rvalue_reference_type"):
+            return "pointer"
+        if die.tag == "DW_TAG_enumeration_type":
+            return "unsigned" if "DW_AT_type" not in die.attributes else _encoding(die)
+        if die.tag == "DW_TAG_base_type":
+            encoding = die.attributes.get("DW_AT_encoding")
+            if encoding and encoding.value in (0x3, 0x4, 0x9):   # complex, float, decimal
+                return "other"
+            return "signed" if encoding and encoding.value in _SIGNED_ENCODINGS else "unsigned"
+        return "other"
+    return "other"
 
 
 def _ranges(die, cu, locations, cu_base: int) -> tuple:

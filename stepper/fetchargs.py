@@ -16,6 +16,7 @@ a bad pointer is a fault (None), shown as `(fault)` / JSON null.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 
@@ -33,6 +34,7 @@ TYPES = tuple(f"{k}{n}" for k in "usx" for n in (8, 16, 32, 64)) + ("string", "s
 _NUMBER = re.compile(r"(0[xX][0-9a-fA-F]+|\d+)")
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*")
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
+_NAME_AT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 RESERVED = frozenset({"pid", "tid", "comm", "retval", "duration_ns", "if"})
 
 
@@ -88,12 +90,17 @@ def split_words(text: str) -> list[tuple[str, int]]:
 class FetchArg:
     """One parsed fetch argument: `name`, `type`, and its location tree `node`:
     ("reg", r) | ("stack", n) | ("sp",) | ("addr", a) | ("sym", name, off) | ("comm",) |
-    ("arg", n) | ("retval",) | ("deref", off, node)."""
+    ("arg", n) | ("retval",) | ("deref", off, node) | ("param", name) | ("params",); bound
+    to a site (stepper.fetch_sites): ("usdt", usdt.Arg) | ("dwarf", function, variable, pc,
+    bias) | ("unbound", why)."""
 
     name: str
     text: str
     type: str
     node: tuple
+    #: False when TYPE was left out: a USDT `$argN` or a parameter name then takes the type
+    #: of the site (stepper.fetch_sites), a register stays x64
+    typed: bool = True
 
     @property
     def numeric(self) -> bool:
@@ -101,7 +108,8 @@ class FetchArg:
 
     def fetch(self, hit, retval: int | None = None) -> object:
         """The value at `hit` (a stepper.api.Hit): an int, a str (string, symbol types) or
-        None (a fault). `retval`: the value for `$retval`. For many hits, prefer
+        None (a fault). Parameter names and a USDT probe's `$argN` need the hit's site:
+        `api.parse_fetch` gives a stepper.fetch_sites.SiteFetchArg, which binds them. `retval`: the value for `$retval`. For many hits, prefer
         `Fetcher` with one HitContext (what `stepper probe` does)."""
         from .fetching import Fetcher, HitContext, pid_of
 
@@ -122,9 +130,10 @@ def parse_fetch(text: str, index: int = 1, is_return: bool = False,
         name, body, base = text[:eq], text[eq + 1:], at + eq + 1
         if name in RESERVED:
             raise _fail(whole, at, f"{name!r} is a reserved name; choose another")
-    elif _IDENT.match(text) and text[0] != "$":
-        raise _fail(whole, at, f"{text.split(':')[0]!r}: parameter names (DWARF) are not "
-                               f"supported yet; write NAME=FETCHARG, e.g. size=%di")
+    elif _NAME.match(text.split(":")[0]):   # a parameter name (DWARF): named after itself
+        name = text.split(":")[0]
+        if name in RESERVED:
+            raise _fail(whole, at, f"{name!r} is a reserved name; write NAME={name}")
     if not body:
         raise _fail(whole, base, "empty fetch argument")
     colon = _top_colon(body)
@@ -132,6 +141,10 @@ def parse_fetch(text: str, index: int = 1, is_return: bool = False,
     node, end = _location(loc, 0, whole, base, is_return)
     if end != len(loc):
         raise _fail(whole, base + end, f"unexpected {loc[end:]!r}")
+    if node == ("params",) and (typ is not None or name is not None):
+        raise _fail(whole, at, "$params takes no NAME= or :TYPE (it fetches every parameter "
+                               "with its own type)")
+    typed = typ is not None
     if typ is None:
         typ = "string" if node == ("comm",) else "x64"
     elif typ not in TYPES:
@@ -139,7 +152,8 @@ def parse_fetch(text: str, index: int = 1, is_return: bool = False,
                                              f"{', '.join(TYPES)}")
     if node == ("comm",) and typ != "string":
         raise _fail(whole, base + colon + 1, "$comm is a string")
-    return FetchArg(name or f"arg{index}", text, typ, node)
+    return FetchArg(name or ("$params" if node == ("params",) else f"arg{index}"), text, typ,
+                    node, typed)
 
 
 def _top_colon(body: str) -> int:
@@ -180,12 +194,14 @@ def _location(s: str, i: int, whole: str, base: int, is_return: bool) -> tuple[t
             return ("arg", int(m.group(1))), m.end()
         if word == "comm":
             return ("comm",), m.end()
+        if word == "params":
+            return ("params",), m.end()
         if word == "retval":
             if not is_return:
                 raise err(i, "$retval is only for return probes (SPEC%return)")
             return ("retval",), m.end()
         raise err(i, f"unknown variable ${word}: use $stackN, $stack, $argN (N >= 1), "
-                     "$comm or $retval")
+                     "$comm, $retval or $params")
     if c == "@":
         m = _NUMBER.match(s, i + 1)
         if m:
@@ -214,7 +230,11 @@ def _location(s: str, i: int, whole: str, base: int, is_return: bool) -> tuple[t
         if end >= len(s) or s[end] != ")":
             raise err(end, "')' expected")
         return ("deref", off, inner), end + 1
-    raise err(i, f"unexpected {c!r}: a fetch argument starts with %, $, @, + or -")
+    m = _NAME_AT.match(s, i)
+    if m:   # a parameter or variable name (DWARF), read at the site
+        return ("param", m.group(0)), m.end()
+    raise err(i, f"unexpected {c!r}: a fetch argument starts with %, $, @, + or -, or is a "
+                 "parameter name")
 
 
 # -- one -p, whole -----------------------------------------------------------------------------
@@ -261,6 +281,11 @@ def parse_probe(text: str) -> ProbeLine:
                                 whole=text, at=at + 2)
             break
         args.append(parse_fetch(word, len(args) + 1, is_return, whole=text, at=at))
+    if spec.startswith("usdt:"):   # $argN: the probe's own, decimal as perf shows them
+        args = [dataclasses.replace(a, type="s64") if a.node[0] == "arg" and not a.typed
+                else a for a in args]
+    if len(args) > 1 and any(a.node == ("params",) for a in args):
+        raise FetchError(f"probe {text!r}: $params fetches every parameter: give it alone")
     names = [a.name for a in args]
     for j, name in enumerate(names):
         if name in names[:j]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import kernel, located, maps
+from . import dwarf_params, kernel, located, maps
 from .errors import StepperError
 from .symbols import ElfFileError, ElfSymbols
 
@@ -168,7 +168,7 @@ class Fetcher:
             if self._signed and raw >> (8 * self._size - 1):
                 raw -= 1 << (8 * self._size)
             return raw
-        except (OSError, ValueError, KeyError, OverflowError, StepperError):
+        except (OSError, ValueError, KeyError, OverflowError, TypeError, StepperError):
             return None   # unreadable memory, or an object whose symbols cannot be read
 
 
@@ -229,10 +229,14 @@ def _eval(node: tuple, regs: dict, read, ctx) -> int | None:
         if n <= 6:
             return regs[ARG_REGS[n - 1]]
         return _load(read, regs["rsp"] + 8 * (n - 6))   # [rsp] is the return address
+    if op == "usdt":   # a USDT probe's own argument: sized and signed as its note says
+        return node[1].read(regs, read, ctx.symbol_address)
+    if op == "dwarf":  # a parameter by name: its DWARF location at the site
+        return dwarf_params.read_value(node[1], node[2], node[3], regs, read, node[4])
     if op == "sp":
         return regs["rsp"]
     if op == "retval":
         return ctx.retval
     if op in _MEMORY:
         return _load(read, _address(node, regs, read, ctx))
-    return None   # $comm as a number: refused at parse time
+    return None   # $comm as a number: refused at parse time; "unbound": a site refused

@@ -40,6 +40,7 @@ from ..probe_set import ProbeSet
 from ..probing.follow import Tracker, Traced, argv0_of, ppid_of
 from ..probing.insert import Inserter
 from ..probing.preflight import Preflight, expand_ifuncs
+from ..probing.sites import settle_lines, settle_resolved
 from ..probing.report import build_report, print_table
 from ..probing.trace_options import SCHEMA, add_trace_arguments, check_trace, live, start_trace
 from ..specs import SpecSyntaxError, parse_spec
@@ -146,6 +147,7 @@ def run(args) -> int:
     if named:
         probe_set = ProbeSet.for_executable(named, exe)
         preflight.check(probe_set.waiting, exe)
+        lines = settle_lines(lines, probe_set.waiting, exe)   # USDT $argN, parameter names
     proc = api.spawn(argv, args.mode)
     proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)
@@ -219,6 +221,7 @@ def run_attached(args, specs: list[str], lines: list[ProbeLine]) -> int:
     resolved, probe_set.probes = probe_set.probes, []
     probe_set._addresses = set()
     preflight = Preflight(args.mode)
+    lines = settle_resolved(lines, resolved, {_realpath(o.path): o for o in objects})
     proc = api.attach(args.pid, mode=args.mode)
     proc.placement = args.placement or default_policy()
     inserter = Inserter(proc, probe_set, preflight, args.quiet)

@@ -35,6 +35,8 @@ class Row:
     symbol: str | None
     bp: api.Breakpoint
     group: str | None = None   # the IFUNC an implementation was probed for (one table row)
+    path: str = ""             # the object's file and load bias: where site-bound fetch
+    bias: int = 0              # arguments (USDT $argN, parameter names) are read from
 
 
 class Inserter:
@@ -112,8 +114,9 @@ class Inserter:
                 if probe.semaphore is not None:
                     self.proc.hold_semaphore(answer, probe.semaphore)
                 self.addresses.add(probe.address)
+                obj = by_path.get(_realpath(probe.path)) if probe.path else None
                 self._added(Row(probe.spec, probe.object, probe.symbol, answer,
-                                probe.group))
+                                probe.group, probe.path, obj.bias if obj is not None else 0))
                 progress.inserted += 1
         for _ in range(skipped):
             progress.step()

@@ -26,6 +26,7 @@ from ..fetchargs import ProbeLine
 from ..fetching import Fetcher, HitContext, compile_fetch, pid_of
 from .aggregate import Aggregate
 from .events import Event, TraceProbe
+from .sites import bound_args
 
 __all__ = ["Tracer"]
 
@@ -78,12 +79,14 @@ class Tracer:
             return
         for tp in probes:
             self.sites[tp.index].append((proc, row.bp))
-        row.bp.callback = self.callback(probes, row.symbol)
+        row.bp.callback = self.callback(probes, row.symbol, bound_args(probes, row))
         if any(tp.line.is_return for tp in probes):
             proc.on_return(row.bp, self._on_return)
 
-    def callback(self, probes: list[TraceProbe], symbol: str | None) -> Callable:
-        plans = [(tp, [compile_fetch(a) for a in tp.args]) for tp in probes]
+    def callback(self, probes: list[TraceProbe], symbol: str | None,
+                 args: list | None = None) -> Callable:
+        plans = [(tp, [compile_fetch(a) for a in (tp.args if args is None else args[i])])
+                 for i, tp in enumerate(probes)]
         ctx = self.ctx
         clock = time.monotonic_ns
         with_stack = self.stack

@@ -43,7 +43,8 @@ def test_return_spec():
 @pytest.mark.parametrize("text, message, column", [
     ("w a=%zz", "unknown register %zz", 6),
     ("w a=%di:q8", "unknown type 'q8'", 9),
-    ("w size", "parameter names (DWARF) are not supported yet", 3),
+    ("w $params:x64", "$params takes no NAME= or :TYPE", 3),
+    ("w a $params", "$params fetches every parameter: give it alone", None),
     ("w a=+8(%di", "unclosed '('", 7),
     ("w a=%di)", "unbalanced ')'", 8),
     ("w a=$stacks", "unknown variable $stacks", 5),

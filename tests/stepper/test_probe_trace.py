@@ -150,7 +150,7 @@ def test_string_argument_over_pid(build, tmp_path):
 
 BAD = {
     "work a=%zz": "unknown register %zz (character 9)",
-    "work size": "parameter names (DWARF) are not supported yet",
+    "work $params:u8": "$params takes no NAME= or :TYPE",
     "work a=+8(%di": "unclosed '(' (character 10)",
     "work a=%di:u7": "unknown type 'u7'",
     "work $retval": "$retval is only for return probes",

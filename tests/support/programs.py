@@ -40,6 +40,7 @@ PROGRAMS = {
     # USDT probes (<sys/sdt.h>), without and with semaphores
     "usdt_plain": (["usdt_prog.c"], ["-O2"]),
     "usdt_sem": (["usdt_prog.c"], ["-O2", "-DWITH_SEMAPHORES"]),
+    "usdt_O0": (["usdt_prog.c"], ["-O0"]),   # arguments in stack slots: 8@-24(%rbp)
     # C++ names (built with g++: a .cpp source)
     "cxx_names": (["cxx_names.cpp"], ["-O0", "-g", "-fno-inline"]),
     "cxx_throw": (["cxx_throw.cpp"], ["-O1"]),
