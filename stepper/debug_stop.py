@@ -25,7 +25,7 @@ class StepStats:
     trapped: int = 0
 
 
-@dataclass
+@dataclass(frozen=True)
 class Stop:
     """Why `cont()` (or a step) returned; every thread of the program is stopped."""
 

@@ -40,6 +40,7 @@ class ThreadHandle:
         self._thread = t
         self.tid = t.tid
         self._regs: Registers | None = None
+        self._stepped: Stop | None = None  # Stop("step") of this thread, made once
 
     def __repr__(self) -> str:
         return f"<Thread {self.tid}>"

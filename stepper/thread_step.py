@@ -45,7 +45,10 @@ def step(state: Any, h: Any) -> Stop:
         # next runs (a real step, cont(), detach: State.dirty).
         state.dirty.add(tid)
         state.stats.emulated += 1
-        stop = state.last = Stop("step", h)
+        stop = h._stepped  # a Stop is immutable: one per thread serves every emulated step
+        if stop is None:
+            stop = h._stepped = Stop("step", h)
+        state.last = stop
         return stop
     state.dirty.discard(tid)  # _single_step writes them
     stop = _single_step(state, p, t, h, sig)
@@ -130,8 +133,9 @@ def _emulate_one(p: Any, t: Thread) -> bool:
     Every other thread is stopped, so even a locked instruction may be emulated (not on a
     shared mapping: stepper.instruction_step). A watched access, or an instruction under an
     execute watchpoint, is left to the CPU so the debug registers see it."""
+    if not p.watchpoints:  # the common case: no guard to build
+        return instruction_step.emulate_one(p, t, True)
     if p.watch_exec and any(w.access == "x" and w.address == t.regs[RIP]
                             for w in p.watchpoints):
         return False
-    return instruction_step.emulate_one(p, t, all_stopped=True,
-                                        state=watchpoints.guard(p, t))
+    return instruction_step.emulate_one(p, t, True, watchpoints.guard(p, t))
