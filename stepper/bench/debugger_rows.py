@@ -23,7 +23,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,6 +33,7 @@ from .. import api
 from ..errors import StepperError
 from . import steps
 from .errors import Unmeasurable
+from .peers import run_peer
 from .placement import Placement, place_tracee
 from .tracee import HEADLINE, _symbols, tracee
 
@@ -45,7 +45,6 @@ IDLE = 4
 #: Instruction-step figures (µs per step), in table order.
 STEP_KEYS = ("step", "engine_step", "c_singlestep", "libdebug_step", "gdb_stepi")
 WARMUP = 200  # untimed steps first: plans compiled, caches warm
-_TIMEOUT = 600
 _COUNT = re.compile(rb"count=(\d+) ns=(\d+)")
 
 
@@ -145,7 +144,7 @@ def _libdebug(mode: str, path: str, arg: str, address: int, n: int,
     if find_spec("libdebug") is None:
         raise Unmeasurable("libdebug is not installed (pip install -e .[bench])")
     cpu = placement.tracee if placement.tracee is not None else -1
-    out = _run([sys.executable, "-m", "stepper.bench._libdebug_debugger", mode, path, arg,
+    out = run_peer([sys.executable, "-m", "stepper.bench._libdebug_debugger", mode, path, arg,
                 f"{address:x}", str(n), str(cpu), str(idle)], "libdebug")
     return _counted(out, n, "libdebug")
 
@@ -203,7 +202,7 @@ def _gdb(mode: str, argv: list[str], address: int, n: int,
     with tempfile.NamedTemporaryFile("w", suffix=".py", prefix="stepper-bench-") as f:
         f.write(script)
         f.flush()
-        out = _run([exe, "-nx", "-batch", "-x", f.name, "--args", *argv], "gdb")
+        out = run_peer([exe, "-nx", "-batch", "-x", f.name, "--args", *argv], "gdb")
     return _counted(out, n, "gdb")
 
 
@@ -213,18 +212,6 @@ def _counted(out: bytes, n: int, what: str) -> tuple[int, float]:
         raise Unmeasurable(f"{what} printed no figures: {out[-200:]!r}")
     count, ns = int(match[1]), int(match[2])
     return count, ns / max(count, 1) / 1000
-
-
-def _run(argv: list[str], what: str) -> bytes:
-    try:
-        proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, timeout=_TIMEOUT)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise Unmeasurable(f"{what} did not run: {e}") from None
-    if proc.returncode != 0:
-        last = (proc.stdout.strip().splitlines() or [b"no output"])[-1].decode(errors="replace")
-        raise Unmeasurable(f"{what} failed (exit {proc.returncode}): {last}")
-    return proc.stdout
 
 
 #: key -> measuring function (n, placement) -> (count seen, µs each).

@@ -34,7 +34,7 @@ def c_floor(tracee: Tracee, iterations: int, mode: str | None, placement: Placem
     cpu = placement.tracee if placement.tracee is not None else -1
     argv = [str(floor()), mode or "none", f"{tracee.probe:x}", f"{tracee.slot:x}", str(cpu),
             *tracee.argv(iterations)]
-    out = _run(argv, "the C floor")
+    out = run_peer(argv, "the C floor")
     match = _FLOOR_OUT.search(out)
     if match is None:
         raise Unmeasurable(f"the C floor printed no figures: {out[-200:]!r}")
@@ -63,7 +63,7 @@ def gdb(tracee: Tracee, iterations: int, kind: str | None, placement: Placement)
         f.flush()
         argv = [exe, "-nx", "-batch", "-x", f.name, "--args", *tracee.argv(iterations)]
         start = time.perf_counter_ns()
-        out = _run(argv, "gdb")
+        out = run_peer(argv, "gdb")
         ns = time.perf_counter_ns() - start
     if kind == "dprintf":
         return Sample(out.count(_DPRINTF_MARK + b"\n"), ns)
@@ -83,14 +83,16 @@ def libdebug(tracee: Tracee, iterations: int, probed: bool, placement: Placement
     # (the checked cache directory is the user's own; see stepper.toolchain).
     argv = [sys.executable, "-m", "stepper.bench._libdebug_child", os.path.realpath(tracee.path),
             str(iterations), f"{tracee.probe:x}" if probed else "0", str(cpu)]
-    out = _run(argv, "libdebug")
+    out = run_peer(argv, "libdebug")
     match = _FLOOR_OUT.search(out)
     if match is None:
         raise Unmeasurable(f"libdebug printed no figures: {out[-200:]!r}")
     return Sample(int(match[1]), int(match[2]))
 
 
-def _run(argv: list[str], what: str) -> bytes:
+def run_peer(argv: list[str], what: str) -> bytes:
+    """Run a measuring program (a peer, a C loop) to its end: its output (stdout and stderr
+    together), or Unmeasurable saying why it gave none."""
     try:
         proc = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, timeout=_TIMEOUT)
