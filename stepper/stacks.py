@@ -22,11 +22,13 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import struct
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import kernel, unwind
+from .cfi_expr import UnwindError
 from .errors import StepperError
 from .symbols import ElfSymbols
 from .unwind_objects import CodeObject, find, process_objects
@@ -39,6 +41,8 @@ WINDOW = 2048
 WINDOW_MAX = 1 << 16
 #: Frames at most in one stack (gdb's `bt` has no limit; perf and bpftrace stop at 127).
 LIMIT = 64
+_U64 = struct.Struct("<Q").unpack_from
+MASK = unwind.MASK
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,15 +127,22 @@ class StackReader:
         self._objects: list[CodeObject] | None = None
         self._named: dict[tuple[int, bool], StackFrame] = {}
         self._missed: set[int] = set()
+        #: (pc, exact) -> the frame's plan (see _plan), or None where the walk needs the
+        #: general unwinder
+        self._plans: dict[tuple[int, bool], tuple | None] = {}
 
     def objects(self) -> list[CodeObject]:
         if self._objects is None:
             self._objects = process_objects(self.pid, self.read)
+            self._plans.clear()
         return self._objects
 
     def stack(self, regs: Mapping[str, int], limit: int = LIMIT) -> list[StackFrame]:
         """The named frames of a thread stopped with registers `regs`, innermost first."""
         window = _Window(self.vm, regs["rsp"], self.read)
+        fast = self._walk(regs, window, limit)
+        if fast is not None:
+            return fast
         raw = unwind.frames(regs, window, self.objects(), limit)
         lost = [f.pc for f in raw if f.object is None and f.pc not in self._missed]
         if lost:      # a pc in no known object: a library mapped since; look once per pc
@@ -146,6 +157,84 @@ class StackReader:
             named.append(self._name(frame, exact))
             exact = frame.signal
         return named
+
+    def _walk(self, regs: Mapping[str, int], read: Callable[[int, int], bytes],
+              limit: int) -> list[StackFrame] | None:
+        """The stack through the plans alone: per frame a dict lookup, an addition, one
+        read from the window and the unpacking of the saved registers. None when a frame has
+        no plan (no CFI, a signal trampoline, an expression rule, a pc in no known object) or
+        the walk would stop on an error: stepper.unwind.frames then does the whole stack
+        and says why (the result is the same, frame for frame)."""
+        plans = self._plans
+        current: Mapping[str, int] = regs     # the innermost frame: every register known
+        pc, exact, rsp = regs["rip"], True, regs["rsp"]
+        window = read if isinstance(read, _Window) else None
+        out: list[StackFrame] = []
+        while len(out) < limit:
+            key = (pc, exact)
+            plan = plans[key] if key in plans else self._plan(pc, exact)
+            if plan is None:
+                return None
+            frame, base, offset, low, span, saved = plan
+            out.append(frame)
+            if base is None:                   # the return address is undefined: outermost
+                return out
+            value = current.get(base)
+            if value is None:
+                return None
+            cfa = (value + offset) & MASK
+            if cfa <= rsp:
+                return None
+            at = cfa + low - window.start if window is not None else -1
+            if 0 <= at and at + span <= len(window.data):
+                data = window.data
+            else:                              # past the window, or not a window
+                try:
+                    data, at = read((cfa + low) & MASK, span), 0
+                except UnwindError:
+                    return None
+                if len(data) < span:
+                    return None
+            if exact:       # the caller of the innermost frame: only callee-saved registers
+                current = {name: regs[name] for name in unwind.CALLEE_SAVED if name in regs}
+            current["rsp"] = rsp = cfa
+            for name, where in saved:
+                current[name] = _U64(data, at + where)[0]
+            pc = current["rip"]
+            if not pc:
+                return out                     # a zero return address ends stacks
+            exact = False
+        return out
+
+    def _plan(self, pc: int, exact: bool) -> tuple | None:
+        """What unwinding the frame at `pc` takes when its CFI row is the common kind (CFA =
+        register + offset; the saved registers, the return address among them, at CFA+N;
+        nothing else but undefined rules), named once: (StackFrame, CFA base register or None
+        for the outermost frame, CFA offset, low, span, saved) as in stepper.cfi.Row."""
+        if len(self._plans) > 65536:
+            self._plans.clear()
+        lookup = pc if exact else pc - 1
+        plan = None
+        obj = find(self.objects(), lookup)
+        try:
+            row = obj.cfi.row(lookup - obj.bias) if obj is not None else None
+        except UnwindError:
+            row = None
+        if row is not None and not row.signal and row.base is not None \
+                and unwind.RA in row.rules:
+            undefined = [n for n, rule in row.others if rule.type == "UNDEFINED"]
+            if len(undefined) == len(row.others) and \
+                    (unwind.RA in undefined or not undefined):
+                returns = any(name == "rip" for name, _at in row.saved)
+                frame = unwind.Frame(pc=pc, regs={}, object=obj.path)
+                unwind._name(frame, obj, lookup)
+                named = self._name(frame, exact)
+                if unwind.RA in undefined:
+                    plan = (named, None, 0, 0, 0, ())
+                elif returns:
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span, row.saved)
+        self._plans[(pc, exact)] = plan
+        return plan
 
     def _name(self, frame: unwind.Frame, exact: bool) -> StackFrame:
         key = (frame.pc, exact)
