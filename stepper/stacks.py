@@ -43,6 +43,7 @@ WINDOW_MAX = 1 << 16
 LIMIT = 64
 _U64 = struct.Struct("<Q").unpack_from
 MASK = unwind.MASK
+_UNSEEN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,14 +133,16 @@ class StackReader:
         self._objects: list[CodeObject] | None = None
         self._named: dict[tuple[int, bool], StackFrame] = {}
         self._missed: set[int] = set()
-        #: (pc, exact) -> the frame's plan (see _plan), or None where the walk needs the
-        #: general unwinder
-        self._plans: dict[tuple[int, bool], tuple | None] = {}
+        #: pc -> the frame's plan (see _plan), or None where the walk needs the general
+        #: unwinder: for an innermost frame (stopped at pc) and for a caller (returns to pc)
+        self._innermost: dict[int, tuple | None] = {}
+        self._callers: dict[int, tuple | None] = {}
 
     def objects(self) -> list[CodeObject]:
         if self._objects is None:
             self._objects = process_objects(self.pid, self.read)
-            self._plans.clear()
+            self._innermost.clear()
+            self._callers.clear()
         return self._objects
 
     def stack(self, regs: Mapping[str, int], limit: int = LIMIT) -> list[StackFrame]:
@@ -170,54 +173,69 @@ class StackReader:
         no plan (no CFI, a signal trampoline, an expression rule, a pc in no known object) or
         the walk would stop on an error: stepper.unwind.frames then does the whole stack
         and says why (the result is the same, frame for frame)."""
-        plans = self._plans
-        current: Mapping[str, int] = regs     # the innermost frame: every register known
-        pc, exact, rsp = regs["rip"], True, regs["rsp"]
-        window = read if isinstance(read, _Window) else None
+        pc = regs["rip"]
+        plan = self._innermost.get(pc, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = self._plan(pc, True)
+        plans = self._callers
+        if isinstance(read, _Window):
+            start, data = read.start, read.data
+        else:
+            start, data = 0, b""
+        current: dict[str, int] = {}
+        rsp, inner = regs["rsp"], True
         out: list[StackFrame] = []
-        while len(out) < limit:
-            key = (pc, exact)
-            plan = plans[key] if key in plans else self._plan(pc, exact)
-            if plan is None:
-                return None
-            frame, base, offset, low, span, saved = plan
+        while plan is not None and len(out) < limit:
+            frame, base, offset, low, span, saved, ra = plan
             out.append(frame)
             if base is None:                   # the return address is undefined: outermost
                 return out
-            value = current.get(base)
+            if inner:          # the innermost frame: its CFA may be based on any register
+                value = regs.get(base)
+                current = {name: regs[name] for name in unwind.CALLEE_SAVED if name in regs}
+                inner = False
+            else:
+                value = rsp if base == "rsp" else current.get(base)
             if value is None:
                 return None
             cfa = (value + offset) & MASK
             if cfa <= rsp:
                 return None
-            at = cfa + low - window.start if window is not None else -1
-            if 0 <= at and at + span <= len(window.data):
-                data = window.data
-            else:                              # past the window, or not a window
+            at = cfa + low - start
+            if at < 0 or at + span > len(data):   # past the window, or not a window
                 try:
-                    data, at = read((cfa + low) & MASK, span), 0
+                    chunk = read((cfa + low) & MASK, span)
                 except UnwindError:
                     return None
-                if len(data) < span:
+                if len(chunk) < span:
                     return None
-            if exact:       # the caller of the innermost frame: only callee-saved registers
-                current = {name: regs[name] for name in unwind.CALLEE_SAVED if name in regs}
-            current["rsp"] = rsp = cfa
+                if isinstance(read, _Window):
+                    start, data = read.start, read.data
+                    at = cfa + low - start
+                    if at < 0 or at + span > len(data):
+                        data, at, start = chunk, 0, cfa + low
+                else:
+                    data, at, start = chunk, 0, cfa + low
+            rsp = cfa
             for name, where in saved:
                 current[name] = _U64(data, at + where)[0]
-            pc = current["rip"]
+            pc = _U64(data, at + ra)[0]
             if not pc:
                 return out                     # a zero return address ends stacks
-            exact = False
-        return out
+            plan = plans.get(pc, _UNSEEN)
+            if plan is _UNSEEN:
+                plan = self._plan(pc, False)
+        return out if plan is not None else None
 
     def _plan(self, pc: int, exact: bool) -> tuple | None:
         """What unwinding the frame at `pc` takes when its CFI row is the common kind (CFA =
         register + offset; the saved registers, the return address among them, at CFA+N;
         nothing else but undefined rules), named once: (StackFrame, CFA base register or None
-        for the outermost frame, CFA offset, low, span, saved) as in stepper.cfi.Row."""
-        if len(self._plans) > 65536:
-            self._plans.clear()
+        for the outermost frame, CFA offset, low, span, the saved registers but rip, where
+        rip is) as in stepper.cfi.Row."""
+        plans = self._innermost if exact else self._callers
+        if len(plans) > 65536:
+            plans.clear()
         lookup = pc if exact else pc - 1
         plan = None
         obj = find(self.objects(), lookup)
@@ -230,15 +248,16 @@ class StackReader:
             undefined = [n for n, rule in row.others if rule.type == "UNDEFINED"]
             if len(undefined) == len(row.others) and \
                     (unwind.RA in undefined or not undefined):
-                returns = any(name == "rip" for name, _at in row.saved)
+                ra = [at for name, at in row.saved if name == "rip"]
                 frame = unwind.Frame(pc=pc, regs={}, object=obj.path)
                 unwind._name(frame, obj, lookup)
                 named = self._name(frame, exact)
                 if unwind.RA in undefined:
-                    plan = (named, None, 0, 0, 0, ())
-                elif returns:
-                    plan = (named, row.base, row.cfa.offset, row.low, row.span, row.saved)
-        self._plans[(pc, exact)] = plan
+                    plan = (named, None, 0, 0, 0, (), 0)
+                elif ra:
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span,
+                            tuple(item for item in row.saved if item[0] != "rip"), ra[0])
+        plans[pc] = plan
         return plan
 
     def _name(self, frame: unwind.Frame, exact: bool) -> StackFrame:
