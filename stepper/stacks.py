@@ -188,8 +188,6 @@ class StackReader:
         while plan is not None and len(out) < limit:
             frame, base, offset, low, span, saved, ra = plan
             out.append(frame)
-            if base is None:                   # the return address is undefined: outermost
-                return out
             if inner:          # the innermost frame: its CFA may be based on any register
                 value = regs.get(base)
                 current = {name: regs[name] for name in unwind.CALLEE_SAVED if name in regs}
@@ -199,10 +197,10 @@ class StackReader:
             if value is None:
                 return None
             cfa = (value + offset) & MASK
-            if cfa <= rsp:
+            if ra is not None and cfa <= rsp:
                 return None
             at = cfa + low - start
-            if at < 0 or at + span > len(data):   # past the window, or not a window
+            if span and (at < 0 or at + span > len(data)):   # past the window, or no window
                 try:
                     chunk = read((cfa + low) & MASK, span)
                 except UnwindError:
@@ -216,6 +214,8 @@ class StackReader:
                         data, at, start = chunk, 0, cfa + low
                 else:
                     data, at, start = chunk, 0, cfa + low
+            if ra is None:                     # the return address is undefined: outermost
+                return out
             rsp = cfa
             for name, where in saved:
                 current[name] = _U64(data, at + where)[0]
@@ -230,9 +230,11 @@ class StackReader:
     def _plan(self, pc: int, exact: bool) -> tuple | None:
         """What unwinding the frame at `pc` takes when its CFI row is the common kind (CFA =
         register + offset; the saved registers, the return address among them, at CFA+N;
-        nothing else but undefined rules), named once: (StackFrame, CFA base register or None
-        for the outermost frame, CFA offset, low, span, the saved registers but rip, where
-        rip is) as in stepper.cfi.Row."""
+        nothing else but undefined rules), named once: (StackFrame, CFA base register, CFA
+        offset, low, span, the saved registers but rip, where rip is or None in the
+        outermost frame) as in stepper.cfi.Row; the outermost frame's CFA and saved
+        registers are still worked out, as stepper.unwind does, so that an error there
+        (an unknown base register, unreadable memory) goes the same way."""
         plans = self._innermost if exact else self._callers
         if len(plans) > 65536:
             plans.clear()
@@ -252,11 +254,11 @@ class StackReader:
                 frame = unwind.Frame(pc=pc, regs={}, object=obj.path)
                 unwind._name(frame, obj, lookup)
                 named = self._name(frame, exact)
+                saved = tuple(item for item in row.saved if item[0] != "rip")
                 if unwind.RA in undefined:
-                    plan = (named, None, 0, 0, 0, (), 0)
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span, saved, None)
                 elif ra:
-                    plan = (named, row.base, row.cfa.offset, row.low, row.span,
-                            tuple(item for item in row.saved if item[0] != "rip"), ra[0])
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span, saved, ra[0])
         plans[pc] = plan
         return plan
 
