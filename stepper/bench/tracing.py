@@ -198,7 +198,8 @@ def _gdb_bt(probed: bool, argv: list[str], workdir: Path) -> Sample:
         raise Unmeasurable("gdb is not installed (apt-get install gdb)")
     script = ["set startup-with-shell off", "set pagination off"]
     if probed:
-        script += ["set backtrace past-main on", "break work", "commands", "silent", "bt", "continue", "end"]
+        script += ["set backtrace past-main on", "break work",
+                   "commands", "silent", "bt", "continue", "end"]
     script.append("run")
     commands = workdir / "bt.gdb"     # a command list needs a file: -ex takes one line
     commands.write_text("\n".join(script) + "\n")
