@@ -22,11 +22,13 @@ from __future__ import annotations
 import bisect
 import functools
 import os
+import struct
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 from . import kernel, unwind
+from .cfi_expr import UnwindError
 from .errors import StepperError
 from .symbols import ElfSymbols
 from .unwind_objects import CodeObject, find, process_objects
@@ -39,6 +41,9 @@ WINDOW = 2048
 WINDOW_MAX = 1 << 16
 #: Frames at most in one stack (gdb's `bt` has no limit; perf and bpftrace stop at 127).
 LIMIT = 64
+_U64 = struct.Struct("<Q").unpack_from
+MASK = unwind.MASK
+_UNSEEN = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,23 +120,37 @@ class _Window:
 class StackReader:
     """The stacks of one traced process (one program image: an exec needs a new reader)."""
 
-    def __init__(self, pid: int, read: Callable[[int, int], bytes], exe: str | None = None) -> None:
+    def __init__(self, pid: int, read: Callable[[int, int], bytes], exe: str | None = None,
+                 plans: bool = True) -> None:
+        """`plans`: walk stacks through the cached per-pc plans where they apply (False:
+        every stack through stepper.unwind.frames, the general unwinder; the two give the
+        same frames, which the tests check)."""
         self.pid = pid
+        self.use_plans = plans
         self.exe = exe
         self.read = read
         self.vm = kernel.VmAccess(pid)
         self._objects: list[CodeObject] | None = None
         self._named: dict[tuple[int, bool], StackFrame] = {}
         self._missed: set[int] = set()
+        #: pc -> the frame's plan (see _plan), or None where the walk needs the general
+        #: unwinder: for an innermost frame (stopped at pc) and for a caller (returns to pc)
+        self._innermost: dict[int, tuple | None] = {}
+        self._callers: dict[int, tuple | None] = {}
 
     def objects(self) -> list[CodeObject]:
         if self._objects is None:
             self._objects = process_objects(self.pid, self.read)
+            self._innermost.clear()
+            self._callers.clear()
         return self._objects
 
     def stack(self, regs: Mapping[str, int], limit: int = LIMIT) -> list[StackFrame]:
         """The named frames of a thread stopped with registers `regs`, innermost first."""
         window = _Window(self.vm, regs["rsp"], self.read)
+        fast = self._walk(regs, window, limit) if self.use_plans else None
+        if fast is not None:
+            return fast
         raw = unwind.frames(regs, window, self.objects(), limit)
         lost = [f.pc for f in raw if f.object is None and f.pc not in self._missed]
         if lost:      # a pc in no known object: a library mapped since; look once per pc
@@ -146,6 +165,102 @@ class StackReader:
             named.append(self._name(frame, exact))
             exact = frame.signal
         return named
+
+    def _walk(self, regs: Mapping[str, int], read: Callable[[int, int], bytes],
+              limit: int) -> list[StackFrame] | None:
+        """The stack through the plans alone: per frame a dict lookup, an addition, one
+        read from the window and the unpacking of the saved registers. None when a frame has
+        no plan (no CFI, a signal trampoline, an expression rule, a pc in no known object) or
+        the walk would stop on an error: stepper.unwind.frames then does the whole stack
+        and says why (the result is the same, frame for frame)."""
+        pc = regs["rip"]
+        plan = self._innermost.get(pc, _UNSEEN)
+        if plan is _UNSEEN:
+            plan = self._plan(pc, True)
+        plans = self._callers
+        if isinstance(read, _Window):
+            start, data = read.start, read.data
+        else:
+            start, data = 0, b""
+        current: dict[str, int] = {}
+        rsp, inner = regs["rsp"], True
+        out: list[StackFrame] = []
+        while plan is not None and len(out) < limit:
+            frame, base, offset, low, span, saved, ra = plan
+            out.append(frame)
+            if inner:          # the innermost frame: its CFA may be based on any register
+                value = regs.get(base)
+                current = {name: regs[name] for name in unwind.CALLEE_SAVED if name in regs}
+                inner = False
+            else:
+                value = rsp if base == "rsp" else current.get(base)
+            if value is None:
+                return None
+            cfa = (value + offset) & MASK
+            if ra is not None and cfa <= rsp:
+                return None
+            at = cfa + low - start
+            if span and (at < 0 or at + span > len(data)):   # past the window, or no window
+                try:
+                    chunk = read((cfa + low) & MASK, span)
+                except UnwindError:
+                    return None
+                if len(chunk) < span:
+                    return None
+                if isinstance(read, _Window):
+                    start, data = read.start, read.data
+                    at = cfa + low - start
+                    if at < 0 or at + span > len(data):
+                        data, at, start = chunk, 0, cfa + low
+                else:
+                    data, at, start = chunk, 0, cfa + low
+            if ra is None:                     # the return address is undefined: outermost
+                return out
+            rsp = cfa
+            for name, where in saved:
+                current[name] = _U64(data, at + where)[0]
+            pc = _U64(data, at + ra)[0]
+            if not pc:
+                return out                     # a zero return address ends stacks
+            plan = plans.get(pc, _UNSEEN)
+            if plan is _UNSEEN:
+                plan = self._plan(pc, False)
+        return out if plan is not None else None
+
+    def _plan(self, pc: int, exact: bool) -> tuple | None:
+        """What unwinding the frame at `pc` takes when its CFI row is the common kind (CFA =
+        register + offset; the saved registers, the return address among them, at CFA+N;
+        nothing else but undefined rules), named once: (StackFrame, CFA base register, CFA
+        offset, low, span, the saved registers but rip, where rip is or None in the
+        outermost frame) as in stepper.cfi.Row; the outermost frame's CFA and saved
+        registers are still worked out, as stepper.unwind does, so that an error there
+        (an unknown base register, unreadable memory) goes the same way."""
+        plans = self._innermost if exact else self._callers
+        if len(plans) > 65536:
+            plans.clear()
+        lookup = pc if exact else pc - 1
+        plan = None
+        obj = find(self.objects(), lookup)
+        try:
+            row = obj.cfi.row(lookup - obj.bias) if obj is not None else None
+        except UnwindError:
+            row = None
+        if row is not None and not row.signal and row.base is not None \
+                and unwind.RA in row.rules:
+            undefined = [n for n, rule in row.others if rule.type == "UNDEFINED"]
+            if len(undefined) == len(row.others) and \
+                    (unwind.RA in undefined or not undefined):
+                ra = [at for name, at in row.saved if name == "rip"]
+                frame = unwind.Frame(pc=pc, regs={}, object=obj.path)
+                unwind._name(frame, obj, lookup)
+                named = self._name(frame, exact)
+                saved = tuple(item for item in row.saved if item[0] != "rip")
+                if unwind.RA in undefined:
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span, saved, None)
+                elif ra:
+                    plan = (named, row.base, row.cfa.offset, row.low, row.span, saved, ra[0])
+        plans[pc] = plan
+        return plan
 
     def _name(self, frame: unwind.Frame, exact: bool) -> StackFrame:
         key = (frame.pc, exact)

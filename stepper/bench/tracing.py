@@ -6,7 +6,10 @@ Every row is a whole command run from outside and timed with its start-up; the r
 baseline is the same tool on the same program probing only `main` (one hit), or for gdb no
 breakpoint, so per call = (probed run - baseline run) / N. Each tool writes its trace to a
 file (never a terminal), and the hits are counted back from that file: a row that saw
-another count than N is null with the reason. See docs/bench.md ("Traced probes").
+another count than N is null with the reason. The `*_deep` rows run the same program with
+`deep`: each call of `work` under a 10-frame stack (bench_trace.c), probed with and without
+`--stack`; their stacks are checked from stepper's JSON (N stacks of DEEP_FRAMES frames, or
+null). See docs/bench.md ("Traced probes").
 """
 
 from __future__ import annotations
@@ -41,7 +44,16 @@ ROWS: dict[str, str] = {
     "gdb_dprintf": 'gdb dprintf work,"%ld %lx %s",$rdi,$rsi,(char*)$rsi',
     "bpftrace": 'bpftrace uprobe:work printf("%d %lx %s", arg0, arg1, str(arg1))',
     "uftrace": "uftrace record -P work -A work@arg1,arg2/s (dynamic patching)",
+    "stepper_fetch_deep": "stepper probe -p 'work a=%di:s64' (10-frame stack, no --stack)",
+    "stepper_stack_deep": "stepper probe -p 'work a=%di:s64' --stack (10-frame stack)",
+    "gdb_bt_deep": "gdb break work + commands: silent, bt, continue (10-frame stack)",
+    "bpftrace_ustack_deep": "bpftrace uprobe:work { print(ustack) } (frame pointers only)",
 }
+#: The frames at `work` in bench_trace's `deep` mode: work, deep5..deep1, main,
+#: __libc_start_call_main, __libc_start_main, _start.
+DEEP_FRAMES = 10
+#: The probe of the deep rows, with and without --stack: a callback with one fetch.
+DEEP_ARGS = "a=%di:s64"
 
 
 def program() -> Path:
@@ -64,10 +76,12 @@ def rows(n: int, workdir: Path) -> list[Row]:
     """Every row, in table order."""
     exe = os.path.realpath(program())
     argv = [exe, str(n)]
+    deep = [exe, str(n), "deep"]
     out = workdir / "trace.out"
 
-    def stepper(spec: str, extra: tuple[str, ...] = ()) -> Callable[[], Sample]:
-        return lambda: _stepper(spec, extra, argv, out)
+    def stepper(spec: str, extra: tuple[str, ...] = (), on: list[str] = argv
+                ) -> Callable[[], Sample]:
+        return lambda: _stepper(spec, extra, on, out)
 
     traced = ("--trace", "-o", str(out))
     return [
@@ -85,6 +99,14 @@ def rows(n: int, workdir: Path) -> list[Row]:
             lambda: _bpftrace("main", exe, argv, out)),
         Row("uftrace", lambda: _uftrace("work", argv, workdir),
             lambda: _uftrace("main", argv, workdir)),
+        Row("stepper_fetch_deep", stepper(f"{_EXE}:work {DEEP_ARGS}", (), deep),
+            stepper(f"{_EXE}:main", (), deep)),
+        Row("stepper_stack_deep", stepper(f"{_EXE}:work {DEEP_ARGS}", ("--stack",), deep),
+            stepper(f"{_EXE}:main", ("--stack",), deep)),
+        Row("gdb_bt_deep", lambda: _gdb_bt(True, deep, workdir),
+            lambda: _gdb_bt(False, deep, workdir)),
+        Row("bpftrace_ustack_deep", lambda: _bpftrace_ustack("work", exe, deep, out),
+            lambda: _bpftrace_ustack("main", exe, deep, out)),
     ]
 
 
@@ -115,7 +137,15 @@ def _stepper(spec: str, extra: tuple[str, ...], argv: list[str], out: Path) -> S
            "-p", spec, *extra, "--", *argv]
     ns = _timed(cmd, "stepper probe")
     with open(report) as f:
-        hits = sum(p["hits"] for p in json.load(f)["probes"])
+        data = json.load(f)
+    hits = sum(p["hits"] for p in data["probes"])
+    if "--stack" in extra and "main" not in spec:  # every hit's stack, all of it
+        stacks = [s for t in data["trace"] for s in t.get("stacks", ())]
+        depths = {len(s["stack"]) for s in stacks}
+        if sum(s["count"] for s in stacks) != hits or depths != {DEEP_FRAMES}:
+            raise Unmeasurable(f"stepper read {sum(s['count'] for s in stacks)} stacks of "
+                               f"{sorted(depths)} frames for {hits} hits, not "
+                               f"{DEEP_FRAMES}-frame stacks for each")
     if "--trace" in extra and "main" not in spec:  # every hit must be in the trace too
         lines = _count(out, rb"^\S+ \d+ \S+:work")
         if lines != hits:
@@ -158,6 +188,45 @@ def _bpftrace(symbol: str, exe: str, argv: list[str], out: Path) -> Sample:
             f'str(arg1)); }}')
     ns = _timed([tool, "-o", str(out), "-e", prog, "-c", " ".join(argv)], "bpftrace")
     return Sample(_count(out, rb"^" + symbol.encode() + rb" -?\d+ [0-9a-f]+ "), ns)
+
+
+def _gdb_bt(probed: bool, argv: list[str], workdir: Path) -> Sample:
+    """gdb printing a backtrace at every call of `work` (its own CFI unwinder); the baseline
+    sets no breakpoint. Hits are the `#0` lines of its output."""
+    exe = shutil.which("gdb")
+    if exe is None:
+        raise Unmeasurable("gdb is not installed (apt-get install gdb)")
+    script = ["set startup-with-shell off", "set pagination off"]
+    if probed:
+        script += ["set backtrace past-main on", "break work",
+                   "commands", "silent", "bt", "continue", "end"]
+    script.append("run")
+    commands = workdir / "bt.gdb"     # a command list needs a file: -ex takes one line
+    commands.write_text("\n".join(script) + "\n")
+    out = workdir / "gdb_bt.out"
+    with open(out, "wb") as f:
+        ns = _timed([exe, "-nx", "-batch", "-x", str(commands), "--args", *argv], "gdb",
+                    stdout=f)
+    if not probed:
+        return Sample(0, ns)
+    hits, frames = _count(out, rb"^#0 "), _count(out, rb"^#\d+ ")
+    if frames != hits * DEEP_FRAMES:
+        raise Unmeasurable(f"gdb printed {frames} frames for {hits} hits")
+    return Sample(hits, ns)
+
+
+def _bpftrace_ustack(symbol: str, exe: str, argv: list[str], out: Path) -> Sample:
+    """bpftrace printing the user stack at each call: the kernel walks frame pointers, so on
+    this program (built without them) its stacks are short and partly wrong; a peer for the
+    cost only. Hits are the stacks printed, each after a `stack` line."""
+    tool = shutil.which("bpftrace")
+    if tool is None:
+        raise Unmeasurable("bpftrace is not installed (apt-get install bpftrace)")
+    if os.geteuid() != 0:
+        raise Unmeasurable("bpftrace needs root (CAP_BPF and CAP_PERFMON)")
+    prog = f'uprobe:{exe}:{symbol} {{ printf("stack\\n"); print(ustack); }}'
+    ns = _timed([tool, "-o", str(out), "-e", prog, "-c", " ".join(argv)], "bpftrace")
+    return Sample(_count(out, rb"^stack$"), ns)
 
 
 def _uftrace(symbol: str, argv: list[str], workdir: Path) -> Sample:

@@ -36,9 +36,11 @@ def test_every_row_is_a_figure_or_null_with_a_reason(quick):
 def test_each_measured_row_saw_every_call(quick):
     """The counts come from the tools' own output files, parsed back."""
     measured = {k: v for k, v in quick["hit_counts"].items()}
-    for key in ("stepper_count", "stepper_args", "stepper_return"):
-        assert measured[key] == [CALLS]
-    for key, tool in (("ltrace", "ltrace"), ("gdb_dprintf", "gdb"), ("uftrace", "uftrace")):
+    for key in ("stepper_count", "stepper_args", "stepper_return", "stepper_fetch_deep",
+                "stepper_stack_deep"):   # the --stack row: CALLS stacks of 10 frames, checked
+        assert measured[key] == [CALLS], quick["null_reasons"].get(key)
+    for key, tool in (("ltrace", "ltrace"), ("gdb_dprintf", "gdb"), ("uftrace", "uftrace"),
+                      ("gdb_bt_deep", "gdb")):
         if shutil.which(tool) is None:
             assert "not installed" in quick["null_reasons"][key]
         else:
@@ -47,7 +49,8 @@ def test_each_measured_row_saw_every_call(quick):
 
 def test_targets_are_judged_from_the_figures():
     fig = dict.fromkeys(ROWS, None) | {"stepper_count": 30.0, "stepper_args": 40.0,
-                                       "ltrace": 400.0, "gdb_dprintf": 150.0}
+                                       "ltrace": 400.0, "gdb_dprintf": 150.0,
+                                       "stepper_fetch_deep": 40.0, "stepper_stack_deep": 90.0}
     got = {t["target"]: (t["ratio"], t["met"]) for t in targets(fig)}
     best = {t["target"]: (t["best_ratio"], t["best_met"])
             for t in targets(fig, dict(fig, stepper_args=60.0))}
@@ -57,6 +60,7 @@ def test_targets_are_judged_from_the_figures():
     assert got["ltrace >= 5x stepper_args"] == (10.0, True)
     assert got["gdb_dprintf >= 5x stepper_args"] == (3.75, False)
     assert got["stepper_args <= 1.5x bpftrace"] == (None, None)
+    assert got["stepper_stack_deep <= 2x stepper_fetch_deep"] == (2.25, False)
 
 
 @pytest.mark.parametrize("argv", [["--plot", "x.png"], ["--load", "1"],

@@ -16,7 +16,7 @@ from elftools.elf.elffile import ELFFile
 from stepper import api
 from stepper.errors import StepperError
 from stepper.records import Hit
-from stepper.stacks import reader_of
+from stepper.stacks import StackReader, reader_of
 from tests.support.elf import symbol
 from tests.support.gdb import assert_frames_match, gdb_frames, no_randomization
 from tests.support.programs import TRACEES
@@ -60,6 +60,34 @@ def test_hit_stack_in_a_callback_matches_gdb(build, tmp_path, name, mode, nth, n
     assert frames[-1].function in ("_start", "clone3", "clone")      # the outermost frame
     assert [f.signal for f in frames].count(True) == (mode == "signal")
     assert_frames_match(frames, gdb_frames([exe, mode], address, tmp_path, nth))
+
+
+@pytest.mark.parametrize("name", ["unwind", "unwind_fp"])
+@pytest.mark.parametrize("mode", ["chain", "signal", "thread"])
+def test_the_cached_plans_give_the_general_unwinders_frames(build, name, mode):
+    """A stack walked through the per-pc plans (the fast path) equals, frame for frame, the
+    one stepper.unwind.frames gives, at every hit; the plans were used where they apply
+    (unwind_fp has no CFI: its frames take the general unwinder's frame-pointer path)."""
+    exe = build(name)
+    with no_randomization():
+        proc = api.spawn([exe, mode])
+    address = proc.load_bias + symbol(exe, "leaf")[0]
+    pairs: list[tuple[list, list]] = []
+    readers: list[StackReader] = []
+
+    def compare(hit):
+        if not readers:
+            readers.extend(StackReader(hit.process.pid, hit.process.read_memory, plans=p)
+                           for p in (True, False))
+        pairs.append(tuple(r.stack(hit.regs) for r in readers))
+
+    proc.break_at(address, callback=compare)
+    assert proc.run().exit_code == 0
+    assert pairs and all(fast == general for fast, general in pairs)
+    assert all(len(fast) > 3 for fast, _general in pairs)
+    used = any(plan is not None for plan in (*readers[0]._innermost.values(),
+                                         *readers[0]._callers.values()))
+    assert used == (name == "unwind")
 
 
 def test_file_and_line_from_dwarf(build):
