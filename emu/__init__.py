@@ -12,13 +12,14 @@ in-memory `FlatState` used by the tests.
     ('0x7ff8', '3412000000000000', '0x401001')
 """
 
-from .decode import Instruction, compile, decode, execute, length, straddling
+from .decode import Instruction, compile, decode, execute, length, straddling, text
 from .errors import DecodeError, EmuError, MemoryFault, Unsupported
 from .semantics import undefined_flags
 from .state import GENERAL_REGISTERS, REGISTER_NAMES, VECTOR_REGISTERS, FlatState, State
 
 __all__ = [
-    "Instruction", "decode", "compile", "execute", "length", "straddling", "undefined_flags",
+    "Instruction", "decode", "compile", "execute", "length", "straddling", "text",
+    "undefined_flags",
     "DecodeError", "EmuError", "MemoryFault", "Unsupported",
     "FlatState", "State", "REGISTER_NAMES", "GENERAL_REGISTERS", "VECTOR_REGISTERS",
 ]

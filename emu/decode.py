@@ -96,6 +96,16 @@ def length(code: bytes) -> int:
     raise DecodeError(f"no valid instruction: {bytes(code[:MAX_LENGTH]).hex() or 'no bytes'}")
 
 
+def text(code: bytes, address: int) -> str:
+    """The text `decode(code, address).text` has, without preparing the instruction (a
+    report naming thousands of sites needs their text only). Raises DecodeError as `decode`
+    would."""
+    code = bytes(code[:MAX_LENGTH])
+    for _address, _size, mnemonic, operands in _bare.disasm_lite(code, address, 1):
+        return f"{mnemonic} {operands}".strip()
+    raise DecodeError(f"no valid instruction at {address:#x}: {code.hex() or 'no bytes'}")
+
+
 def straddling(code: bytes, address: int, target: int) -> Instruction | None:
     """Decode forward from `address` (where `code` starts) to `target`: the instruction that
     starts before `target` and covers it, or None when `target` starts an instruction.

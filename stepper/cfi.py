@@ -26,16 +26,15 @@ import hashlib
 import io
 import os
 from dataclasses import dataclass
-from typing import BinaryIO
-
-from elftools.common.exceptions import DWARFError, ELFError
-from elftools.dwarf.callframe import FDE, CallFrameInfo
-from elftools.dwarf.dwarf_expr import DWARFExprOp, DWARFExprParser
-from elftools.elf.elffile import ELFFile
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import elf_cache
 from .cfi_expr import DWARF_REGS, UnwindError, reg_name
 from .elf import build_id
+
+if TYPE_CHECKING:   # pyelftools' DWARF modules (~25 ms of imports) load with a first image
+    from elftools.dwarf.callframe import FDE, CallFrameInfo
+    from elftools.dwarf.dwarf_expr import DWARFExprOp
 
 
 @dataclass(frozen=True)
@@ -75,6 +74,10 @@ class ObjectCfi:
     def __init__(self, stream: BinaryIO, name: str, path: str | None = None) -> None:
         """`path`: the file the image was read from, to keep its FDE index in the ELF facts
         cache (None for an image without a file)."""
+        from elftools.common.exceptions import DWARFError, ELFError
+        from elftools.dwarf.dwarf_expr import DWARFExprParser
+        from elftools.elf.elffile import ELFFile
+
         self.name = name
         #: (start, end, FDE, or (section, offset) until parsed), sorted by start
         self._fdes: list[tuple[int, int, object]] = []
@@ -170,6 +173,8 @@ class ObjectCfi:
 
     def _fde(self, i: int) -> FDE:
         """FDE number `i`, parsed now if the index came from the cache."""
+        from elftools.dwarf.callframe import FDE
+
         start, end, fde = self._fdes[i]
         if isinstance(fde, FDE):
             return fde
@@ -192,6 +197,7 @@ class ObjectCfi:
     def _table(self, index: int, fde) -> tuple[list[int], list[dict]]:
         cached = self._rows.get(index)
         if cached is None:
+            from elftools.common.exceptions import DWARFError
             try:
                 lines = fde.get_decoded().table
             except (DWARFError, AssertionError, ValueError, KeyError) as e:
@@ -208,6 +214,8 @@ class _Reindexed(Exception):
 
 def _section(dwarf, section, for_eh_frame: bool) -> CallFrameInfo:
     """The CFI parser of one section, as pyelftools' EH_CFI_entries/CFI_entries make it."""
+    from elftools.dwarf.callframe import CallFrameInfo
+
     return CallFrameInfo(stream=section.stream, size=section.size, address=section.address,
                          base_structs=dwarf.structs, for_eh_frame=for_eh_frame)
 
@@ -222,6 +230,8 @@ def _sorted_fdes(entries) -> list[tuple[int, int, FDE]]:
     """FDEs as (start, end, fde) sorted by start, without overlaps: where two FDEs cover an
     address (an `.eh_frame` and a `.debug_frame` entry for one function), the one starting
     first is kept, and at equal starts the `.eh_frame` one."""
+    from elftools.dwarf.callframe import FDE
+
     found = []
     for order, entry in enumerate(entries):
         if isinstance(entry, FDE) and entry.cie is not None and entry["address_range"]:

@@ -12,9 +12,10 @@ that names it, never a guess.
 from __future__ import annotations
 
 import struct
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, Sequence
 
-from elftools.dwarf.dwarf_expr import DWARFExprOp
+if TYPE_CHECKING:   # a type only: importing pyelftools' DWARF expressions costs ~25 ms
+    from elftools.dwarf.dwarf_expr import DWARFExprOp
 
 from .errors import StepperError
 

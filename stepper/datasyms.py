@@ -8,9 +8,6 @@ from __future__ import annotations
 import functools
 import os
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from . import demangle
 
 __all__ = ["data_section", "variable_error"]
@@ -20,6 +17,9 @@ __all__ = ["data_section", "variable_error"]
 def data_section(path: str, name: str) -> str | None:
     """The section (`.data`, `.bss`, `.rodata`, ...) of the data object `name` (as written,
     or its demangled form) defined in `path`'s .symtab or .dynsym; None when there is none."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile   # here: most runs read no ELF file (elf_cache)
+
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)

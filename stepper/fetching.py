@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Callable
 
-from . import dwarf_params, kernel, located, maps
+from . import kernel, located, maps
 from .errors import StepperError
 from .symbols import ElfFileError, ElfSymbols
 
@@ -232,6 +232,7 @@ def _eval(node: tuple, regs: dict, read, ctx) -> int | None:
     if op == "usdt":   # a USDT probe's own argument: sized and signed as its note says
         return node[1].read(regs, read, ctx.symbol_address)
     if op == "dwarf":  # a parameter by name: its DWARF location at the site
+        from . import dwarf_params   # loaded by the check that made this node (fetch_sites)
         return dwarf_params.read_value(node[1], node[2], node[3], regs, read, node[4])
     if op == "sp":
         return regs["rsp"]

@@ -142,6 +142,15 @@ def verdict(insn: emu.Instruction) -> str:
     return "refused"
 
 
+def text(bp: Breakpoint) -> str:
+    """`bp.text` without building a pending breakpoint's ops: a site whose text names an
+    address (rip-relative, a relative branch) is disassembled at its own address only."""
+    pending = getattr(bp, "pending", None)
+    if pending is not None:
+        return pending[3] if pending[3] is not None else emu.text(bp.code, bp.address)
+    return bp.text
+
+
 def why(bp: Breakpoint) -> str:
     """One line for the strategy table: why this site did or did not boost."""
     pending = getattr(bp, "pending", None)

@@ -2,8 +2,8 @@
 stops handled on their own (no stop-the-world: breakpoints stay in memory while other threads
 run).
 
-Lifecycle: `Session.spawn(argv)` forks and execs the program under ptrace (python-ptrace's
-createChild) and stops it at the exec trap, before any of its instructions ran; breakpoints
+Lifecycle: `Session.spawn(argv)` forks and execs the program under ptrace (stepper.spawn)
+and stops it at the exec trap, before any of its instructions ran; breakpoints
 are added then; `run()` resumes it and handles stops until every thread is gone. If the tracer
 is interrupted or raises, `abandon()` restores every INT3 byte, brings any thread that is in a
 step back to the original instruction stream, unmaps the XOL area and detaches every thread,
@@ -38,7 +38,7 @@ import os
 import signal
 from typing import Sequence
 
-from . import detach, environment, kernel, procfs, sigtrap, tracer
+from . import detach, environment, kernel, procfs, sigtrap, spawn, tracer
 from .errors import StepperError
 from .kernel import WALL
 from .process import CHILDREN, TracedProcess
@@ -61,15 +61,13 @@ class Session(TracedProcess):
     def spawn(cls, argv: Sequence[str], mode: str = "auto", env: dict | None = None,
               children: str = "follow") -> "Session":
         """Start `argv` under trace, stopped before its first instruction."""
-        from ptrace.debugger.child import createChild
-
         if not argv:
             raise StepperError("no program given")
         if children not in CHILDREN:
             raise StepperError(f"unknown children policy {children!r}: choose follow or detach")
         if env is None:
             env = environment.inherited()   # not the locale Python coerced for itself
-        pid = _create_child(list(argv), env, createChild)
+        pid = _create_child(list(argv), env)
         _, status = os.waitpid(pid, WALL)
         if not os.WIFSTOPPED(status):
             raise StepperError(f"{argv[0]}: ended before it could be traced")
@@ -172,18 +170,16 @@ def _attach_thread(pid: int, tid: int) -> bool:
     return True
 
 
-def _create_child(argv: list[str], env: dict | None, create_child) -> int:
+def _create_child(argv: list[str], env: dict) -> int:
     """Fork and exec under PTRACE_TRACEME. Signals the tracer ignores (Python ignores SIGPIPE
     and SIGXFSZ) would stay ignored across exec, so they are reset around the fork: the
     program must start with the dispositions it would have had unprobed."""
-    from ptrace.debugger.child import ChildError
-
     saved = {}
     for sig in (signal.SIGPIPE, signal.SIGXFSZ):
         saved[sig] = signal.signal(sig, signal.SIG_DFL)
     try:
-        return create_child(argv, False, env, close_fds=False)
-    except (ChildError, OSError) as e:
+        return spawn.traced_child(argv, env)
+    except OSError as e:
         raise StepperError(f"cannot run {argv[0]}: {e}") from None
     finally:
         for sig, handler in saved.items():

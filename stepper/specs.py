@@ -244,18 +244,36 @@ def _matches(spec: Spec, candidate: _Candidate) -> list:
 
 
 def _symbol_probes(spec: Spec, candidate: _Candidate) -> list[Probe]:
+    name, bias, path = candidate.name, candidate.bias + spec.offset, candidate.path
+    return [Probe(spec.text, name, label, bias + value, path)
+            for value, label in _symbol_sites(spec, candidate)]
+
+
+#: ElfSymbols -> {(pattern, offset): [(value, label)]}: a spec's sites in one file, found
+#: once per run (the static check, the preflight and the insertion each resolve the spec;
+#: a glob over libc is thousands of names to match and choose among).
+_SITES: "weakref.WeakKeyDictionary[ElfSymbols, dict]" = weakref.WeakKeyDictionary()
+
+
+def _symbol_sites(spec: Spec, candidate: _Candidate) -> list[tuple[int, str]]:
+    """(link-time value, label) of each function `spec` names in `candidate`, by value."""
+    symbols = candidate.symbols
+    known = _SITES.setdefault(symbols, {})
+    key = (spec.pattern, spec.offset, spec.is_glob)
+    if key in known:
+        return known[key]
     by_value: dict[int, list[Symbol]] = {}
     for symbol in _matches(spec, candidate):
         by_value.setdefault(symbol.value, []).append(symbol)
-    probes = []
+    sites = []
     for value, named in sorted(by_value.items()):
         symbol = min(named, key=preference)
         if spec.offset:
-            _check_boundary(spec, candidate.symbols, symbol, spec.offset)
+            _check_boundary(spec, symbols, symbol, spec.offset)
         label = demangle.demangle(symbol.name) + (f"+{spec.offset:#x}" if spec.offset else "")
-        probes.append(Probe(spec.text, candidate.name, label,
-                            candidate.bias + value + spec.offset, candidate.path))
-    return probes
+        sites.append((value, label))
+    known[key] = sites
+    return sites
 
 
 def _check_boundary(spec: Spec, symbols: ElfSymbols, symbol: Symbol, offset: int) -> None:

@@ -17,9 +17,6 @@ import os
 from dataclasses import dataclass, field
 from typing import Callable
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from . import maps
 from .cfi import ObjectCfi, for_file, for_image
 from .cfi_expr import UnwindError
@@ -110,6 +107,9 @@ def plt_stub(path: str, vaddr: int) -> tuple[str, int] | None:
 
 @functools.lru_cache(maxsize=64)
 def _plt_sections(path: str) -> list[tuple[int, int, int, int, list[str]]]:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile   # imported here: a run without stacks needs none
+
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)
@@ -132,6 +132,9 @@ def _plt_sections(path: str) -> list[tuple[int, int, int, int, list[str]]]:
 
 
 def _image_functions(image: bytes) -> list[tuple[int, int, str]]:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile   # imported here: a run without stacks needs none
+
     try:
         elf = ELFFile(io.BytesIO(image))
         found = []
@@ -152,6 +155,9 @@ def _image_functions(image: bytes) -> list[tuple[int, int, str]]:
 
 def vdso(mappings: list[maps.Mapping], read: Callable[[int, int], bytes]) -> CodeObject | None:
     """The vDSO of a process whose mappings are `mappings`, its image read with `read`."""
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile   # imported here: a run without stacks needs none
+
     mine = [m for m in mappings if m.path == "[vdso]"]
     if not mine:
         return None

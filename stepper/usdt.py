@@ -19,9 +19,6 @@ import struct
 from dataclasses import dataclass
 from typing import Callable, Mapping
 
-from elftools.common.exceptions import ELFError
-from elftools.elf.elffile import ELFFile
-
 from .errors import StepperError
 
 __all__ = ["Arg", "Note", "UsdtError", "notes", "parse_args", "parse_usdt_spec",
@@ -184,6 +181,9 @@ def notes(path: str) -> list[Note]:
 
 @functools.lru_cache(maxsize=64)
 def _notes(path: str, size: int, mtime: int) -> list[Note]:
+    from elftools.common.exceptions import ELFError
+    from elftools.elf.elffile import ELFFile   # here: most runs read no ELF file (elf_cache)
+
     try:
         with open(path, "rb") as stream:
             elf = ELFFile(stream)

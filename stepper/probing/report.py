@@ -98,7 +98,7 @@ def build_report(tracker: Tracker, status, detached: bool, warnings: list[str]) 
         if entry is None:
             probes[key] = entry = {
                 "spec": site.spec, "object": site.object, "symbol": site.symbol,
-                "address": f"{bp.address:#x}", "instruction": bp.text,
+                "address": f"{bp.address:#x}", "instruction": policy.text(bp),
                 "strategy": bp.strategy, "hits": 0,
                 "boost": policy.why(bp),  # why this site did or did not boost
                 "group": site.group}
@@ -174,7 +174,7 @@ def table_rows(sites: list[Site], verbose: bool = False) -> tuple[list[tuple], l
         hits = sum(s.hits for s in members)
         if verbose:
             bp = members[0].bp
-            rows.append((hits, spec, obj, name or "-", f"{bp.address:#x}", bp.text,
+            rows.append((hits, spec, obj, name or "-", f"{bp.address:#x}", policy.text(bp),
                          bp.strategy, policy.why(bp)))
             continue
         per_image: dict[tuple, set] = {}

@@ -7,7 +7,6 @@ import functools
 import os
 import sys
 
-from ..fetch_sites import bind_or_unbound, needs_site, settle
 from ..fetchargs import ProbeLine
 from ..loaded import LoadedObject
 from ..specs import Pending, Probe
@@ -22,6 +21,10 @@ def bound_args(probes: list, row) -> list | None:
     arguments bound to the site; None when none needs binding. A site that cannot give an
     argument (a library loaded after the start, unchecked) fetches a fault there, with a
     warning on stderr."""
+    if not row.path or not any(tp.line.args for tp in probes):
+        return None   # no argument at all: nothing to bind, and the DWARF readers stay unloaded
+    from ..fetch_sites import bind_or_unbound, needs_site
+
     if not row.path or not any(needs_site(tp.line) for tp in probes):
         return None
     vaddr = row.bp.address - row.bias
@@ -39,7 +42,12 @@ def bound_args(probes: list, row) -> list | None:
 
 def settle_lines(lines: list[ProbeLine], waiting: list[Pending], exe: str) -> list[ProbeLine]:
     """Before a spawned program starts: each line checked against its sites in the files
-    (stepper.fetch_sites.settle); a line whose object is not known yet stays as it is."""
+    (stepper.fetch_sites.settle); a line whose object is not known yet stays as it is.
+    Without arguments nothing is resolved nor imported (reading DWARF is a heavy import)."""
+    if not any(line.args for line in lines):
+        return lines
+    from ..fetch_sites import settle
+
     sites: dict[str, list[tuple[str, int]]] = {}
     for pending in waiting:
         if pending.path is None:
@@ -52,6 +60,8 @@ def settle_lines(lines: list[ProbeLine], waiting: list[Pending], exe: str) -> li
 
 def settle_resolved(lines: list[ProbeLine], probes: list[Probe], by_path: dict) -> list:
     """The same for --pid: the probes resolved against the running process."""
+    from ..fetch_sites import settle
+
     sites: dict[str, list[tuple[str, int]]] = {}
     for probe in probes:
         obj = by_path.get(_realpath(probe.path))

@@ -105,3 +105,17 @@ def test_length_refuses_what_decode_refuses(code):
         emu.decode(code, CODE)
     with pytest.raises(emu.DecodeError):
         emu.length(code)
+
+
+@pytest.mark.parametrize("text", ["push rbp", "mov eax, dword ptr [rip + 0x145b06]",
+                                  "jmp 0x401100", "call 0x401234", "lock add dword ptr [rax], 1",
+                                  "vmovdqu ymm0, ymmword ptr [rsi]", "nop"])
+def test_text_is_decodes_text(text):
+    code = asm(text) + b"\xcc" * 15
+    assert emu.text(code, CODE + 0x40) == emu.decode(code, CODE + 0x40).text
+
+
+@pytest.mark.parametrize("code", [b"", b"\x0f", b"\x48"])
+def test_text_refuses_what_decode_refuses(code):
+    with pytest.raises(emu.DecodeError):
+        emu.text(code, CODE)

@@ -8,6 +8,7 @@ import io
 import json
 
 import pytest
+from elftools.dwarf.callframe import FDE
 
 from stepper import cfi
 
@@ -41,7 +42,7 @@ def test_a_warm_read_parses_only_what_it_looks_up(build, cache):
     assert list(cache.glob("cfi-*.json"))
     warm = load(exe)
     assert len(warm) == len(cold) > 0
-    assert not any(isinstance(fde, cfi.FDE) for _s, _e, fde in warm._fdes)  # none parsed yet
+    assert not any(isinstance(fde, FDE) for _s, _e, fde in warm._fdes)  # none parsed yet
     plain = load(exe, cached=False)
     for vaddr in addresses(plain):
         assert rules(warm, vaddr) == rules(plain, vaddr)

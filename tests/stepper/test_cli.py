@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from importlib.metadata import version
@@ -12,11 +13,11 @@ HEAVY = ("unicorn", "hypothesis", "capstone", "keystone", "emu", "elftools", "pt
          "stepper.fuzz", "stepper.bench", "stepper.api", "stepper.commands.probe")
 
 
-def _modules_after(argv: list[str]) -> set[str]:
+def _modules_after(argv: list[str], env: dict | None = None) -> set[str]:
     code = ("import sys\nfrom stepper import cli\ntry:\n    cli.main(%r)\nexcept SystemExit:\n"
             "    pass\nprint(' '.join(sys.modules))" % (argv,))
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=60)
+                         timeout=60, env=env)
     assert run.returncode == 0, run.stderr
     return set(run.stdout.split("\n")[-2].split())
 
@@ -26,6 +27,18 @@ def test_help_loads_no_command_module():
     assert "argparse" in loaded  # the probe sees what was imported
     heavy = sorted(m for m in loaded if any(m == h or m.startswith(h + ".") for h in HEAVY))
     assert heavy == []
+
+
+def test_a_warm_probe_run_loads_no_elf_parser_nor_python_ptrace(tmp_path):
+    """The ELF facts come from the cache and the program is spawned by stepper.spawn: a
+    plain probe run with a warm cache imports neither pyelftools nor python-ptrace."""
+    env = dict(os.environ, STEPPER_CACHE=str(tmp_path))
+    argv = ["probe", "--quiet", "-p", "libc.so.6:malloc", "--", "/bin/true"]
+    cold = _modules_after(argv, env)
+    assert "stepper.session" in cold   # the run happened
+    warm = _modules_after(argv, env)
+    assert "stepper.session" in warm and "emu" in warm
+    assert sorted(m for m in warm if m.split(".")[0] in ("elftools", "ptrace")) == []
 
 
 def test_a_command_loads_only_its_own_module():
