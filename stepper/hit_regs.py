@@ -5,10 +5,12 @@ before a callback ran.
 `Regs.at(buf)` takes a copy of the thread's register buffer (one memmove of the 27-word
 `user_regs_struct`; the buffer itself is reused by the thread's next hits, and a Hit kept
 beyond its callback, such as `ret.entry`, must still show the values of its own hit) and
-decodes a register from the copy when it is read. It is still a dict (isinstance, json,
-`**regs`, `dict(regs)`): whatever needs every entry (iteration, len, items, values, copy,
-equality, repr, pickling) or writes one fills the dict's own storage from the copy first, in
-register order, and from then on it is a plain dict that notes writes.
+decodes a register from the copy when it is read; a write goes into the copy (and is noted),
+so returns.write_back puts the whole copy back with one memmove. It is still a dict
+(isinstance, json, `**regs`, `dict(regs)`): whatever needs every entry (iteration, len,
+items, values, copy, equality, repr, pickling) fills the dict's own storage from the copy
+first, in register order, and later writes go to both. Only what removes an entry (del, pop)
+makes it a plain dict without the copy.
 
 Until then the storage holds only `rip`, so C code that reads a dict's size without asking
 (json's encoder takes size 0 as `{}`) still goes through `items()`, which fills it.
@@ -32,11 +34,12 @@ class Regs(dict):
     callback changed nothing costs nothing more (the engine writes them back only then).
     `Regs(mapping)` is a plain filled one; `Regs.at(buf)` is lazy over a copy of `buf`."""
 
-    __slots__ = ("_snap", "written")
+    __slots__ = ("_snap", "_filled", "written")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._snap = None
+        self._snap = None       # no copy: the dict's storage is all there is
+        self._filled = True
         self.written = False
 
     @classmethod
@@ -44,9 +47,15 @@ class Regs(dict):
         """The registers in `buf` (a kernel.RegsBuffer) now, decoded when read."""
         self = dict.__new__(cls)
         self._snap = snap = _copy(buf)
-        self.written = False
+        self._filled = self.written = False
         dict.__setitem__(self, "rip", snap[RIP])
         return self
+
+    @property
+    def buffer(self):
+        """The copy of the thread's buffer these registers read (writes included), or None
+        for registers made from a mapping: returns.write_back copies it back in one go."""
+        return self._snap
 
     def __getitem__(self, name: str, _index=REG_INDEX) -> int:
         snap = self._snap
@@ -55,19 +64,27 @@ class Regs(dict):
         return snap[_index[name]]
 
     def _fill(self) -> None:
-        """Every register into the dict's storage, in register order; the copy is dropped."""
-        snap = self._snap
-        if snap is not None:
+        """Every register into the dict's storage, in register order (the copy stays the
+        one that reads and is written, the storage follows it)."""
+        if not self._filled:
             dict.clear(self)
-            dict.update(self, zip(_NAMES, _VALUES(snap)))
-            self._snap = None
+            dict.update(self, zip(_NAMES, _VALUES(self._snap)))
+            self._filled = True
+
+    def _plain(self) -> None:
+        """For what removes entries: a plain dict from now on, the copy dropped."""
+        self._fill()
+        self._snap = None
 
     def __setitem__(self, name: str, value: int) -> None:
-        if self._snap is not None:
-            self._fill()
-        if not dict.__contains__(self, name):
+        snap = self._snap
+        if not (dict.__contains__(self, name) if snap is None else name in REG_INDEX):
             raise KeyError(f"{name!r} is not a register of a hit (one of {', '.join(self)})")
-        dict.__setitem__(self, name, value & MASK)
+        value &= MASK
+        if snap is not None:
+            snap[REG_INDEX[name]] = value
+        if self._filled:
+            dict.__setitem__(self, name, value)
         self.written = True
 
     def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
@@ -151,21 +168,21 @@ class Regs(dict):
         self.written = state["written"]
 
     def pop(self, *args: Any) -> Any:
-        self._fill()
+        self._plain()
         return dict.pop(self, *args)
 
     def popitem(self):
-        self._fill()
+        self._plain()
         return dict.popitem(self)
 
     def setdefault(self, name: str, default: Any = None) -> Any:
-        self._fill()
+        self._plain()
         return dict.setdefault(self, name, default)
 
     def __delitem__(self, name: str) -> None:
-        self._fill()
+        self._plain()
         dict.__delitem__(self, name)
 
     def clear(self) -> None:
-        self._fill()
+        self._plain()
         dict.clear(self)

@@ -69,8 +69,15 @@ def test_writes_are_noted_masked_and_refused_for_unknown_names():
     assert regs.written is True and regs["rax"] == (1 << 64) - 1
     assert regs["rdi"] == want["rdi"] and list(regs) == list(want)
     assert buf[kernel.REG_INDEX["rax"]] == want["rax"]   # the thread's buffer: write_back's
+    assert regs.buffer[kernel.REG_INDEX["rax"]] == (1 << 64) - 1   # the copy write_back puts
     regs.update(rsp=8)
     assert regs["rsp"] == 8
+    filled = Regs.at(buf)
+    assert len(filled) == len(want)
+    filled["rdi"] = 3
+    assert dict(filled)["rdi"] == 3 and filled.buffer[kernel.REG_INDEX["rdi"]] == 3
+    del filled["rax"]   # removing an entry: a plain dict from then on
+    assert "rax" not in filled and filled.buffer is None and filled["rdi"] == 3
     with pytest.raises(KeyError, match="'xmm0' is not a register of a hit"):
         Regs.at(buf)["xmm0"] = 1
     assert pickle.loads(pickle.dumps(regs)).written is True
