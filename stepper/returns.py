@@ -33,6 +33,7 @@ leave the child's memory. exec: every pending frame is dropped with the old imag
 from __future__ import annotations
 
 import bisect
+import ctypes
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -275,8 +276,12 @@ def write_back(t: Thread, regs: Regs, address: int) -> bool:
     """Apply a callback's register writes to stopped thread `t` (its buffer, then the
     kernel). True when it moved rip: the displaced instruction is skipped."""
     buf = t.regs
-    for name, i in REG_ITEMS:
-        buf[i] = regs[name]
+    copy = getattr(regs, "buffer", None)   # a Regs.at: its copy, the writes in it
+    if copy is not None:
+        ctypes.memmove(buf, copy, ctypes.sizeof(buf))
+    else:
+        for name, i in REG_ITEMS:
+            buf[i] = regs[name]
     kernel.setregs(t.tid, buf)
     return buf[RIP] != address
 

@@ -16,7 +16,6 @@ import os
 import signal
 import threading
 import time
-from operator import itemgetter
 from typing import Any
 
 from . import endings, kernel, placement, returns, sigtrap, stepping, stops, watchpoints
@@ -144,14 +143,15 @@ def go_on(p: Any, t: Thread, step: Step | None) -> None:
         kernel.cont(t.tid, 0)
 
 
-_REG_NAMES = returns.REG_NAMES
-_REG_GET = itemgetter(*(i for _, i in returns.REG_ITEMS))
+_regs_at = Regs.at
+_hit_at = Hit.at
 
 
 def make_hit(p: Any, bp: Breakpoint, t: Thread) -> Hit:
-    """What a callback gets: writable registers (stepper.returns.write_back applies them)."""
-    return Hit(t.tid, bp.address, Regs(zip(_REG_NAMES, _REG_GET(t.regs))), p.read_memory,
-               process=p)
+    """What a callback gets: writable registers (stepper.returns.write_back applies them),
+    over a copy of the thread's buffer taken now and decoded as they are read
+    (stepper.hit_regs)."""
+    return _hit_at(t.tid, bp.address, _regs_at(t.regs), p.read_memory, p)
 
 
 def _call(p: Any, bp: Breakpoint, t: Thread) -> bool:
