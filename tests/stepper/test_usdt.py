@@ -163,7 +163,9 @@ def test_semaphore_taken_back_at_detach(build, tmp_path):
     assert status.detached
     _pid, wait_status = os.waitpid(proc.pid, 0)   # our child, running on untraced
     assert os.waitstatus_to_exitcode(wait_status) == 0
-    assert out.read_text().splitlines()[-1] == "enabled 1"
+    # The detach asked for in the first tick's callback happens at the loop's next step:
+    # the program may pass one more tick before it (run() documents this), never more.
+    assert out.read_text().splitlines()[-1] in ("enabled 1", "enabled 2")
 
 
 def test_semaphores_of_a_forked_child_taken_back_at_detach(build, tmp_path):
@@ -178,7 +180,9 @@ def test_semaphores_of_a_forked_child_taken_back_at_detach(build, tmp_path):
     lines = out.read_text().splitlines()
     summary = [line for line in lines if line in ("child", "parent")
                or line.startswith("enabled")]
-    assert summary == ["child", "enabled 1", "parent", "enabled 0"]
+    # (one more tick may pass before the detach, as in the test above)
+    assert summary[0] == "child" and summary[1] in ("enabled 1", "enabled 2")
+    assert summary[2:] == ["parent", "enabled 0"]
 
 
 def test_list_usdt(build):
