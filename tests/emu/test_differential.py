@@ -129,7 +129,7 @@ def test_comparison_reports_a_planted_difference():
 
 
 def test_generator_reaches_rip_relative_fs_gs_and_faulting_operands():
-    """The aimed memory operands must actually produce each kind the issue asks for."""
+    """The aimed memory operands must actually produce each kind the generator is meant to draw."""
     from hypothesis import settings
     seen = set()
 

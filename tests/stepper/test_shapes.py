@@ -1,6 +1,7 @@
-"""Probed programs behave byte-identically to unprobed ones, for every instruction shape the
-issue lists, in auto, emulate (where the instruction is emulated) and xol, driven both through
-`stepper probe` and through the library."""
+"""Probed programs behave byte-identically to unprobed ones, for every probe-site instruction
+shape of the `probes` tracee (PROBE_FUNCTIONS, ASM_SITES), in auto, emulate (where the
+instruction is emulated) and xol, driven both through `stepper probe` and through the
+library."""
 
 from __future__ import annotations
 
