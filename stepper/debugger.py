@@ -129,6 +129,8 @@ class State:
         finish() of this thread may end here), the rules and the callback, whose register
         writes are applied. True when the thread is held (the program stops) or was sent
         elsewhere by the callback; False: the loop steps the instruction as under run()."""
+        if bp.observer is not None:
+            bp.observer(t.tid, t.regs)
         hit = tracer.make_hit(p, bp, t)
         if bp.hook is not None:
             bp.hook(p, bp, t, hit)
@@ -397,7 +399,7 @@ class State:
 def _reinsert(p: Any, bp: Any) -> None:
     """Put `bp` back after a write under it, decoded anew; its counts and owner kept."""
     new = p.add_breakpoint(bp.address, bp.mode, bp.callback)
-    new.stats, new.owner = bp.stats, bp.owner
+    new.stats, new.owner, new.observer = bp.stats, bp.owner, bp.observer
     if bp.owner is not None:
         owned = bp.owner.breakpoints
         owned[owned.index(bp)] = new

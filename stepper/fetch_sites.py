@@ -16,29 +16,15 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Iterable
 
 from elftools.dwarf.dwarf_expr import DWARFExprParser
 
 from . import cfi, cfi_expr, dwarf_params, located, maps, usdt
 from .errors import StepperError
-from .fetchargs import FetchArg, FetchError, ProbeLine
+from .fetchargs import FetchArg, FetchError, ProbeLine, walk
 
-__all__ = ["needs_site", "settle", "bind", "bind_or_unbound", "bind_for_hit",
+__all__ = ["settle", "bind", "bind_or_unbound", "bind_for_hit",
            "site_function", "SiteFetchArg"]
-
-
-def _nodes(node: tuple) -> Iterable[tuple]:
-    yield node
-    if node[0] == "deref":
-        yield from _nodes(node[2])
-
-
-def needs_site(line: ProbeLine) -> bool:
-    """Whether `line` has arguments that only its sites can give (USDT $argN, names)."""
-    usdt_spec = line.spec.startswith("usdt:")
-    return any(n[0] in ("param", "params") or (usdt_spec and n[0] == "arg")
-               for a in line.args for n in _nodes(a.node))
 
 
 def site_function(path: str, vaddr: int) -> dwarf_params.Function:
@@ -146,7 +132,7 @@ def settle(line: ProbeLine, sites: list[tuple[str, int]]) -> ProbeLine:
     types taken from the first site; a site where an argument cannot be read is a
     FetchError naming the probe, the site and why (for a glob: only when no site can; the
     others fetch a fault, with a warning when their breakpoint goes in)."""
-    if not needs_site(line) or not sites:
+    if not line.needs_site or not sites:
         return line
     args = list(line.args)
     if args and args[0].node == ("params",):
@@ -195,7 +181,7 @@ def _function_or_fail(line: ProbeLine, path: str, vaddr: int) -> dwarf_params.Fu
 def bind(arg: FetchArg, line: ProbeLine, path: str, vaddr: int, bias: int) -> FetchArg:
     """`arg` for the site at link-time address `vaddr` of `path` (load bias `bias`): USDT
     `$argN` and names replaced by what reads them there. A FetchError says why it cannot."""
-    if not any(n[0] in ("param", "arg") for n in _nodes(arg.node)):
+    if not any(n[0] in ("param", "arg") for n in walk(arg.node)):
         return arg
     state: dict = {"type": arg.type}
 
@@ -247,7 +233,7 @@ def bind_for_hit(arg: FetchArg, pid: int, address: int) -> FetchArg:
     """`arg` bound to the site of a hit at `address` in process `pid` (the library's
     `hit.fetch`): a parameter name through DWARF; `$argN` is the USDT probe's own where a
     `.note.stapsdt` probe sits at that address, else the ABI argument. FetchError: why not."""
-    if not any(n[0] in ("param", "arg") for n in _nodes(arg.node)):
+    if not any(n[0] in ("param", "arg") for n in walk(arg.node)):
         return arg
     try:
         mapping = maps.find(maps.read(pid), address)
@@ -257,7 +243,7 @@ def bind_for_hit(arg: FetchArg, pid: int, address: int) -> FetchArg:
     if bias is None:
         raise FetchError(f"{arg.text!r}: no file is mapped at {address:#x}")
     vaddr = address - bias
-    is_usdt = any(n[0] == "arg" for n in _nodes(arg.node)) and \
+    is_usdt = any(n[0] == "arg" for n in walk(arg.node)) and \
         usdt.note_at(mapping.path, vaddr) is not None
     line = ProbeLine(arg.text, "usdt:" if is_usdt else "", args=(arg,))
     return bind(arg, line, mapping.path, vaddr, bias)

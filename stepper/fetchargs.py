@@ -19,12 +19,13 @@ from __future__ import annotations
 import dataclasses
 import re
 from dataclasses import dataclass, field
+from typing import Callable, Iterator
 
 from .errors import StepperError
 from .filters import Filter, parse_filter
 
 __all__ = ["FetchError", "FetchArg", "ProbeLine", "split_words", "parse_probe", "parse_fetch",
-           "TYPES", "format_text", "format_json"]
+           "TYPES", "format_text", "text_formatter", "format_json"]
 
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -256,6 +257,21 @@ class ProbeLine:
         """A counting probe: nothing to fetch, filter or print per hit."""
         return not self.args and self.filter is None and not self.is_return
 
+    @property
+    def needs_site(self) -> bool:
+        """Whether some argument means something only at a site (USDT `$argN`, parameter
+        names: stepper.fetch_sites binds them, and only then is DWARF read)."""
+        usdt_spec = self.spec.startswith("usdt:")
+        return any(n[0] in ("param", "params") or (usdt_spec and n[0] == "arg")
+                   for a in self.args for n in walk(a.node))
+
+
+def walk(node: tuple) -> Iterator[tuple]:
+    """A location tree's nodes, outermost first (through +OFFS(...) dereferences)."""
+    yield node
+    if node[0] == "deref":
+        yield from walk(node[2])
+
 
 def parse_probe(text: str) -> ProbeLine:
     """Parse one `-p` element. The spec itself is left to stepper.specs."""
@@ -297,14 +313,31 @@ def parse_probe(text: str) -> ProbeLine:
 
 def format_text(arg: FetchArg, value: object) -> str:
     """perf-script-like: x hex, u/s decimal, strings quoted, a fault `(fault)`."""
+    return text_formatter(arg)(value)
+
+
+def _quoted(value: object) -> str:
     if value is None:
         return "(fault)"
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+def _hex(value: object) -> str:
+    return "(fault)" if value is None else hex(value)
+
+
+def _plain(value: object) -> str:
+    return "(fault)" if value is None else str(value)
+
+
+def text_formatter(arg: FetchArg) -> Callable[[object], str]:
+    """format_text for one argument, its type decided once: `fn(value)`."""
     t = arg.type
     if t == "string":
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        return _quoted
     if t == "symbol" or t[0] != "x":
-        return str(value)
-    return hex(value)
+        return _plain
+    return _hex
 
 
 def format_json(arg: FetchArg, value: object) -> object:

@@ -8,7 +8,7 @@ names for the `symbol` type, the pid of a thread) is looked up once and kept.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from . import kernel, located, maps
 from .errors import StepperError
@@ -17,7 +17,8 @@ from .symbols import ElfFileError, ElfSymbols
 if TYPE_CHECKING:  # pragma: no cover
     from .fetchargs import FetchArg
 
-__all__ = ["Fetcher", "HitContext", "compile_fetch", "pid_of", "STRING_MAX", "ARG_REGS"]
+__all__ = ["Fetcher", "HitContext", "compile_fetch", "compile_raw", "pid_of", "STRING_MAX",
+           "ARG_REGS"]
 
 STRING_MAX = 256   # bytes of a string fetched at most (the kernel's MAX_STRING_SIZE is 4096)
 ARG_REGS = ("rdi", "rsi", "rdx", "rcx", "r8", "r9")
@@ -47,16 +48,14 @@ class HitContext:
         if vm is None:
             vm = self._vms[self.pid] = kernel.VmAccess(self.pid)
         first = min(STRING_MAX, PAGE - (address & (PAGE - 1)))
-        data = vm.read(address, first)
+        data = vm.read_cstring(address, first)
         if data is None:
             return None
-        end = data.find(b"\0")
-        if end < 0 and first < STRING_MAX:
-            more = vm.read(address + first, STRING_MAX - first)
+        if len(data) == first < STRING_MAX:   # no NUL on this page: the next one
+            more = vm.read_cstring(address + first, STRING_MAX - first)
             if more is not None:
                 data += more
-                end = data.find(b"\0")
-        return (data if end < 0 else data[:end]).decode("utf-8", "backslashreplace")
+        return data.decode("utf-8", "backslashreplace")
 
     def comm(self) -> str | None:
         """The thread's name, as of its first hit that asked (read once per thread)."""
@@ -190,6 +189,38 @@ def compile_fetch(arg: FetchArg) -> Callable[[dict, Callable, object], object]:
 
         return lambda regs, read, ctx: ctx.string(regs[reg] + off)
     return Fetcher(arg).value
+
+
+def compile_raw(arg: FetchArg) -> Callable[[Any, HitContext], object] | None:
+    """`fn(buf, ctx)` for the shapes that need no Hit: a register (or `$argN` of the first
+    six) as a number, and a string at a register or at +OFFS(register), read from the
+    thread's own register buffer (a kernel.RegsBuffer, valid while the thread is stopped).
+    None for every other shape: those go through a Hit (compile_fetch). The same values
+    as compile_fetch gives (tests/stepper/test_fetching.py compares them)."""
+    node, t = arg.node, arg.type
+    if node == ("comm",):
+        return lambda buf, ctx: ctx.comm()
+    if node[0] == "arg" and node[1] <= len(ARG_REGS):
+        node = ("reg", ARG_REGS[node[1] - 1])
+    if node[0] == "deref" and node[2][0] == "reg" and t == "string":
+        index, off = kernel.REG_INDEX.get(node[2][1]), node[1]
+    elif node[0] == "reg":
+        index, off = kernel.REG_INDEX.get(node[1]), 0
+    else:
+        return None
+    if index is None:
+        return None
+    if t == "string":
+        return lambda buf, ctx: ctx.string(buf[index] + off)
+    if not arg.numeric:
+        return None
+    bits = int(t[1:])
+    if bits == 64 and t[0] != "s":
+        return lambda buf, ctx: buf[index]
+    mask, sign = (1 << bits) - 1, 1 << (bits - 1)
+    if t[0] == "s":
+        return lambda buf, ctx: ((buf[index] & mask) ^ sign) - sign
+    return lambda buf, ctx: buf[index] & mask
 
 
 _MEMORY = ("deref", "addr", "sym", "stack")

@@ -306,7 +306,8 @@ class VmAccess:
         buf = self._bufs.get(size)
         if buf is None:
             buf = ctypes.create_string_buffer(size)
-            if size <= 64:  # the emulator's sizes; a larger read is a one-off
+            if size <= 256:  # the emulator's sizes and fetched strings (at most 32 KiB
+                # in all); a larger read is a one-off
                 self._bufs[size] = buf
         self._local.base = ctypes.addressof(buf)
         self._local.len = self._remote.len = size
@@ -322,6 +323,18 @@ class VmAccess:
         if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
             return None
         return buf.raw
+
+    def read_cstring(self, address: int, size: int) -> bytes | None:
+        """The bytes at `address` before the first NUL of the `size` read (all `size` if
+        there is none: the caller reads on), or None if any of them cannot be read. The
+        NUL is found by ctypes' `value` (C's strlen), not by slicing in Python."""
+        buf = self._buf
+        if size != len(buf):
+            buf = self._use(size)
+        self._remote.base = address
+        if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
+            return None
+        return buf.value
 
     def read_upto(self, address: int, size: int) -> bytes:
         """The readable bytes of [address, address + size): the kernel stops at the first

@@ -200,7 +200,7 @@ class TracedProcess:
         for bp in self.breakpoints:
             copy = Breakpoint(bp.address, bp.insn, bp.mode, bp.ops, bp.callback, bp.symbol,
                               inserted=bp.inserted, on_return=bp.on_return, hook=bp.hook,
-                              internal=bp.internal,
+                              internal=bp.internal, observer=bp.observer,
                               # a forked child holds its own copy's count; vfork shares memory
                               semaphore=None if vfork else bp.semaphore)
             child.breakpoints.by_address[bp.address] = copy

@@ -71,6 +71,11 @@ class Breakpoint:
     owner: Any = None
     #: a USDT semaphore this breakpoint holds one count of (stepper.usdt), or None
     semaphore: int | None = None
+    #: observer(tid, regs_buffer): a read-only callback for the engine's own tracers
+    #: (stepper.probing.trace), called before `callback` with the thread's register buffer
+    #: itself (valid only during the call, never written) and no Hit made: the cheapest way
+    #: to look at a hit
+    observer: Callable | None = None
 
     @property
     def original(self) -> bytes:

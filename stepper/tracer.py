@@ -100,9 +100,13 @@ def loop(root: Any) -> None:
                     elif root.on_hit is not None:
                         if root.on_hit(p, t, bp):
                             continue  # held (a debugger's stop) or resumed elsewhere
-                    elif (bp.callback is not None or bp.hook is not None) and _call(p, bp, t):
-                        skipped(p, t, bp)  # the callback moved rip: no step
-                        continue
+                    else:
+                        if bp.observer is not None:
+                            bp.observer(tid, regs)
+                        if (bp.callback is not None or bp.hook is not None) \
+                                and _call(p, bp, t):
+                            skipped(p, t, bp)  # the callback moved rip: no step
+                            continue
                     if p.trap_handler:  # SIGTRAP caught or ignored: undo a kernel reset
                         sigtrap.after_trap(p, t, bp)
                         go_on(p, t, bp.ops.hit(p, t, bp))

@@ -21,7 +21,7 @@ import os
 import time
 from typing import IO
 
-from ..fetchargs import format_json, format_text
+from ..fetchargs import format_json, text_formatter
 from .events import Event
 
 __all__ = ["FORMATS", "Sink", "make_writer"]
@@ -50,10 +50,13 @@ class Sink:
                                  errors="backslashreplace"), owned=True)
         return cls(open(path, "w", buffering=BUFFER, encoding="utf-8"), owned=True)
 
-    def write(self, text: str) -> None:
+    def write(self, text: str, now: int | None = None) -> None:
+        """Buffer `text`; `now` (CLOCK_MONOTONIC ns, read when not given: an event's own
+        time saves the clock read) decides whether the time bound has passed."""
         self._parts.append(text)
         self._size += len(text)
-        now = time.monotonic_ns()
+        if now is None:
+            now = time.monotonic_ns()
         if self._size >= BUFFER or now - self._last >= FLUSH_NS:
             self.flush(now)
 
@@ -78,21 +81,32 @@ class Sink:
 
 
 class TextWriter:
+    """`TIME TID PROBE: name=value ...`; each probe's line is prepared once (its label and
+    names, a formatter per argument type: stepper.fetchargs.text_formatter), so a line costs
+    one call per value and one f-string."""
+
     def __init__(self, sink: Sink) -> None:
         self.sink = sink
+        self._prepared: dict[object, tuple] = {}   # TraceProbe -> (head, names, formats)
+
+    def _prepare(self, probe) -> tuple:
+        prepared = self._prepared[probe] = (
+            f" {probe.label}:", tuple(f" {a.name}=" for a in probe.args),
+            tuple(text_formatter(a) for a in probe.args))
+        return prepared
 
     def write(self, e: Event) -> None:
-        fields = [f"{a.name}={format_text(a, v)}" for a, v in zip(e.probe.args, e.values)]
-        if e.event == "return":
-            fields.append(f"retval={'(fault)' if e.retval is None else hex(e.retval)}")
-            fields.append(f"duration_ns={e.duration_ns}")
-        label = e.probe.label
+        probe = e.probe
+        head, names, formats = self._prepared.get(probe) or self._prepare(probe)
         t = e.time_ns
-        text = (f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid} "
-                f"{label}: {' '.join(fields)}\n".replace(": \n", ":\n"))
+        fields = "".join([n + f(v) for n, f, v in zip(names, formats, e.values)])
+        if e.event == "return":
+            fields += (f" retval={'(fault)' if e.retval is None else hex(e.retval)}"
+                       f" duration_ns={e.duration_ns}")
+        text = f"{t // 1_000_000_000}.{t % 1_000_000_000 // 1000:06d} {e.tid}{head}{fields}\n"
         if e.stack is not None:
             text += "".join(f"\t{frame}\n" for frame in e.stack)
-        self.sink.write(text)
+        self.sink.write(text, t)
 
     def close(self) -> None:
         self.sink.close()

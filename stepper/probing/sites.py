@@ -21,12 +21,10 @@ def bound_args(probes: list, row) -> list | None:
     arguments bound to the site; None when none needs binding. A site that cannot give an
     argument (a library loaded after the start, unchecked) fetches a fault there, with a
     warning on stderr."""
-    if not row.path or not any(tp.line.args for tp in probes):
-        return None   # no argument at all: nothing to bind, and the DWARF readers stay unloaded
-    from ..fetch_sites import bind_or_unbound, needs_site
+    if not row.path or not any(tp.line.needs_site for tp in probes):
+        return None   # nothing to bind, and the DWARF readers stay unloaded
+    from ..fetch_sites import bind_or_unbound
 
-    if not row.path or not any(needs_site(tp.line) for tp in probes):
-        return None
     vaddr = row.bp.address - row.bias
     result = []
     for tp in probes:
@@ -43,8 +41,9 @@ def bound_args(probes: list, row) -> list | None:
 def settle_lines(lines: list[ProbeLine], waiting: list[Pending], exe: str) -> list[ProbeLine]:
     """Before a spawned program starts: each line checked against its sites in the files
     (stepper.fetch_sites.settle); a line whose object is not known yet stays as it is.
-    Without arguments nothing is resolved nor imported (reading DWARF is a heavy import)."""
-    if not any(line.args for line in lines):
+    Without arguments that need a site nothing is resolved nor imported (reading DWARF is a
+    heavy import)."""
+    if not any(line.needs_site for line in lines):
         return lines
     from ..fetch_sites import settle
 
@@ -60,6 +59,8 @@ def settle_lines(lines: list[ProbeLine], waiting: list[Pending], exe: str) -> li
 
 def settle_resolved(lines: list[ProbeLine], probes: list[Probe], by_path: dict) -> list:
     """The same for --pid: the probes resolved against the running process."""
+    if not any(line.needs_site for line in lines):
+        return lines
     from ..fetch_sites import settle
 
     sites: dict[str, list[tuple[str, int]]] = {}

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 from ..errors import StepperError
 from ..fetchargs import ProbeLine
-from ..fetching import Fetcher, HitContext, compile_fetch, pid_of
+from ..fetching import Fetcher, HitContext, compile_fetch, compile_raw, pid_of
 from .aggregate import Aggregate
 from .events import Event, TraceProbe
 from .sites import bound_args
@@ -79,9 +79,47 @@ class Tracer:
             return
         for tp in probes:
             self.sites[tp.index].append((proc, row.bp))
-        row.bp.callback = self.callback(probes, row.symbol, bound_args(probes, row))
+        args = bound_args(probes, row)
+        observer = self.observer(probes, row.symbol, row.bp.address, args)
+        if observer is not None:
+            row.bp.observer = observer
+            return
+        row.bp.callback = self.callback(probes, row.symbol, args)
         if any(tp.line.is_return for tp in probes):
             proc.on_return(row.bp, self._on_return)
+
+    def observer(self, probes: list[TraceProbe], symbol: str | None, address: int,
+                 args: list | None = None) -> Callable | None:
+        """The hit as a breakpoint observer, `fn(tid, regs_buffer)`: no Hit is made, and
+        registers are read from the thread's own buffer (fetching.compile_raw). Only for
+        entry probes whose every fetch argument has such a shape and without --stack
+        (None otherwise: `callback` then does the work through a Hit)."""
+        if self.stack or any(tp.line.is_return for tp in probes):
+            return None
+        plans = []
+        for i, tp in enumerate(probes):
+            fetchers = [compile_raw(a) for a in (tp.args if args is None else args[i])]
+            if None in fetchers:
+                return None
+            plans.append((tp, fetchers))
+        ctx = self.ctx
+        clock = time.monotonic_ns
+        emit = self.emit
+
+        def observe(tid: int, buf) -> None:
+            now = clock()
+            ctx.tid = tid
+            ctx.pid = pid = pid_of(tid)
+            live = False
+            for tp, fetchers in plans:
+                if not tp.done:
+                    live = True
+                    emit(Event(now, pid, tid, tp, symbol, address,
+                               tuple([f(buf, ctx) for f in fetchers])))
+            if not live:   # a forked child's copy of a retired probe: remove it there too
+                self._remove_copy(pid, address)
+
+        return observe
 
     def callback(self, probes: list[TraceProbe], symbol: str | None,
                  args: list | None = None) -> Callable:
@@ -122,7 +160,7 @@ class Tracer:
             if proc.pid == pid:
                 for bp in proc.breakpoints:
                     if bp.address == address:
-                        bp.callback = None
+                        bp.callback = bp.observer = None
                         try:
                             proc.remove(bp)
                         except Exception:  # noqa: BLE001 - gone meanwhile: nothing to remove
@@ -187,7 +225,7 @@ class Tracer:
         for proc, bp in self.sites[tp.index]:
             if id(bp) in live:
                 continue
-            bp.callback = None
+            bp.callback = bp.observer = None
             try:
                 proc.remove(bp)
             except Exception:  # noqa: BLE001 - a process gone meanwhile: nothing to remove

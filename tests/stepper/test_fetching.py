@@ -9,7 +9,8 @@ import pytest
 
 from stepper import api
 from stepper.fetchargs import parse_fetch
-from stepper.fetching import STRING_MAX, Fetcher, HitContext, compile_fetch
+from stepper import kernel
+from stepper.fetching import STRING_MAX, Fetcher, HitContext, compile_fetch, compile_raw
 from tests.support.elf import symbol
 
 BASE = 0x10000
@@ -69,6 +70,32 @@ def test_values(text, expected):
     assert value(text, REGS, MEM) == expected
     # the hot path's closures agree with the general evaluation
     assert compile_fetch(parse_fetch(text))(REGS, MEM.read, Context(MEM)) == expected
+
+
+def _buffer(regs: dict) -> kernel.RegsBuffer:
+    buf = kernel.RegsBuffer()
+    for name, v in regs.items():
+        buf[kernel.REG_INDEX[name]] = v
+    return buf
+
+
+@pytest.mark.parametrize("text", [
+    "%di", "%ax:s64", "%ax:s32", "%ax:u32", "%dx:s8", "%ax:s8", "%ax:u8", "%ax:x16", "%rsp",
+    "$arg1", "$arg6:u8", "+0(%si):string", "%si:string", "+16(%di):string", "+32(%di):string",
+    "%dx:string", "+1(%si):string",
+])
+def test_raw_fetchers_read_the_register_buffer_as_compile_fetch_reads_the_dict(text):
+    """The observer path (no Hit: the thread's own register buffer) gives the same values."""
+    arg = parse_fetch(text)
+    raw = compile_raw(arg)
+    assert raw is not None
+    assert raw(_buffer(REGS), Context(MEM)) == compile_fetch(arg)(REGS, MEM.read, Context(MEM))
+
+
+@pytest.mark.parametrize("text", ["+0(%di)", "+8(%di):s32", "$stack1", "$stack", "@0x10008",
+                                  "$arg7", "%ip:symbol", "+0(+0(%di)):string"])
+def test_shapes_that_read_memory_as_numbers_need_a_hit(text):
+    assert compile_raw(parse_fetch(text)) is None
 
 
 def test_retval_and_long_strings():

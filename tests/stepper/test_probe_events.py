@@ -121,3 +121,27 @@ def test_tracer_return_path_filters_fetches_retval_and_summarises():
         ({"n": 0, "r": 3}, "0x3", 100), ({"n": 3, "r": 5}, "0x5", 300)]
     summary = tracer.aggregate.as_json()[0]
     assert summary["count"] == 2 and summary["latency_ns"]["max"] == 300
+
+
+def test_register_and_string_probes_observe_without_a_hit_others_take_the_callback():
+    """A breakpoint whose probes fetch only registers and strings at registers gets an
+    observer (the register buffer, no Hit); a memory number, --stack or a return probe
+    needs the Hit (the callback path)."""
+    from stepper import kernel
+    from stepper.probing.trace import Tracer
+
+    def observer(text: str, stack: bool = False):
+        tracer = Tracer([parse_probe(text)], None, [], None, stack=stack)
+        return tracer, tracer.observer(tracer.probes, "f", 0x1000)
+
+    for text in ("f a=%di:s64 b=%si", "f $arg2:u32 c=$comm"):
+        assert observer(text)[1] is not None, text
+    for text, stack in (("f a=+0(%di)", False), ("f a=%di", True), ("f%return a=%di", False)):
+        assert observer(text, stack)[1] is None, text
+    tracer, observe = observer("f a=%di:s32 b=%si if a < 0")
+    buf = kernel.RegsBuffer()
+    for rdi in (5, (1 << 64) - 2, 7, (1 << 32) - 1):
+        buf[kernel.REG_INDEX["rdi"]], buf[kernel.REG_INDEX["rsi"]] = rdi, 0x40
+        observe(12345, buf)
+    summary = tracer.aggregate.summaries[0]
+    assert tracer.probes[0].hits == summary.count == 2   # -2 and -1 (u32 max as s32)

@@ -62,6 +62,17 @@ def test_jsonl_values_are_what_the_program_passed(build, tmp_path):
                                {"probe": "take", "event": "entry", "count": 1}]
 
 
+def test_register_and_string_probe_values_are_what_the_program_passed(build, tmp_path):
+    """Registers and strings only: the observer path (no Hit made), the same values."""
+    exe = build("tracework")
+    out = tmp_path / "trace.jsonl"
+    run, _ = probe_specs(tmp_path, ["work a=%di:s64 s=+0(%si):string u=%dx:u32 c=$comm"],
+                         [exe, str(CALLS)], "--format", "jsonl", "-o", str(out))
+    assert run.returncode == CALLS, run.stderr
+    calls = printed(run.stdout)
+    assert [e["args"] for e in jsonl(out)] == [dict(c, c="tracework") for c in calls]
+
+
 def test_strings_at_a_page_end_and_across_pages(build, tmp_path):
     exe = build("tracework")
     out = tmp_path / "t.jsonl"

@@ -64,3 +64,28 @@ def test_on_exec_puts_probes_in_the_new_image_and_on_fork_sees_the_child(build, 
         (proc, child.pid, [bp.address], proc) for child in proc.children]
     assert len(forks) == 2 and bp.stats.hits == 4   # the root's own calls only
     assert sorted(c.breakpoints[0].stats.hits for c in proc.children) == [2, 5]
+
+
+def test_an_observer_sees_the_thread_and_its_registers_before_the_callback(build, spawn_captured):
+    """`Breakpoint.observer(tid, regs_buffer)`, the engine's read-only hook for traced probes:
+    called at each hit before the callback, with the thread's own register buffer (rip at the
+    breakpoint, the arguments in place); forked children's copies keep it."""
+    from stepper import kernel
+
+    exe = build("family")
+    proc, out = spawn_captured([exe])
+    address = proc.load_bias + symbol(exe, "f")[0]
+    seen: list[tuple] = []
+    bp = proc.break_at(address, callback=lambda hit: seen.append(("callback", hit.tid)))
+    bp.observer = lambda tid, buf: seen.append(
+        ("observer", tid, buf[kernel.RIP] == address, buf[kernel.REG_INDEX["rdi"]]))
+    assert proc.run().exit_code == 3
+    root = [s for s in seen if s[1] == proc.pid]
+    # f(done) with done = 0, 1, 2: each observed, then called back
+    assert root[:6] == [("observer", proc.pid, True, 0), ("callback", proc.pid),
+                        ("observer", proc.pid, True, 1), ("callback", proc.pid),
+                        ("observer", proc.pid, True, 2), ("callback", proc.pid)]
+    children = {c.pid for c in proc.children}
+    observed = [s for s in seen if s[0] == "observer" and s[1] in children]
+    assert len(observed) == 7 and all(s[2] for s in observed)   # 2 + 5 calls in the children
+    assert all(c.breakpoints[0].observer is bp.observer for c in proc.children)
