@@ -10,9 +10,15 @@ C++ unwinding and backtrace()).
 
 One INT3 per return address (a `Site`), shared by every pending return there (recursion,
 threads, several probed functions returning to one place); each thread keeps its pending
-frames in one list (`Returns.by_tid`). The INT3 goes once nothing is pending at the address,
-unless a user breakpoint is there too: then its INT3 serves both and its callback runs after
-the returns are reported.
+frames in one list (`Returns.by_tid`). A user breakpoint at the address serves the returns
+too: its callback runs after the returns are reported.
+
+Once nothing is pending at an address, our INT3 lingers there (at most LINGER addresses, the
+oldest goes first): the next call's return then costs no insertion and no removal (two
+writes and a read of the program's memory per call of a probed function). A thread that
+reaches a lingering INT3 with nothing to report there (the address is also a jump target, or
+the entry probe went) steps over it like any breakpoint, and that INT3 goes then: at most
+one such trap per address between two returns.
 
 Abandoned frames (longjmp, an exception, a frame a signal handler never returned to) never
 return: a pending frame of a thread is expired (counted in its entry breakpoint's
@@ -43,6 +49,9 @@ from .errors import StepperError
 from .kernel import RAX, REG_INDEX, RIP, RSP
 from .records import Breakpoint, Hit, Regs, Thread
 from .unwind import UnwindError
+
+#: Return addresses whose INT3 stays when nothing is pending there (per process).
+LINGER = 64
 
 REG_ITEMS = tuple(REG_INDEX.items())
 REG_NAMES = tuple(name for name, _ in REG_ITEMS)
@@ -97,6 +106,8 @@ class Returns:
         self.by_tid: dict[int, list[Pending]] = {}
         self.spare: dict[int, Breakpoint] = {}   # decoded once, re-inserted on need
         self.stale: set[int] = set()             # our INT3s removed while threads ran
+        #: sites of ours with nothing pending, still inserted (oldest first)
+        self.lingering: dict[int, None] = {}
         self._ranges: list[tuple[int, int]] = []  # mappings, sorted: the stack lookup
 
     # --- stacks ----------------------------------------------------------------------
@@ -129,8 +140,11 @@ class Returns:
 
     def _take(self, address: int) -> None:
         n = self.count.get(address, 0)
-        if n == 0 and address not in self.sites:
-            self.sites[address] = self._insert(address)
+        if n == 0:
+            if address in self.lingering:
+                del self.lingering[address]   # still in: nothing to write
+            elif address not in self.sites:
+                self.sites[address] = self._insert(address)
         self.count[address] = n + 1
 
     def _insert(self, address: int) -> Breakpoint:
@@ -155,15 +169,26 @@ class Returns:
             self.count[address] = left
             return
         self.count.pop(address, None)
-        bp = self.sites.pop(address, None)
+        bp = self.sites.get(address)
         if bp is None:
             return
-        if bp.internal:
-            self.p.breakpoints.remove(bp)
-            self.spare[address] = bp
-            self.stale.add(address)  # a thread may have trapped on it already
-        elif bp.on_return is None:
+        if bp.internal:   # stays in, for the next return here
+            lingering = self.lingering
+            lingering[address] = None
+            if len(lingering) > LINGER:
+                self._drop(next(iter(lingering)))
+            return
+        del self.sites[address]
+        if bp.on_return is None:
             bp.hook = None  # the user's breakpoint alone again: the plain hit path
+
+    def _drop(self, address: int) -> None:
+        """Remove a lingering INT3 of ours (nothing pending there)."""
+        del self.lingering[address]
+        bp = self.sites.pop(address)
+        self.p.breakpoints.remove(bp)
+        self.spare[address] = bp
+        self.stale.add(address)  # a thread may have trapped on it already
 
     def _expire(self, f: Pending) -> None:
         if f.owner is not None:
@@ -177,6 +202,8 @@ class Returns:
         return here, in order; frames it has left behind on its stack are expired."""
         frames = self.by_tid.get(t.tid)
         if not frames:
+            if address in self.lingering:
+                self._drop(address)
             return []
         rsp = t.regs[RSP]
         stack = self.stack_of(rsp)
@@ -195,6 +222,8 @@ class Returns:
                 del self.by_tid[t.tid]
         if matched:
             self._release(address, len(matched))
+        elif address in self.lingering:
+            self._drop(address)   # reached with nothing to report: not a place to linger
         return matched
 
     # --- what the process goes through ---------------------------------------------------
@@ -293,7 +322,10 @@ def added(p: Any, bp: Breakpoint, on_return: Callable | None) -> None:
     if on_return is not None:
         bp.on_return, bp.hook = on_return, at_hit
     r = p.returns
-    if r is not None and bp.address in r.sites:
+    if r is not None and bp.address in r.lingering:
+        del r.lingering[bp.address], r.sites[bp.address]   # ours stepped aside (before_add),
+        # and nothing waits there
+    elif r is not None and bp.address in r.sites:
         r.sites[bp.address] = bp
         bp.hook = at_hit
 

@@ -38,8 +38,11 @@ def test_four_threads_each_return_paired_with_its_entry(build, spawn_captured, m
     assert len({r.tid for r in got}) == 4
     assert all(r.duration_ns > 0 for r in got)
     assert bp.stats.returns == 800 and bp.stats.expired == 0
-    # The return INT3s went once nothing was pending; the user sees only their breakpoint.
-    assert proc.breakpoints == [bp] and not proc._session.returns.sites
+    # Nothing is pending; the one return address's INT3 lingered from call to call (never
+    # removed, so never re-inserted); the user sees only their breakpoint.
+    r = proc._session.returns
+    assert not r.count and set(r.sites) == set(r.lingering) and not r.spare
+    assert proc.breakpoints == [bp]
 
 
 def test_recursion_every_level_returns_its_own_value(build, spawn_captured):
@@ -89,7 +92,8 @@ def test_longjmp_out_of_nested_calls_expires_the_abandoned_frames(build, spawn_c
         (False, 4, 12), (True, 4, 13), (False, 6, 18), (True, 6, 19)]
     assert deep.stats.expired == jumper.stats.expired == 3   # i = 1, 3, 5 jumped out
     assert deep.stats.returns == jumper.stats.returns == 4
-    assert not proc._session.returns.sites
+    r = proc._session.returns
+    assert not r.count and set(r.sites) == set(r.lingering)   # nothing pending
 
 
 def test_signal_handler_reenters_the_function_on_the_same_stack(build, spawn_captured):
@@ -230,3 +234,40 @@ def test_a_user_breakpoint_removed_at_a_return_address_leaves_the_returns_armed(
     assert out.read_bytes() == b"fib(12)=144\n"
     assert user[0].stats.hits == 1 and proc.breakpoints == [bp]
     assert len(got) == bp.stats.returns == 465 and got[-1].value == 144
+
+
+def test_a_return_int3_lingers_and_goes_when_reached_with_nothing_to_report(build,
+                                                                          spawn_captured):
+    """tail_inner's return address in rejoin is also a jump target: the INT3 that lingers
+    there after the return traps once on the next jump (a plain step over it, the program
+    unchanged) and goes; the next call puts it back."""
+    exe = build("returns")
+    plain = run_plain([exe, "rejoin"])
+    assert plain.stdout == b"rejoin(6)=2\nrejoin(3)=2\n"
+    proc, out = spawn_captured([exe, "rejoin"])
+    got = []
+    proc.break_at(_fn(proc, exe, "tail_inner"), on_return=got.append)
+    site = _fn(proc, exe, "rejoin_site")
+    assert proc.run().exit_code == 0
+    assert out.read_bytes() == plain.stdout
+    assert [(r.entry.regs["rdi"], r.value) for r in got] == [(1, 2), (1, 2)]
+    assert {r.address for r in got} == {site}
+    r = proc._session.returns
+    assert not r.count and not r.lingering and site in r.spare
+    # per rejoin call: its return, then one jump there with nothing to report (not the
+    # four (rejoin(6)) and one (rejoin(3)) later jumps an INT3 left in would catch)
+    assert r.spare[site].stats.hits == 4
+
+
+def test_at_most_linger_return_int3s_stay(build, spawn_captured, monkeypatch):
+    """Past LINGER addresses with nothing pending, the oldest INT3 goes (deep and jumper
+    return to two places)."""
+    monkeypatch.setattr(returns, "LINGER", 1)
+    exe = build("returns")
+    proc, out = spawn_captured([exe, "longjmp"])
+    deep = proc.break_at(_fn(proc, exe, "deep"), on_return=lambda r: None)
+    jumper = proc.break_at(_fn(proc, exe, "jumper"), on_return=lambda r: None)
+    assert proc.run().exit_code == 0
+    assert deep.stats.returns == jumper.stats.returns == 4
+    r = proc._session.returns
+    assert not r.count and len(r.lingering) == 1 and r.spare

@@ -12,6 +12,7 @@
 int tail_outer(int x);      /* returns_asm.S: jmp tail_inner */
 int tail_inner(int x);
 int skippable(int x);       /* returns_asm.S: x + 100, the add at skip_site */
+int rejoin(int n);          /* returns_asm.S: tail_inner's return address is a jump target */
 
 __attribute__((noinline, noclone)) long compute(long x) {
     volatile long acc = 0;
@@ -107,6 +108,9 @@ int main(int argc, char **argv) {
             wait(NULL);
     } else if (!strcmp(mode, "exec")) {
         return exec_self(argv[0]);
+    } else if (!strcmp(mode, "rejoin")) {
+        printf("rejoin(6)=%d\n", rejoin(6));
+        printf("rejoin(3)=%d\n", rejoin(3));
     } else if (!strcmp(mode, "args")) {
         printf("compute(3)=%ld skippable(5)=%d\n", compute(3), skippable(5));
     }
