@@ -17,6 +17,7 @@ a bad pointer is a fault (None), shown as `(fault)` / JSON null.
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
@@ -25,7 +26,7 @@ from .errors import StepperError
 from .filters import Filter, parse_filter
 
 __all__ = ["FetchError", "FetchArg", "ProbeLine", "split_words", "parse_probe", "parse_fetch",
-           "TYPES", "format_text", "text_formatter", "format_json"]
+           "TYPES", "format_text", "text_formatter", "format_json", "json_formatter"]
 
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -338,6 +339,29 @@ def text_formatter(arg: FetchArg) -> Callable[[object], str]:
     if t == "symbol" or t[0] != "x":
         return _plain
     return _hex
+
+
+_encode_string = json.encoder.encode_basestring_ascii   # json.dumps's own string encoder
+
+
+def _json_hex(value: object) -> str:
+    return "null" if value is None else f'"{hex(value)}"'
+
+
+def _json_number(value: object) -> str:
+    return "null" if value is None else str(value)
+
+
+def _json_text(value: object) -> str:
+    return "null" if value is None else _encode_string(value)
+
+
+def json_formatter(arg: FetchArg) -> Callable[[object], str]:
+    """`fn(value)`: the JSON text of format_json(arg, value) (what json.dumps writes), the
+    type decided once."""
+    if arg.type in ("string", "symbol"):
+        return _json_text
+    return _json_hex if arg.type[0] == "x" else _json_number
 
 
 def format_json(arg: FetchArg, value: object) -> object:

@@ -21,7 +21,7 @@ import os
 import time
 from typing import IO
 
-from ..fetchargs import format_json, text_formatter
+from ..fetchargs import format_json, json_formatter, text_formatter
 from .events import Event
 
 __all__ = ["FORMATS", "Sink", "make_writer"]
@@ -126,8 +126,34 @@ def event_json(e: Event) -> dict:
 
 
 class JsonlWriter(TextWriter):
+    """One JSON object per line. An entry event without a stack (the common line) is put
+    together from its parts: what is the same for every event of one probe at one site is
+    encoded once, each value by a formatter of its type (stepper.fetchargs.json_formatter);
+    the text is what `json.dumps(event_json(e), separators=(",", ":"))` gives, which every
+    other event still goes through (tests/stepper/test_probe_events.py compares them)."""
+
+    def _prepare(self, key) -> tuple:
+        probe, symbol, address = key
+        middle = (f',"probe":{_json(probe.label)},"symbol":{_json(symbol)},'
+                  f'"address":"{hex(address)}","event":"entry","args":{{')
+        prepared = self._prepared[key] = (
+            middle, tuple(_json(a.name) + ":" for a in probe.args),
+            tuple(json_formatter(a) for a in probe.args))
+        return prepared
+
     def write(self, e: Event) -> None:
-        self.sink.write(json.dumps(event_json(e), separators=(",", ":")) + "\n")
+        if e.event != "entry" or e.stack is not None:
+            self.sink.write(json.dumps(event_json(e), separators=(",", ":")) + "\n")
+            return
+        key = (e.probe, e.symbol, e.address)
+        middle, names, formats = self._prepared.get(key) or self._prepare(key)
+        args = ",".join([n + f(v) for n, f, v in zip(names, formats, e.values)])
+        self.sink.write(f'{{"time_ns":{e.time_ns},"pid":{e.pid},"tid":{e.tid}{middle}{args}}}}}\n',
+                        e.time_ns)
+
+
+def _json(value: object) -> str:
+    return json.dumps(value)
 
 
 class ChromeWriter(TextWriter):

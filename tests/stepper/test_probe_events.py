@@ -6,10 +6,13 @@ from __future__ import annotations
 import io
 import json
 
-from stepper.fetchargs import parse_probe
+from hypothesis import given
+from hypothesis import strategies as st
+
+from stepper.fetchargs import FetchArg, ProbeLine, parse_probe
 from stepper.probing.aggregate import Aggregate, bucket, bucket_range, hist_lines, percentile
 from stepper.probing.events import Event, TraceProbe
-from stepper.probing.formats import ChromeWriter, JsonlWriter, Sink, TextWriter
+from stepper.probing.formats import ChromeWriter, JsonlWriter, Sink, TextWriter, event_json
 
 
 def probes():
@@ -145,3 +148,36 @@ def test_register_and_string_probes_observe_without_a_hit_others_take_the_callba
         observe(12345, buf)
     summary = tracer.aggregate.summaries[0]
     assert tracer.probes[0].hits == summary.count == 2   # -2 and -1 (u32 max as s32)
+
+
+_TYPES = ("u8", "s16", "s64", "x32", "x64", "string", "symbol")
+
+
+@st.composite
+def _entry_events(draw):
+    types = draw(st.lists(st.sampled_from(_TYPES), max_size=4))
+    args = tuple(FetchArg(f"n{i}_{draw(st.text(max_size=3))}", "%di", t, ("reg", "rdi"))
+                 for i, t in enumerate(types))
+    label = draw(st.text(min_size=1, max_size=12))
+    probe = TraceProbe(ProbeLine(label, label, False, args, None, tuple(a.name for a in args)),
+                       0)
+    values = tuple(draw(st.none() | (st.text(max_size=8) if a.type in ("string", "symbol")
+                                     else st.integers(-(1 << 63), (1 << 64) - 1)
+                                     if a.type[0] != "x" else st.integers(0, (1 << 64) - 1)))
+                   for a in args)
+    return Event(draw(st.integers(0, 1 << 63)), draw(st.integers(1, 1 << 22)),
+                 draw(st.integers(1, 1 << 22)), probe, draw(st.none() | st.text(max_size=8)),
+                 draw(st.integers(0, (1 << 64) - 1)), values)
+
+
+@given(st.lists(_entry_events(), min_size=1, max_size=4))
+def test_prepared_jsonl_lines_are_what_json_dumps_writes(events):
+    """An entry line put together from prepared parts is byte for byte the general one."""
+    buf = io.StringIO()
+    writer = JsonlWriter(Sink(buf, owned=False))
+    for e in events + events:   # the second time from the prepared parts
+        writer.write(e)
+    writer.close()
+    expected = "".join(json.dumps(event_json(e), separators=(",", ":")) + "\n"
+                       for e in events + events)
+    assert buf.getvalue() == expected
