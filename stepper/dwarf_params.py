@@ -13,6 +13,7 @@ Addresses are link-time (file) addresses: the caller subtracts the load bias.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import os
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ class Function:
     frame_base: tuple
     path: str
     linkage: str | None = None   # the mangled name (C++), None for C
+    #: the separate debug file the DWARF came from (build-id or .gnu_debuglink), None when
+    #: it is `path`'s own; `path` stays the object that runs (its .eh_frame, its symbols)
+    debug_path: str | None = None
+
+    @property
+    def dwarf(self) -> str:
+        """The file holding this function's DWARF (expressions, line table)."""
+        return self.debug_path or self.path
 
     @property
     def title(self) -> str:
@@ -90,7 +99,7 @@ class Function:
         """Whether some parameter lives at `pc` in a slot of the function's own frame (below
         the CFA), which only the prologue fills: an unoptimised build at its first
         instruction. Slots at or above the CFA are the caller's stack arguments, valid."""
-        return pc == self.low and any(_own_frame_slot(self.path, v.expression_at(pc))
+        return pc == self.low and any(_own_frame_slot(self.dwarf, v.expression_at(pc))
                                       for v in self.params)
 
 
@@ -105,14 +114,36 @@ _FBREG = 0x91   # DW_OP_fbreg
 
 
 def functions(path: str) -> list[Function]:
-    """Every function with code in the DWARF of `path` (its separate debug file is not
-    searched here), in DIE order. Empty when the file has no DWARF."""
+    """Every function with code in the DWARF of `path`, or of its separate debug file (found
+    as gdb finds it: stepper.symbols, by build-id under /usr/lib/debug/.build-id or by
+    .gnu_debuglink) when `path` has none, in DIE order. Empty when neither has DWARF."""
     real = os.path.realpath(path)
+    found = _functions(*_identity(real, path))
+    if found:
+        return found
+    from .symbols import ElfFileError, ElfSymbols
+    try:
+        debug = ElfSymbols.load(real).debug_file
+    except ElfFileError:
+        return found
+    if debug is None:
+        return found
+    return _debug_functions(real, *_identity(os.path.realpath(debug), debug))
+
+
+@functools.lru_cache(maxsize=16)
+def _debug_functions(binary: str, debug: str, size: int, mtime: int) -> list[Function]:
+    """The functions of a separate debug file, as functions of the object that runs."""
+    return [dataclasses.replace(f, path=binary, debug_path=f.path)
+            for f in _functions(debug, size, mtime)]
+
+
+def _identity(real: str, path: str) -> tuple[str, int, int]:
     try:
         st = os.stat(real)
     except OSError as e:
         raise StepperError(f"cannot read {path}: {e.strerror}") from None
-    return _functions(real, st.st_size, st.st_mtime_ns)
+    return real, st.st_size, st.st_mtime_ns
 
 
 def find(path: str, name: str) -> list[Function]:
@@ -314,7 +345,7 @@ def _rows(path: str) -> tuple:
 
 def line_rows(function: Function) -> list[tuple[int, int, str]]:
     """The statement starts (address, line, source path) inside `function`, by address."""
-    return [r for r in _rows(function.path) if function.low <= r[0] < function.high]
+    return [r for r in _rows(function.dwarf) if function.low <= r[0] < function.high]
 
 
 def after_prologue(function: Function) -> int:
@@ -333,9 +364,9 @@ def describe_location(function: Function, variable: Variable, pc: int) -> str:
     expr = variable.expression_at(pc)
     if expr is None:
         return "optimised out here"
-    if pc == function.low and _own_frame_slot(function.path, expr):
+    if pc == function.low and _own_frame_slot(function.dwarf, expr):
         return "stack slot not written before the prologue"
-    ops = DWARFExprParser(_structs(function.path)).parse_expr(expr)
+    ops = DWARFExprParser(_structs(function.dwarf)).parse_expr(expr)
     first = ops[0].op_name
     if len(ops) == 1 and first.startswith("DW_OP_reg"):
         return cfi_expr.reg_name(ops[0].args[0] if first == "DW_OP_regx" else int(first[9:]))
@@ -362,10 +393,10 @@ def read_value(function: Function, variable: Variable, pc: int, regs: Mapping[st
     expr = variable.expression_at(pc)
     if expr is None:
         raise DwarfValueError(f"{where}: optimised out (no location at this address)")
-    if pc == function.low and _own_frame_slot(function.path, expr):
+    if pc == function.low and _own_frame_slot(function.dwarf, expr):
         raise DwarfValueError(f"{where}: in a stack slot the prologue has not written yet "
                               "(probe after the prologue)")
-    parser = DWARFExprParser(_structs(function.path))
+    parser = DWARFExprParser(_structs(function.dwarf))
     ops = parser.parse_expr(expr)
     size = variable.size or 8
     names = [op.op_name for op in ops]
@@ -413,7 +444,7 @@ def _sized(value: int, size: int) -> int:
 
 def _frame_base(function: Function, pc: int, regs, memory, bias: int) -> int:
     if list(function.frame_base) != [0x9C]:   # DW_OP_call_frame_cfa: what gcc emits
-        parser = DWARFExprParser(_structs(function.path))
+        parser = DWARFExprParser(_structs(function.dwarf))
         return cfi_expr.evaluate(parser.parse_expr(list(function.frame_base)), regs, memory)
     row = cfi.for_file(function.path).row(pc)
     if row is None:

@@ -36,8 +36,8 @@ def site_function(path: str, vaddr: int) -> dwarf_params.Function:
     if not found:
         has = bool(dwarf_params.functions(path))
         raise FetchError(f"{path} has no DWARF for address {vaddr:#x}" if has else
-                         f"{path} has no DWARF (build it with -g; separate debug files are "
-                         "not searched yet)")
+                         f"{path} has no DWARF (build it with -g, or install its separate "
+                         "debug file: /usr/lib/debug, found by build-id or .gnu_debuglink)")
     return min(found, key=lambda f: f.high - f.low)   # the innermost
 
 
@@ -59,7 +59,7 @@ def _variable(function: dwarf_params.Function, name: str, vaddr: int,
     if variable.expression_at(vaddr) is None:
         raise FetchError(f"{where}: optimised out (no location at this address)")
     if function.needs_prologue(vaddr) and dwarf_params._own_frame_slot(
-            function.path, variable.expression_at(vaddr)):
+            function.dwarf, variable.expression_at(vaddr)):
         after = dwarf_params.after_prologue(function) - function.low
         hint = (f"; probe after the prologue: {function.name}+{after:#x}" if after and
                 not is_return else "; a return probe reads its arguments at the entry"
@@ -108,7 +108,7 @@ def _simple(function: dwarf_params.Function, variable: dwarf_params.Variable, va
         return ("reg", name) if name in _GENERAL else None
     if expr[0] != 0x91 or list(function.frame_base) != [0x9C]:   # fbreg, call_frame_cfa
         return None
-    ops = DWARFExprParser(dwarf_params._structs(function.path)).parse_expr(expr)
+    ops = DWARFExprParser(dwarf_params._structs(function.dwarf)).parse_expr(expr)
     if len(ops) != 1:
         return None
     row = cfi.for_file(function.path).row(vaddr)

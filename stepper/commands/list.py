@@ -92,8 +92,9 @@ def _chosen(path: str, func: str):
 
     functions = dwarf_params.functions(path)
     if not functions:
-        raise StepperError(f"{os.path.basename(path)} has no DWARF debug information in "
-                           "the file (build it with -g; separate debug files are not read)")
+        raise StepperError(f"{os.path.basename(path)} has no DWARF debug information, in "
+                           "the file or a separate debug file (build it with -g, or install "
+                           "its debug file under /usr/lib/debug)")
     found = dwarf_params.find(path, func)
     if not found:
         raise StepperError(f"no function named {func} in the DWARF of "

@@ -97,3 +97,39 @@ def test_a_function_split_hot_and_cold(build, tmp_path):
     assert proc.run().exit_code == 0
     assert [f"check {v}" for v in seen] == [line for line in out.read_text().splitlines()
                                             if line.startswith("check")]
+
+
+@pytest.mark.parametrize("name", ["params_O0", "params_O2"])
+def test_a_stripped_program_reads_its_separate_debug_file(build, tmp_path, name):
+    """`objcopy --strip-debug --add-gnu-debuglink` (what distributions ship, the DWARF in a
+    -dbgsym package): the functions, their line rows and `-p 'prog:work a s:string'` come
+    from the debug file, as from the unstripped program."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("objcopy") is None:
+        pytest.skip("objcopy (binutils) is needed to split the debug file")
+    full = build(name)
+    debug, stripped = tmp_path / "prog.debug", tmp_path / "prog"
+    subprocess.run(["objcopy", "--only-keep-debug", full, str(debug)], check=True)
+    subprocess.run(["objcopy", "--strip-debug", f"--add-gnu-debuglink={debug}", full,
+                    str(stripped)], check=True, cwd=tmp_path)
+    ours, theirs = dwarf_params.functions(str(stripped)), dwarf_params.functions(full)
+    assert theirs and [(f.name, f.low, f.high, f.variables) for f in ours] == \
+        [(f.name, f.low, f.high, f.variables) for f in theirs]
+    assert all(f.path == str(stripped) and f.debug_path == str(debug) for f in ours)
+    (work,) = dwarf_params.find(str(stripped), "work")
+    (original,) = dwarf_params.find(full, "work")
+    at = dwarf_params.after_prologue(work)   # -O0: past the prologue, from the line table
+    assert dwarf_params.line_rows(work) and at == dwarf_params.after_prologue(original)
+    spec = "prog:work" + (f"+{at - work.low:#x}" if at != work.low else "")
+    out = tmp_path / "trace.jsonl"
+    run = subprocess.run([sys.executable, "-m", "stepper.cli", "probe", "--quiet", "-p",
+                          f"{spec} a s:string m1", "--format", "jsonl", "-o", str(out), "--",
+                          str(stripped)], capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr
+    printed = [line.split()[1:4] for line in run.stdout.splitlines() if line.startswith("work")]
+    got = [json.loads(line)["args"] for line in out.read_text().splitlines()]
+    assert [[str(a["a"]), a["s"], str(a["m1"])] for a in got] == printed and len(got) == 3
