@@ -25,6 +25,14 @@ TARGETS = (
      "stepper_fetch_deep", 2.0, "max"),
 )
 
+#: (description, numerator, denominator): ratios to the C floor rows, for information only:
+#: what stepper and ltrace pay per call against what a C ptrace tracer pays for the same work.
+FLOOR_RATIOS = (
+    ("ltrace / c_floor_args (what a C ptrace tracer reaches)", "ltrace", "c_floor_args"),
+    ("stepper_args / c_floor_args", "stepper_args", "c_floor_args"),
+    ("stepper_count / c_floor_count", "stepper_count", "c_floor_count"),
+)
+
 
 def check_rows(text: str | None) -> tuple[str, ...]:
     """`--rows A,B`: the rows asked for, in table order (all when None)."""
@@ -107,7 +115,20 @@ def build(results: Results, calls: int, repeat: int, placement: str, best: dict)
         "machine": machine(),
     }
     report["targets"] = targets(per_call, best)
+    report["floor_ratios"] = floor_ratios(per_call, best)
     return report
+
+
+def _ratio(fig: dict, num: str, den: str) -> float | None:
+    a, b = fig.get(num), fig.get(den)
+    return None if a is None or b is None or b <= 0 else round(a / b, 2)
+
+
+def floor_ratios(per_call: dict, best: dict | None = None) -> list[dict]:
+    """FLOOR_RATIOS on the medians (`ratio`) and on the fastest runs (`best_ratio`): figures,
+    never pass or fail."""
+    return [{"ratio_of": text, "ratio": _ratio(per_call, num, den),
+             "best_ratio": _ratio(best or {}, num, den)} for text, num, den in FLOOR_RATIOS]
 
 
 def targets(per_call: dict, best: dict | None = None) -> list[dict]:
@@ -117,8 +138,7 @@ def targets(per_call: dict, best: dict | None = None) -> list[dict]:
     for text, num, den, bound, kind in TARGETS:
         row = {"target": text}
         for prefix, fig in (("", per_call), ("best_", best or {})):
-            a, b = fig.get(num), fig.get(den)
-            ratio = None if a is None or b is None or b <= 0 else round(a / b, 2)
+            ratio = _ratio(fig, num, den)
             row[prefix + "ratio"] = ratio
             row[prefix + "met"] = (None if ratio is None else
                                    ratio <= bound if kind == "max" else ratio >= bound)
@@ -138,6 +158,9 @@ def table(report: dict) -> str:
         verdict = {True: "met", False: "MISSED", None: "n/a"}
         lines.append(f"  {t['target']:<44} ratio {_cell(t['ratio'])}: {verdict[t['met']]}; "
                      f"best {_cell(t['best_ratio'])}: {verdict[t['best_met']]}")
+    lines += ["", "against the C floor (information, not goals):"]
+    lines += [f"  {r['ratio_of']:<54} median {_cell(r['ratio'])}, best {_cell(r['best_ratio'])}"
+              for r in report["floor_ratios"]]
     if report["null_reasons"]:
         lines += ["", "null rows:"]
         lines += [f"  {k}: {why}" for k, why in report["null_reasons"].items()]

@@ -9,7 +9,9 @@ file (never a terminal), and the hits are counted back from that file: a row tha
 another count than N is null with the reason. The `*_deep` rows run the same program with
 `deep`: each call of `work` under a 10-frame stack (bench_trace.c), probed with and without
 `--stack`; their stacks are checked from stepper's JSON (N stacks of DEEP_FRAMES frames, or
-null). See docs/bench.md ("Traced probes").
+null). The `c_floor_*` rows are bench_trace_floor.c, a C ptrace tracer doing the least work of
+stepper's counting and args rows: what any ptrace tracer could reach here, for information.
+See docs/bench.md ("Traced probes").
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ from typing import Callable
 
 from .. import toolchain
 from .errors import Unmeasurable
+from .peers import run_peer
 from .runs import Sample
+from .tracee import _symbols
 
 _TIMEOUT = 900
 _EXE = "bench_trace"
@@ -48,6 +52,8 @@ ROWS: dict[str, str] = {
     "stepper_stack_deep": "stepper probe -p 'work a=%di:s64' --stack (10-frame stack)",
     "gdb_bt_deep": "gdb break work + commands: silent, bt, continue (10-frame stack)",
     "bpftrace_ustack_deep": "bpftrace uprobe:work { print(ustack) } (frame pointers only)",
+    "c_floor_count": "bench_trace_floor count: C ptrace loop, movsbq emulated (no output)",
+    "c_floor_args": "bench_trace_floor args: the same + the string read, one line to FILE",
 }
 #: The frames at `work` in bench_trace's `deep` mode: work, deep5..deep1, main,
 #: __libc_start_call_main, __libc_start_main, _start.
@@ -61,6 +67,11 @@ def program() -> Path:
     the peers name it `bench_trace`)."""
     return toolchain.build("bench_trace.c", ("-O2", "-no-pie"), output="bench_trace",
                            filename=_EXE)
+
+
+def floor() -> Path:
+    """The C floor tracer of the traced rows (bench_trace_floor.c)."""
+    return toolchain.build("bench_trace_floor.c", ("-O2",), output="bench_trace_floor")
 
 
 @dataclass
@@ -107,6 +118,10 @@ def rows(n: int, workdir: Path) -> list[Row]:
             lambda: _gdb_bt(False, deep, workdir)),
         Row("bpftrace_ustack_deep", lambda: _bpftrace_ustack("work", exe, deep, out),
             lambda: _bpftrace_ustack("main", exe, deep, out)),
+        Row("c_floor_count", lambda: _c_floor("count", "work", exe, argv, out),
+            lambda: _c_floor("count", "main", exe, argv, out)),
+        Row("c_floor_args", lambda: _c_floor("args", "work", exe, argv, out),
+            lambda: _c_floor("args", "main", exe, argv, out)),
     ]
 
 
@@ -227,6 +242,28 @@ def _bpftrace_ustack(symbol: str, exe: str, argv: list[str], out: Path) -> Sampl
     prog = f'uprobe:{exe}:{symbol} {{ printf("stack\\n"); print(ustack); }}'
     ns = _timed([tool, "-o", str(out), "-e", prog, "-c", " ".join(argv)], "bpftrace")
     return Sample(_count(out, rb"^stack$"), ns)
+
+
+def _c_floor(mode: str, symbol: str, exe: str, argv: list[str], out: Path) -> Sample:
+    """bench_trace_floor.c with the breakpoint on `symbol` (the program is -no-pie: its ELF
+    symbol value is the run-time address): on `work` its instruction emulated at every call,
+    on `main` (the baseline) one hit that removes the breakpoint. Hits are the count it
+    prints; the args row's must also be the lines of its trace."""
+    address = _symbols(Path(exe), symbol)[0]
+    cmd = [str(floor()), mode, "work" if symbol == "work" else "once", f"{address:x}",
+           str(out) if mode == "args" else "-", *argv]
+    start = time.perf_counter_ns()
+    text = run_peer(cmd, "the C floor")
+    ns = time.perf_counter_ns() - start
+    match = re.search(rb"^bench_trace_floor: hits=(\d+)$", text, re.M)
+    if match is None:
+        raise Unmeasurable(f"the C floor printed no hit count: {text[-200:]!r}")
+    hits = int(match[1])
+    if mode == "args" and symbol == "work":
+        lines = _count(out, rb"^\S+ \d+ bench_trace:work: a=-?\d+ p=0x[0-9a-f]+ s=\"")
+        if lines != hits:
+            raise Unmeasurable(f"the C floor counted {hits} hits but traced {lines}")
+    return Sample(hits, ns)
 
 
 def _uftrace(symbol: str, argv: list[str], workdir: Path) -> Sample:
