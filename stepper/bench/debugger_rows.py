@@ -35,7 +35,7 @@ from . import steps
 from .errors import Unmeasurable
 from .peers import run_peer
 from .placement import Placement, place_tracee
-from .tracee import HEADLINE, _symbols, tracee
+from .tracee import HEADLINE, symbol_values, tracee
 
 #: Round-trip figures (µs per stop), in table order; the _threads ones with IDLE more threads.
 STOP_KEYS = ("cont", "libdebug_cont", "gdb_continue")
@@ -50,7 +50,7 @@ _COUNT = re.compile(rb"count=(\d+) ns=(\d+)")
 
 def loop_top() -> int:
     """Where the step figures start: the top of the workload's loop."""
-    return _symbols(steps.workload(), "loop_top")[0]
+    return symbol_values(steps.workload(), "loop_top")[0]
 
 
 # --- stepper -------------------------------------------------------------------------------

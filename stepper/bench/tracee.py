@@ -57,7 +57,7 @@ def tracee(variant: str) -> Tracee:
         raise StepperError(f"unknown bench variant {variant!r}: choose one of {', '.join(VARIANTS)}")
     path = toolchain.build("bench_tracee.c", ("-O2", "-no-pie", f"-D{VARIANTS[variant]}"),
                            output=f"bench_tracee_{variant}")
-    probe, slot = _symbols(path, "probed", "bench_slot")
+    probe, slot = symbol_values(path, "probed", "bench_slot")
     code = _read(path, probe, 15)
     return Tracee(variant, path, probe, slot, emu.decode(code, probe).text)
 
@@ -68,7 +68,7 @@ def floor() -> Path:
     return toolchain.build("bench_floor.c", ("-O2",), output="bench_floor")
 
 
-def _symbols(path: Path, *names: str) -> tuple[int, ...]:
+def symbol_values(path: Path, *names: str) -> tuple[int, ...]:
     with open(path, "rb") as f:
         elf = ELFFile(f)
         table = elf.get_section_by_name(".symtab")

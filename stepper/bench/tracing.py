@@ -32,7 +32,7 @@ from .. import toolchain
 from .errors import Unmeasurable
 from .peers import run_peer
 from .runs import Sample
-from .tracee import _symbols
+from .tracee import symbol_values
 
 _TIMEOUT = 900
 _EXE = "bench_trace"
@@ -249,7 +249,7 @@ def _c_floor(mode: str, symbol: str, exe: str, argv: list[str], out: Path) -> Sa
     symbol value is the run-time address): on `work` its instruction emulated at every call,
     on `main` (the baseline) one hit that removes the breakpoint. Hits are the count it
     prints; the args row's must also be the lines of its trace."""
-    address = _symbols(Path(exe), symbol)[0]
+    address = symbol_values(Path(exe), symbol)[0]
     cmd = [str(floor()), mode, "work" if symbol == "work" else "once", f"{address:x}",
            str(out) if mode == "args" else "-", *argv]
     start = time.perf_counter_ns()

@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from stepper.bench.trace_report import FLOOR_RATIOS, TARGETS, floor_ratios, targets
-from stepper.bench.tracee import _symbols
+from stepper.bench.tracee import symbol_values
 from stepper.bench.tracing import ROWS, STEPPER_ARGS, floor, program
 from stepper.cli import main
 
@@ -84,7 +84,7 @@ def test_floor_ratios_are_figures_not_goals(quick):
 
 def _floor_run(mode, site, symbol, out, calls):
     exe = os.path.realpath(program())
-    address = _symbols(exe, symbol)[0]
+    address = symbol_values(exe, symbol)[0]
     return subprocess.run([str(floor()), mode, site, f"{address:x}", str(out), exe, str(calls)],
                           capture_output=True, timeout=60)
 
