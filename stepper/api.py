@@ -89,8 +89,10 @@ class Process:
     @property
     def placement(self) -> str:
         """Where stepper's tracer runs (stepper.placement): `follow` (the default, or
-        $STEPPER_PLACEMENT) keeps it on the CPU of the thread it serves; `none` leaves
-        stepper's affinity alone. The program's own affinity is never changed."""
+        $STEPPER_PLACEMENT) keeps it on the CPU of the thread it serves, and on a quiet
+        machine runs it as SCHED_IDLE so that the thread stays there; `pin` only pins;
+        `none` leaves stepper's affinity alone. The program's own affinity and scheduling
+        policy are never changed."""
         return self._session.placement
 
     @placement.setter

@@ -280,7 +280,9 @@ class State:
         follower = self.follower
         if follower is None or follower.owner != threading.get_native_id():
             self.release()  # another thread calls cont() now: the old one unpinned
-            follower = self.follower = placement.Follower(root.pid, root.placement).start()
+            # pin only: the thread runs the user's code between cont() calls
+            follower = self.follower = placement.Follower(root.pid, root.placement,
+                                                          yields=False).start()
         root.follower = follower
         try:
             if not self.interrupt_wanted:

@@ -73,9 +73,16 @@ def loop(root: Any) -> None:
     returning, single_step = stepping.returning, stepping.single_step
     waitpid, wifstopped = os.waitpid, os.WIFSTOPPED
     stopped_trap = stops.TRAP_STATUS
-    seen = root.follower.seen
+    follower = root.follower
+    seen, missed, POLL = follower.seen, follower.missed, WALL | os.WNOHANG
     while mine and not root.detach_requested and not root.halt:
-        tid, status = waitpid(-1, WALL)
+        if follower.yielding:  # the stop is usually there: the thread ran on our CPU
+            tid, status = waitpid(-1, POLL)
+            if not tid:
+                missed()
+                tid, status = waitpid(-1, WALL)
+        else:
+            tid, status = waitpid(-1, WALL)
         seen(tid)
         t = family.get(tid)
         if t is None:

@@ -57,8 +57,10 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=MODES, default="auto",
                    help="step strategy for every probe (default: auto)")
     p.add_argument("--placement", choices=POLICIES, default=None,
-                   help="follow: keep stepper on the CPU of the thread it serves (default, "
-                        "or $STEPPER_PLACEMENT); none: leave stepper's CPU affinity alone")
+                   help="follow: keep stepper on the CPU of the thread it serves, and on a "
+                        "quiet machine run it as SCHED_IDLE so the thread stays there "
+                        "(default, or $STEPPER_PLACEMENT); pin: the same without "
+                        "SCHED_IDLE; none: leave stepper's CPU affinity alone")
     p.add_argument("--json", metavar="FILE", help="write the results as JSON to FILE")
     p.add_argument("--quiet", action="store_true",
                    help="print nothing but errors (no progress, table or warnings)")

@@ -4,6 +4,7 @@ tracees that the policy moves only stepper's own thread, never the program's aff
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -128,3 +129,130 @@ def test_follow_chooses_only_among_the_cpus_stepper_may_use(build, capfd):
     for cpu in sorted(os.sched_getaffinity(0))[:2]:
         seen, after = _loop_affinity(build("affinity"), "follow", {cpu})
         assert seen and set(seen) == {frozenset({cpu})} and after == {cpu}
+
+
+def test_running_tasks_is_the_fourth_field_of_loadavg():
+    assert placement.running_tasks(b"0.08 0.48 0.83 1/91 11335\n") == 1
+    assert placement.running_tasks(b"4.10 3.00 2.50 12/340 999\n") == 12
+
+
+def _may_yield(drop_cap: bool) -> str:
+    """placement.may_yield() in a fresh interpreter with RLIMIT_NICE 0, with or without
+    CAP_SYS_NICE."""
+    code = ("import resource; resource.setrlimit(resource.RLIMIT_NICE, (0, 0)); "
+            "from stepper import placement; print(placement.may_yield())")
+    drop = ["setpriv", "--bounding-set", "-sys_nice"] if drop_cap else []
+    p = subprocess.run([*drop, sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.strip()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
+                    reason="needs root and setpriv to drop CAP_SYS_NICE")
+def test_may_yield_only_where_the_thread_could_come_back_to_sched_other():
+    # Coming back from SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20 - nice (sched(7)).
+    assert _may_yield(drop_cap=False) == "True"
+    assert _may_yield(drop_cap=True) == "False"
+
+
+def _run_watched(exe: str, argv: list[str], policy: str):
+    """Run `exe` probed on `work` under `policy`: the loop thread's scheduling policy at each
+    hit, after the run, and the follower."""
+    proc = api.spawn([exe, *argv])
+    proc.placement = policy
+    seen: list[int] = []
+    address, _ = symbol(exe, "work")
+    proc.break_at(proc.load_bias + address, lambda hit: seen.append(os.sched_getscheduler(0)))
+    before = os.sched_getscheduler(0)
+    status = proc.run()
+    assert status.exit_code == 0
+    return seen, before, os.sched_getscheduler(0), proc._session.follower
+
+
+IDLE = os.SCHED_IDLE | os.SCHED_RESET_ON_FORK
+can_yield = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2 or not placement.may_yield(),
+                               reason="yielding needs two CPUs and the right to come back")
+
+
+@pytest.fixture
+def quiet(tmp_path, monkeypatch):
+    """The machine as the policy sees it: a /proc/loadavg stand-in saying `running` tasks."""
+    def say(running: int) -> None:
+        fake = tmp_path / "loadavg"
+        fake.write_text(f"0.00 0.00 0.00 {running}/100 4242\n")
+        monkeypatch.setattr(placement, "LOADAVG", str(fake))
+    return say
+
+
+@can_yield
+def test_follow_yields_on_a_quiet_machine_and_gives_the_policy_back(build, quiet, capfd):
+    quiet(1)
+    seen, before, after, follower = _run_watched(build("affinity"), ["300"], "follow")
+    assert before == after == os.SCHED_OTHER
+    assert follower.yields >= 1 and not follower.yielding
+    first = placement.QUIET_EVERY * placement.QUIET_AGREE  # stops before it may yield
+    assert set(seen[:first - 1]) == {os.SCHED_OTHER} and IDLE in seen[first:]
+    assert set(seen) <= {os.SCHED_OTHER, IDLE}
+
+
+@can_yield
+def test_follow_does_not_yield_while_another_task_is_runnable(build, quiet, capfd):
+    quiet(2)
+    seen, _, after, follower = _run_watched(build("affinity"), ["300"], "follow")
+    assert seen and set(seen) == {os.SCHED_OTHER} == {after} and follower.yields == 0
+
+
+@can_yield
+@pytest.mark.parametrize("policy", ["pin", "none"])
+def test_pin_and_none_never_change_the_tracers_policy(build, quiet, capfd, policy):
+    quiet(1)
+    seen, _, after, follower = _run_watched(build("affinity"), ["300"], policy)
+    assert seen and set(seen) == {os.SCHED_OTHER} == {after} and follower.yields == 0
+
+
+@can_yield
+def test_a_yielding_tracer_leaves_the_programs_policy_and_affinity_as_unprobed(build, quiet,
+                                                                              capfd):
+    quiet(1)
+    exe = build("affinity")
+    plain = run_plain([exe, "300"])
+    capfd.readouterr()
+    _, _, _, follower = _run_watched(exe, ["300"], "follow")
+    out = capfd.readouterr().out.encode()
+    assert follower.yields >= 1
+    assert out == plain.stdout and b"policy=" in out
+
+
+@can_yield
+def test_a_program_with_rare_hits_runs_to_its_end_under_a_yielding_tracer(build, quiet, capfd):
+    # Every stop comes long after its resume: the first poll misses and the loop blocks in
+    # waitpid (no spinning), and every MISSES misses the next stop's CPU is read.
+    quiet(1)
+    exe = build("rare_hits")
+    plain = run_plain([exe, "60", "2000"])
+    capfd.readouterr()
+    seen, _, after, follower = _run_watched(exe, ["60", "2000"], "follow")
+    assert capfd.readouterr().out.encode() == plain.stdout
+    assert len(seen) == 60 and after == os.SCHED_OTHER and follower.yields >= 1
+
+
+@needs_two
+def test_polls_that_miss_make_the_next_stop_read_its_cpu():
+    child = subprocess.Popen(["sleep", "30"])
+    try:
+        follower = placement.Follower(child.pid, "follow").start()
+        try:
+            read = follower.readings
+            for _ in range(placement.MISSES - 1):
+                follower.missed()
+            follower.seen(child.pid)
+            assert follower.readings == read  # not enough misses: no reading before EVERY
+            follower.missed()
+            follower.seen(child.pid)
+            assert follower.readings == read + 1
+        finally:
+            follower.end()
+    finally:
+        child.kill()
+        child.wait()

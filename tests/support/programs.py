@@ -28,6 +28,7 @@ PROGRAMS = {
     "family": (["family.c"], ["-O1", "-g"]),
     "family_other": (["family.c"], ["-O1", "-DOTHER"]),
     "affinity": (["affinity.c"], ["-O1", "-pthread"]),
+    "rare_hits": (["rare_hits.c"], ["-O1"]),
     "watchpoints": (["watchpoints.c"], ["-O1", "-pthread"]),
     # the instruction loop of the step benchmark (an absolute path: TRACEES / it is itself)
     "steploop": ([str(BUNDLED / "bench_steploop.S")], ["-static", "-nostdlib", "-no-pie"]),

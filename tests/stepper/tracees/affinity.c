@@ -1,11 +1,13 @@
 /* Calls the probed function `work` argv[1] times in the main thread and as many in a thread
- * it creates, then prints the CPU affinity each of the two threads sees: a probed run must
- * print exactly what an unprobed one prints (stepper may move only its own tracer). */
+ * it creates, then prints the CPU affinity, scheduling policy and nice value each of the two
+ * threads sees: a probed run must print exactly what an unprobed one prints (stepper may
+ * move, and lower the priority of, only its own tracer). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 
 static long iters;
 
@@ -18,7 +20,7 @@ static void print_mask(const char *who) {
     printf("%s:", who);
     for (int cpu = 0; cpu < CPU_SETSIZE; cpu++)
         if (CPU_ISSET(cpu, &set)) printf(" %d", cpu);
-    printf("\n");
+    printf(" policy=%d nice=%d\n", sched_getscheduler(0), getpriority(PRIO_PROCESS, 0));
 }
 
 static void *thread(void *arg) {
