@@ -48,11 +48,11 @@ class HitContext:
         if vm is None:
             vm = self._vms[self.pid] = kernel.VmAccess(self.pid)
         first = min(STRING_MAX, PAGE - (address & (PAGE - 1)))
-        data = vm.read_cstring(address, first)
+        data = vm.read(address, first, True)
         if data is None:
             return None
         if len(data) == first < STRING_MAX:   # no NUL on this page: the next one
-            more = vm.read_cstring(address + first, STRING_MAX - first)
+            more = vm.read(address + first, STRING_MAX - first, True)
             if more is not None:
                 data += more
         return data.decode("utf-8", "backslashreplace")

@@ -314,27 +314,17 @@ class VmAccess:
         self._buf = buf
         return buf
 
-    def read(self, address: int, size: int) -> bytes | None:
-        """The `size` bytes at `address`, or None if any of them cannot be read."""
+    def read(self, address: int, size: int, upto_nul: bool = False) -> bytes | None:
+        """The `size` bytes at `address`, or None if any of them cannot be read. `upto_nul`:
+        only those before the first NUL (all `size` if there is none: a string reader reads
+        on), found by ctypes' `value` (C's strlen), not by slicing in Python."""
         buf = self._buf
         if size != len(buf):
             buf = self._use(size)
         self._remote.base = address
         if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
             return None
-        return buf.raw
-
-    def read_cstring(self, address: int, size: int) -> bytes | None:
-        """The bytes at `address` before the first NUL of the `size` read (all `size` if
-        there is none: the caller reads on), or None if any of them cannot be read. The
-        NUL is found by ctypes' `value` (C's strlen), not by slicing in Python."""
-        buf = self._buf
-        if size != len(buf):
-            buf = self._use(size)
-        self._remote.base = address
-        if _process_vm_readv(self.pid, self._local_p, 1, self._remote_p, 1, 0) != size:
-            return None
-        return buf.value
+        return buf.value if upto_nul else buf.raw
 
     def read_upto(self, address: int, size: int) -> bytes:
         """The readable bytes of [address, address + size): the kernel stops at the first
