@@ -26,7 +26,7 @@ from .errors import StepperError
 from .filters import Filter, parse_filter
 
 __all__ = ["FetchError", "FetchArg", "ProbeLine", "split_words", "parse_probe", "parse_fetch",
-           "TYPES", "format_text", "text_formatter", "format_json", "json_formatter"]
+           "TYPES", "text_formatter", "format_json", "json_formatter"]
 
 _REGS = ("rax", "rbx", "rcx", "rdx", "rsi", "rdi", "rbp", "rsp", "r8", "r9", "r10", "r11",
          "r12", "r13", "r14", "r15", "rip", "rflags")
@@ -312,11 +312,6 @@ def parse_probe(text: str) -> ProbeLine:
 
 # -- formatting (lazily, by the writers) -------------------------------------------------------
 
-def format_text(arg: FetchArg, value: object) -> str:
-    """perf-script-like: x hex, u/s decimal, strings quoted, a fault `(fault)`."""
-    return text_formatter(arg)(value)
-
-
 def _quoted(value: object) -> str:
     if value is None:
         return "(fault)"
@@ -332,7 +327,8 @@ def _plain(value: object) -> str:
 
 
 def text_formatter(arg: FetchArg) -> Callable[[object], str]:
-    """format_text for one argument, its type decided once: `fn(value)`."""
+    """`fn(value)`, perf-script-like text for one argument, its type decided once: x hex,
+    u/s decimal, strings quoted, a fault `(fault)`."""
     t = arg.type
     if t == "string":
         return _quoted

@@ -134,10 +134,10 @@ class JsonlWriter(TextWriter):
 
     def _prepare(self, key) -> tuple:
         probe, symbol, address = key
-        middle = (f',"probe":{_json(probe.label)},"symbol":{_json(symbol)},'
+        middle = (f',"probe":{json.dumps(probe.label)},"symbol":{json.dumps(symbol)},'
                   f'"address":"{hex(address)}","event":"entry","args":{{')
         prepared = self._prepared[key] = (
-            middle, tuple(_json(a.name) + ":" for a in probe.args),
+            middle, tuple(json.dumps(a.name) + ":" for a in probe.args),
             tuple(json_formatter(a) for a in probe.args))
         return prepared
 
@@ -150,10 +150,6 @@ class JsonlWriter(TextWriter):
         args = ",".join([n + f(v) for n, f, v in zip(names, formats, e.values)])
         self.sink.write(f'{{"time_ns":{e.time_ns},"pid":{e.pid},"tid":{e.tid}{middle}{args}}}}}\n',
                         e.time_ns)
-
-
-def _json(value: object) -> str:
-    return json.dumps(value)
 
 
 class ChromeWriter(TextWriter):
